@@ -1,0 +1,161 @@
+/*
+ * tb-work: the testbed's guest workloads. Each writes a verifiable pattern
+ * (every page carries its index and a per-pass seed, the rest is derived from
+ * both), reads it back and checks it, and prints JSON progress lines at least
+ * once a second on stdout:
+ *   {"progress":DONE,"total":TOTAL,"pass":P,"phase":"write"|"verify"}
+ *   {"mismatch":{"page":I,"pass":P,"word":W,"expected":E,"got":G}}   (exit 3)
+ *   {"done":true,"pages":N,"seconds":S}                              (exit 0)
+ * Modes: anon (anonymous memory beyond RAM, so it must swap).
+ */
+#define _GNU_SOURCE
+#include <errno.h>
+#include <stdarg.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <time.h>
+#include <unistd.h>
+
+#define PAGE 4096
+#define WORDS (PAGE / 8)
+
+static char line[512];
+static double t0, last_report;
+static uint64_t total, done;
+
+static double now(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return ts.tv_sec + ts.tv_nsec / 1e9;
+}
+
+static void say(const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    int n = vsnprintf(line, sizeof(line) - 1, fmt, ap);
+    va_end(ap);
+    if (n < 0)
+        return;
+    if (n > (int)sizeof(line) - 2)
+        n = sizeof(line) - 2;
+    line[n++] = '\n';
+    for (int off = 0; off < n;) {
+        ssize_t w = write(1, line + off, n - off);
+        if (w < 0 && errno == EINTR)
+            continue;
+        if (w <= 0)
+            return;
+        off += w;
+    }
+}
+
+static void progress(int pass, const char *phase, int force)
+{
+    double t = now();
+    if (!force && t - last_report < 0.5)
+        return;
+    last_report = t;
+    say("{\"progress\":%llu,\"total\":%llu,\"pass\":%d,\"phase\":\"%s\",\"t\":%.3f}", (unsigned long long)done,
+        (unsigned long long)total, pass, phase, t - t0);
+}
+
+static inline uint64_t mix(uint64_t x)
+{
+    x ^= x >> 33;
+    x *= 0xff51afd7ed558ccdULL;
+    x ^= x >> 33;
+    x *= 0xc4ceb9fe1a85ec53ULL;
+    x ^= x >> 33;
+    return x;
+}
+
+static void fill_page(uint64_t *p, uint64_t index, uint64_t seed)
+{
+    p[0] = index;
+    p[1] = seed;
+    uint64_t s = mix(index * 0x9e3779b97f4a7c15ULL ^ seed);
+    for (int w = 2; w < WORDS; w++) {
+        s ^= s << 13;
+        s ^= s >> 7;
+        s ^= s << 17;
+        p[w] = s;
+    }
+}
+
+/* Returns -1 when the page is intact, else the index of the first bad word. */
+static int check_page(const uint64_t *p, uint64_t index, uint64_t seed, uint64_t *expected)
+{
+    static uint64_t want[WORDS];
+    fill_page(want, index, seed);
+    for (int w = 0; w < WORDS; w++)
+        if (p[w] != want[w]) {
+            *expected = want[w];
+            return w;
+        }
+    return -1;
+}
+
+static int run_anon(uint64_t pages, int passes, uint64_t seed0)
+{
+    uint64_t *mem = mmap(NULL, pages * PAGE, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE,
+                         -1, 0);
+    if (mem == MAP_FAILED) {
+        say("{\"error\":\"mmap of %llu pages failed: %s\"}", (unsigned long long)pages, strerror(errno));
+        return 2;
+    }
+    total = pages * 2 * passes;
+    for (int pass = 0; pass < passes; pass++) {
+        uint64_t seed = seed0 + pass;
+        for (uint64_t i = 0; i < pages; i++) {
+            fill_page(mem + i * WORDS, i, seed);
+            done++;
+            if ((i & 63) == 0)
+                progress(pass, "write", 0);
+        }
+        progress(pass, "write", 1);
+        for (uint64_t i = 0; i < pages; i++) {
+            uint64_t expected;
+            int w = check_page(mem + i * WORDS, i, seed, &expected);
+            if (w >= 0) {
+                say("{\"mismatch\":{\"page\":%llu,\"pass\":%d,\"word\":%d,\"expected\":%llu,\"got\":%llu}}",
+                    (unsigned long long)i, pass, w, (unsigned long long)expected,
+                    (unsigned long long)mem[i * WORDS + w]);
+                return 3;
+            }
+            done++;
+            if ((i & 63) == 0)
+                progress(pass, "verify", 0);
+        }
+        progress(pass, "verify", 1);
+    }
+    say("{\"done\":true,\"pages\":%llu,\"passes\":%d,\"seconds\":%.3f}", (unsigned long long)pages, passes,
+        now() - t0);
+    return 0;
+}
+
+static void usage(void)
+{
+    say("{\"error\":\"usage: tb-work anon SIZE_MB PASSES SEED\"}");
+    exit(2);
+}
+
+int main(int argc, char **argv)
+{
+    t0 = now();
+    if (argc != 5)
+        usage();
+    uint64_t size_mb = strtoull(argv[2], NULL, 10);
+    int passes = atoi(argv[3]);
+    uint64_t seed = strtoull(argv[4], NULL, 10);
+    if (!size_mb || passes < 1)
+        usage();
+    if (!strcmp(argv[1], "anon"))
+        return run_anon(size_mb * 256, passes, seed);
+    usage();
+    return 2;
+}

@@ -1,0 +1,3 @@
+"""netswap testbed: reproduce, measure and compare the Linux network-storage memory deadlock."""
+
+__version__ = "0.1.0"

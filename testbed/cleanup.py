@@ -1,0 +1,174 @@
+"""The LIFO undo stack every resource registers on the moment it exists, and signal handling.
+
+Teardown runs in reverse order, collects errors instead of stopping at the first, and runs on
+SIGINT/SIGTERM too (both arrive as KeyboardInterrupt in the main thread).
+"""
+
+from __future__ import annotations
+
+import logging
+import signal
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class Undo:
+    what: str
+    fn: Callable[..., Any]
+    args: tuple[Any, ...]
+
+
+class Cleanup:
+    """Undo stack: `push` right after acquiring, `close` (or leaving the `with`) undoes all in reverse."""
+
+    def __init__(self) -> None:
+        self._stack: list[Undo] = []
+        self.errors: list[str] = []
+
+    def push(self, what: str, fn: Callable[..., Any], *args: Any) -> Undo:
+        undo = Undo(what, fn, args)
+        self._stack.append(undo)
+        return undo
+
+    def discard(self, undo: Undo) -> None:
+        """Forget an undo whose resource was released by other means."""
+        if undo in self._stack:
+            self._stack.remove(undo)
+
+    def release(self, undo: Undo) -> None:
+        """Run one undo now (out of order) and forget it."""
+        self.discard(undo)
+        self._run(undo)
+
+    def _run(self, undo: Undo) -> None:
+        try:
+            undo.fn(*undo.args)
+        except Exception as e:  # collected, reported together: one failing undo must not skip the rest
+            self.errors.append(f"{undo.what}: {e}")
+            log.warning("cleanup of %s failed: %s", undo.what, e)
+
+    def close(self) -> list[str]:
+        """Undo everything in reverse order; a second Ctrl-C cannot cut teardown short."""
+        old = signal.getsignal(signal.SIGINT)
+        in_main = _in_main_thread()
+        if in_main:
+            signal.signal(signal.SIGINT, signal.SIG_IGN)
+        try:
+            while self._stack:
+                self._run(self._stack.pop())
+        finally:
+            if in_main:
+                signal.signal(signal.SIGINT, old)
+        return self.errors
+
+    def __enter__(self) -> Cleanup:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+def _in_main_thread() -> bool:
+    import threading
+
+    return threading.current_thread() is threading.main_thread()
+
+
+def _sigterm(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt(f"signal {signum}")
+
+
+def install_signal_handlers() -> None:
+    """Make SIGTERM unwind like Ctrl-C so every `finally` and undo stack runs."""
+    signal.signal(signal.SIGTERM, _sigterm)
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+
+
+# ---- `testbed clean`: leftovers of earlier runs, found by our tag only --------------------------
+
+
+def find_our_qemus() -> list[tuple[int, str]]:
+    """(pid, name) of QEMU processes whose `-name` is one of our tags."""
+    from pathlib import Path
+
+    from testbed.tags import QEMU_NAME_RE
+
+    found = []
+    for p in Path("/proc").iterdir():
+        if not p.name.isdigit():
+            continue
+        try:
+            argv = (p / "cmdline").read_bytes().split(b"\0")
+        except OSError:
+            continue
+        if not argv or not argv[0].endswith(b"qemu-system-x86_64"):
+            continue
+        for i, a in enumerate(argv[:-1]):
+            if a == b"-name":
+                name = argv[i + 1].decode(errors="replace").split(",")[0]
+                if QEMU_NAME_RE.match(name):
+                    found.append((int(p.name), name))
+    return found
+
+
+def find_our_netns() -> list[str]:
+    import os
+
+    from testbed.tags import TAG_RE
+
+    try:
+        names = os.listdir("/run/netns")
+    except OSError:
+        return []
+    return sorted(n for n in names if TAG_RE.match(n))
+
+
+def find_our_rundirs() -> list[str]:
+    from testbed.paths import runtime_dir
+    from testbed.tags import TAG_RE
+
+    root = runtime_dir()
+    if not root.is_dir():
+        return []
+    return sorted(str(p) for p in root.iterdir() if TAG_RE.match(p.name))
+
+
+def clean_leftovers(dry_run: bool = False) -> list[str]:
+    """Remove our QEMUs, namespaces and runtime folders; returns what was (or would be) removed."""
+    import os
+    import shutil
+    import time
+
+    from testbed import proc
+
+    done = []
+    qemus = find_our_qemus()
+    for pid, name in qemus:
+        done.append(f"QEMU {name} (pid {pid})")
+        if not dry_run:
+            try:
+                os.kill(pid, signal.SIGTERM)
+            except ProcessLookupError:
+                pass
+    if qemus and not dry_run:
+        deadline = time.monotonic() + 5
+        while time.monotonic() < deadline and any(os.path.exists(f"/proc/{pid}") for pid, _ in qemus):
+            time.sleep(0.1)
+        for pid, _ in qemus:
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+    for ns in find_our_netns():
+        done.append(f"network namespace {ns}")
+        if not dry_run:
+            proc.run(["ip", "netns", "delete", ns], check=False)
+    for d in find_our_rundirs():
+        done.append(f"runtime folder {d}")
+        if not dry_run:
+            shutil.rmtree(d, ignore_errors=True)
+    return done

@@ -1,0 +1,153 @@
+"""Command line: argument parsing and printing only; the work is done by the modules it calls."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import shlex
+import sys
+import time
+import traceback
+
+from testbed.cleanup import install_signal_handlers
+from testbed.errors import TestbedError, UsageError
+
+
+def _err(msg: str) -> None:
+    print(msg, file=sys.stderr, flush=True)
+
+
+# ---- verbs --------------------------------------------------------------------------------------
+
+
+def cmd_image_build(args: argparse.Namespace) -> int:
+    from testbed.images import cache
+    from testbed.images.build import build
+    from testbed.images.recipe import recipe_names
+
+    names = recipe_names() if args.name == "all" else [args.name]
+    cache.remove_stale_temps()
+    for name in names:
+        t = time.monotonic()
+        image, cached = build(name, rebuild=args.rebuild, say=_err)
+        state = "cached" if cached else "built"
+        print(f"{name}: {state} {image.hash} kernel {image.kernel_version} in {time.monotonic() - t:.1f} s ({image.dir})")
+    return 0
+
+
+def cmd_image_list(args: argparse.Namespace) -> int:
+    from testbed.images import cache
+    from testbed.images.recipe import load_recipe, recipe_hash, recipe_names
+
+    current = {n: recipe_hash(load_recipe(n)) for n in recipe_names()}
+    rows = cache.all_entries()
+    if not rows:
+        print("no images built yet: run `testbed image build all`")
+        return 0
+    print(f"{'name':8} {'hash':16} {'kernel':16} {'size':>8}  {'built at':25} current")
+    for i in rows:
+        mark = "yes" if current.get(i.name) == i.hash else "no"
+        print(f"{i.name:8} {i.hash:16} {i.kernel_version:16} {i.size_bytes / 2**20:7.0f}M  {i.built_at:25} {mark}")
+    return 0
+
+
+def cmd_vm_exec(args: argparse.Namespace) -> int:
+    from testbed.vm import oneshot
+
+    command = list(args.command)
+    if not command and not args.show_command:
+        raise UsageError("vm exec needs a command after --, e.g. `testbed vm exec client -- uname -r`")
+    req = oneshot.OneShot(args.role, args.mem, args.vcpus, args.accel, tuple(command), args.timeout)
+    if args.show_command:
+        print(shlex.join(oneshot.show_command(req, _err)))
+        return 0
+    res, _ = oneshot.run(req, _err)
+    sys.stdout.write(res.stdout)
+    sys.stderr.write(res.stderr)
+    if res.timed_out:
+        _err(f"testbed: the command timed out after {args.timeout:.0f} s in the guest")
+        return 124
+    return res.status if res.status >= 0 else 128 - res.status
+
+
+def cmd_clean(args: argparse.Namespace) -> int:
+    from testbed.cleanup import clean_leftovers
+
+    done = clean_leftovers(dry_run=args.dry_run)
+    verb = "would remove" if args.dry_run else "removed"
+    for d in done:
+        print(f"{verb} {d}")
+    if not done:
+        print("nothing of ours to clean")
+    return 0
+
+
+def cmd_bench_boot(args: argparse.Namespace) -> int:
+    from testbed import bench
+
+    return bench.boot(args.role, args.mem, args.runs, args.accel, _err)
+
+
+# ---- parser -------------------------------------------------------------------------------------
+
+
+def parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="testbed", description=__doc__)
+    p.add_argument("--debug", action="store_true", help="show tracebacks and debug logs")
+    sub = p.add_subparsers(dest="verb", required=True)
+
+    img = sub.add_parser("image", help="build and list guest images").add_subparsers(dest="image_verb", required=True)
+    b = img.add_parser("build", help="build (or find cached) guest images")
+    b.add_argument("name", help="client, nas or all")
+    b.add_argument("--rebuild", action="store_true", help="build even if a cached image matches the recipe")
+    b.set_defaults(func=cmd_image_build)
+    img.add_parser("list", help="list cached images").set_defaults(func=cmd_image_list)
+
+    vm = sub.add_parser("vm", help="boot a guest").add_subparsers(dest="vm_verb", required=True)
+    e = vm.add_parser("exec", help="boot a guest, run one command through the agent, shut down")
+    e.add_argument("role", choices=["client", "nas"])
+    e.add_argument("--mem", type=int, default=128, help="VM RAM in MB (QEMU -m)")
+    e.add_argument("--vcpus", type=int, default=1)
+    e.add_argument("--accel", choices=["auto", "kvm", "tcg"], default="auto")
+    e.add_argument("--timeout", type=float, default=120, help="seconds the command may run in the guest")
+    e.add_argument("--show-command", action="store_true", help="print the QEMU argv and run nothing")
+    e.add_argument("command", nargs="*", help="after --: the command to run in the guest")
+    e.set_defaults(func=cmd_vm_exec)
+
+    c = sub.add_parser("clean", help="remove leftovers of earlier runs (ours only, found by tag)")
+    c.add_argument("--dry-run", action="store_true")
+    c.set_defaults(func=cmd_clean)
+
+    bn = sub.add_parser("bench", help="benchmarks").add_subparsers(dest="bench_verb", required=True)
+    bb = bn.add_parser("boot", help="boot-to-ready times and the warm image build time")
+    bb.add_argument("--role", choices=["client", "nas"], default="client")
+    bb.add_argument("--mem", type=int, default=128)
+    bb.add_argument("--runs", type=int, default=5)
+    bb.add_argument("--accel", choices=["auto", "kvm", "tcg"], default="auto")
+    bb.set_defaults(func=cmd_bench_boot)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    rest: list[str] = []
+    if "--" in argv:  # everything after -- belongs to the guest command, never to our options
+        i = argv.index("--")
+        argv, rest = argv[:i], argv[i + 1 :]
+    args = parser().parse_args(argv)
+    if hasattr(args, "command"):
+        args.command = list(args.command) + rest
+    logging.basicConfig(level=logging.DEBUG if args.debug else logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    # qemu.qmp logs every refused connection while QEMU starts; our errors say what matters.
+    logging.getLogger("qemu.qmp").setLevel(logging.DEBUG if args.debug else logging.CRITICAL)
+    install_signal_handlers()
+    try:
+        return int(args.func(args) or 0)
+    except TestbedError as e:
+        if args.debug:
+            traceback.print_exc()
+        _err(f"testbed: error: {e}")
+        return e.exit_code
+    except KeyboardInterrupt:
+        _err("testbed: interrupted; everything we started was stopped and removed")
+        return 130

@@ -1,0 +1,1 @@
+"""Typed configuration: scenarios, topologies, image recipes; strict YAML loading with field paths."""

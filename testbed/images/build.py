@@ -1,0 +1,165 @@
+"""Building a guest image from its recipe: mmdebstrap root, pinned Debian kernel, pruned modules,
+our guest programs and overlay, a tiny initramfs, and a raw ext4 root made with `mkfs.ext4 -d`.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import time
+from collections.abc import Callable
+from datetime import datetime, timezone
+from pathlib import Path
+
+from testbed import proc
+from testbed.cleanup import Cleanup
+from testbed.errors import CommandError, TestbedError
+from testbed.images import cache, initramfs, kmods
+from testbed.images.recipe import Recipe, load_recipe, recipe_hash
+
+Say = Callable[[str], None]
+
+DEFAULT_EXCLUDES = (
+    "/usr/share/doc/*",
+    "/usr/share/man/*",
+    "/usr/share/info/*",
+    "/usr/share/locale/*",
+    "/usr/share/lintian/*",
+)
+
+
+def mmdebstrap_argv(recipe: Recipe, target: Path) -> list[str]:
+    k = recipe.kernel
+    argv = [
+        "mmdebstrap",
+        "--mode=root",
+        f"--variant={recipe.variant}",
+        "--include=" + ",".join(recipe.packages),
+    ]
+    for pattern in DEFAULT_EXCLUDES + recipe.exclude_paths:
+        argv.append(f"--dpkgopt=path-exclude={pattern}")
+    # The kernel is fetched, not installed: installing it would pull initramfs-tools and udev into the
+    # guest. The .deb lands in the chroot's / and is unpacked on the host afterwards.
+    argv.append(f'--customize-hook=chroot "$1" apt-get download {k.package}={k.version}')
+    argv += [recipe.suite, str(target), *recipe.sources]
+    return argv
+
+
+def compile_program(src: Path, dest: Path) -> None:
+    cc = shutil.which("musl-gcc")
+    argv = [cc, "-static", "-Os", "-o", str(dest), str(src)] if cc else ["gcc", "-static", "-Os", "-o", str(dest), str(src)]
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    proc.run(argv, hint="the guest programs are built with musl-gcc (apt-get install musl-tools) or gcc -static")
+
+
+def copy_overlay(src: Path, root: Path) -> None:
+    for p in sorted(src.rglob("*")):
+        dst = root / p.relative_to(src)
+        if p.is_dir() and not p.is_symlink():
+            dst.mkdir(parents=True, exist_ok=True)
+        else:
+            dst.parent.mkdir(parents=True, exist_ok=True)
+            if dst.exists() or dst.is_symlink():
+                dst.unlink()
+            shutil.copy2(p, dst, follow_symlinks=False)
+
+
+def dir_size(path: Path) -> int:
+    total = 0
+    for dirpath, _, files in os.walk(path):
+        for f in files:
+            try:
+                total += os.lstat(os.path.join(dirpath, f)).st_size
+            except OSError:
+                pass
+    return total
+
+
+def build(name: str, *, rebuild: bool = False, say: Say = print) -> tuple[cache.Image, bool]:
+    """Return (image, was_cached). Builds only when the recipe hash has no complete cache entry."""
+    recipe = load_recipe(name)
+    digest = recipe_hash(recipe)
+    found = cache.lookup(name, digest)
+    if found and not rebuild:
+        return found, True
+    for tool in ("mmdebstrap", "mkfs.ext4", "dpkg-deb", "depmod"):
+        proc.need(tool)
+    started = time.monotonic()
+    cache.images_dir().mkdir(parents=True, exist_ok=True)
+    tmp = cache.images_dir() / f".tmp-{name}-{digest}-{os.getpid()}"
+    shutil.rmtree(tmp, ignore_errors=True)
+    with Cleanup() as undo:
+        tmp.mkdir(parents=True)
+        undo.push(f"temporary build folder {tmp}", shutil.rmtree, tmp, True)
+        log = tmp / "build.log"
+        root = tmp / "root"
+        say(f"{name}: mmdebstrap {recipe.suite} ({len(recipe.packages)} packages, kernel {recipe.kernel.version}); log {log}")
+        proc.run_logged(
+            mmdebstrap_argv(recipe, root),
+            log,
+            hint=f"is the package mirror in {recipe.path} reachable, and does it still carry "
+            f"{recipe.kernel.package} {recipe.kernel.version}? full log: {log}",
+        )
+        debs = sorted(root.glob(f"{recipe.kernel.package}_*.deb"))
+        if not debs:
+            raise TestbedError(f"{name}: mmdebstrap did not fetch {recipe.kernel.package}; see {log}")
+        kdir = tmp / "kernel"
+        proc.run(["dpkg-deb", "-x", str(debs[0]), str(kdir)])
+        for d in debs:
+            d.unlink()
+        kver = sorted(p.name for p in (kdir / "lib/modules").iterdir())[0]
+        src_mods = kdir / "lib/modules" / kver
+        proc.run(["depmod", "-b", str(kdir), kver])  # the .deb ships no modules.dep
+        deps = kmods.parse_modules_dep((src_mods / "modules.dep").read_text())
+        builtin = kmods.builtin_names(src_mods)
+        say(f"{name}: kernel {kver}: selecting modules")
+        wanted = kmods.select(deps, list(recipe.modules), builtin, recipe.path)
+        kmods.install(src_mods, root / "lib/modules" / kver, wanted)
+        proc.run(["depmod", "-b", str(root), kver])
+        shutil.copy2(kdir / "boot" / f"vmlinuz-{kver}", tmp / "vmlinuz")
+        for dest, src in recipe.program_sources().items():
+            compile_program(src, root / dest.lstrip("/"))
+        for overlay in recipe.overlay_dirs():
+            copy_overlay(overlay, root)
+        boot_mods = kmods.select(deps, list(recipe.initramfs_modules), builtin, recipe.path)
+        busybox = root / "bin/busybox"
+        if not busybox.exists():
+            raise TestbedError(f"{name}: recipe must include busybox-static (the initramfs uses it)")
+        (tmp / "initrd.img").write_bytes(initramfs.build(busybox, src_mods, boot_mods))
+        shutil.rmtree(kdir)
+        size_mb = dir_size(root) * 12 // 10 // 2**20 + recipe.root_extra_mb
+        say(f"{name}: mkfs.ext4 -d ({size_mb} MB)")
+        img = tmp / "root.img"
+        proc.run(
+            ["mkfs.ext4", "-q", "-F", "-L", f"tb-{name}", "-O", "^has_journal", "-d", str(root), str(img), f"{size_mb}M"],
+            hint="mkfs.ext4 -d needs e2fsprogs >= 1.43",
+        )
+        shutil.rmtree(root)
+        image = cache.Image(
+            name=name,
+            hash=digest,
+            kernel_version=kver,
+            kernel_package=f"{recipe.kernel.package}={recipe.kernel.version}",
+            size_bytes=sum(p.stat().st_size for p in tmp.iterdir() if p.is_file()),
+            built_at=datetime.now(timezone.utc).isoformat(timespec="seconds"),
+            build_seconds=round(time.monotonic() - started, 1),
+            dir="",
+        )
+        image.write_manifest(tmp)
+        final = cache.entry_dir(name, digest)
+        if final.exists():
+            shutil.rmtree(final)
+        os.rename(tmp, final)  # the step that makes the entry complete
+    result = cache.read_entry(final)
+    if result is None:
+        raise TestbedError(f"{name}: built image at {final} is incomplete")
+    return result, False
+
+
+def ensure(name: str, say: Say = print) -> cache.Image:
+    """The current image for `name`, building it if the cache lacks it."""
+    image, cached = build(name, say=say)
+    return image
+
+
+__all__ = ["build", "ensure", "mmdebstrap_argv", "CommandError"]

@@ -1,0 +1,70 @@
+"""A tiny initramfs: busybox, the modules needed to reach the root disk, and an /init that hands over.
+
+Written as a newc cpio by Python so the build needs no cpio tool and no loop mounts.
+"""
+
+from __future__ import annotations
+
+import io
+import stat
+from pathlib import Path
+
+INIT = """#!/bin/busybox sh
+# testbed initramfs: load the root disk's modules, mount it, hand PID 1 to tb-init.
+/bin/busybox --install -s /bin
+mount -t devtmpfs dev /dev
+mount -t proc proc /proc
+for m in $(cat /load-order); do insmod /lib/modules/$m || echo "initramfs: insmod $m failed"; done
+i=0
+while [ ! -b /dev/vda ] && [ $i -lt 200 ]; do sleep 0.05; i=$((i+1)); done
+mount -t ext4 -o rw /dev/vda /newroot || { echo "initramfs: cannot mount /dev/vda"; poweroff -f; }
+umount /proc
+mount --move /dev /newroot/dev
+exec switch_root /newroot /sbin/tb-init
+"""
+
+
+class Cpio:
+    """Minimal newc writer."""
+
+    def __init__(self) -> None:
+        self.buf = io.BytesIO()
+        self.ino = 1
+
+    def _entry(self, name: str, mode: int, data: bytes = b"") -> None:
+        fields = [self.ino, mode, 0, 0, 1, 0, len(data), 0, 0, 0, 0, len(name) + 1, 0]
+        header = b"070701" + b"".join(b"%08X" % f for f in fields)
+        self.ino += 1
+        self.buf.write(header + name.encode() + b"\0")
+        self._pad()
+        self.buf.write(data)
+        self._pad()
+
+    def _pad(self) -> None:
+        self.buf.write(b"\0" * (-self.buf.tell() % 4))
+
+    def dir(self, name: str) -> None:
+        self._entry(name, stat.S_IFDIR | 0o755)
+
+    def file(self, name: str, data: bytes, mode: int = 0o644) -> None:
+        self._entry(name, stat.S_IFREG | mode, data)
+
+    def finish(self) -> bytes:
+        self._entry("TRAILER!!!", 0)
+        return self.buf.getvalue()
+
+
+def build(busybox: Path, moddir: Path, load_order: list[str]) -> bytes:
+    """Initramfs bytes holding busybox, the modules in load order, and /init."""
+    c = Cpio()
+    for d in ("bin", "dev", "proc", "sys", "newroot", "lib", "lib/modules"):
+        c.dir(d)
+    c.file("bin/busybox", busybox.read_bytes(), 0o755)
+    names = []
+    for rel in load_order:
+        name = rel.rsplit("/", 1)[-1]
+        c.file(f"lib/modules/{name}", (moddir / rel).read_bytes())
+        names.append(name)
+    c.file("load-order", ("\n".join(names) + "\n").encode())
+    c.file("init", INIT.encode(), 0o755)
+    return c.finish()

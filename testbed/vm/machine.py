@@ -1,0 +1,143 @@
+"""One QEMU guest: start it, wait for its agent's `ready`, run commands, stop it. Registered for undo."""
+
+from __future__ import annotations
+
+import ctypes
+import os
+import signal
+import subprocess
+import time
+from pathlib import Path
+
+from testbed.cleanup import Cleanup
+from testbed.errors import GuestError
+from testbed.vm import argv as qargv
+from testbed.vm.agent import Agent, ExecResult
+from testbed.vm.caps import host_caps
+from testbed.vm.qmp import Qmp
+
+_PR_SET_PDEATHSIG = 1
+
+
+def _die_with_parent() -> None:
+    # If the testbed is SIGKILLed its QEMUs go too (`testbed clean` covers the rest).
+    ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
+
+
+def tail(path: Path | None, lines: int = 6) -> str:
+    if not path or not path.exists():
+        return ""
+    text = path.read_text(errors="replace").strip().splitlines()[-lines:]
+    return " | ".join(line.strip() for line in text)
+
+
+class VM:
+    def __init__(self, spec: qargv.VMSpec, cleanup: Cleanup):
+        self.spec, self.cleanup = spec, cleanup
+        self.argv = qargv.build(spec, host_caps())
+        self.proc: subprocess.Popen[bytes] | None = None
+        self.agent = Agent(spec.agent_socket, spec.name)
+        self.qmp = Qmp(spec.qmp_socket, spec.name)
+        self.started_at = 0.0
+        self.ready_at = 0.0
+
+    @property
+    def name(self) -> str:
+        return self.spec.name
+
+    @property
+    def qemu_log(self) -> Path:
+        return self.spec.qemu_log or self.spec.rundir / f"qemu-{self.name}.log"
+
+    def start(self, timeout: float = 10) -> None:
+        self.spec.rundir.mkdir(parents=True, exist_ok=True)
+        for sock in (self.spec.qmp_socket, self.spec.agent_socket):
+            sock.unlink(missing_ok=True)
+        with open(self.qemu_log, "ab") as log:
+            log.write(("$ " + " ".join(self.argv) + "\n").encode())
+            log.flush()
+            self.proc = subprocess.Popen(
+                self.argv,
+                stdin=subprocess.DEVNULL,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,  # Ctrl-C reaches us, not QEMU: teardown stops it in order
+                preexec_fn=_die_with_parent,
+            )
+        self.started_at = time.monotonic()
+        self.cleanup.push(f"QEMU {self.name} (pid {self.proc.pid})", self.stop)
+        deadline = time.monotonic() + timeout
+        try:
+            self.agent.connect(deadline)
+            self.qmp.connect(deadline)
+        except GuestError:
+            self._raise_if_dead()
+            raise
+
+    def alive(self) -> bool:
+        return self.proc is not None and self.proc.poll() is None
+
+    def _raise_if_dead(self) -> None:
+        if self.proc and self.proc.poll() is not None:
+            raise GuestError(
+                f"{self.name}: QEMU exited with status {self.proc.returncode}: {tail(self.qemu_log, 3)}"
+                + (f"; console: {tail(self.spec.console, 4)}" if tail(self.spec.console) else "")
+            )
+
+    def wait_ready(self, timeout: float) -> float:
+        """Seconds from QEMU start to the agent's `ready`; GuestError if it dies or never gets there."""
+        deadline = time.monotonic() + timeout
+        while not self.agent.ready.wait(0.1):
+            self._raise_if_dead()
+            if self.agent.closed.is_set() and not self.agent.ready.is_set():
+                self._raise_if_dead()
+            if time.monotonic() > deadline:
+                raise GuestError(
+                    f"{self.name}: guest did not report ready within {timeout:.0f} s"
+                    f" (console: {tail(self.spec.console, 4) or 'empty'}; full log {self.spec.console})"
+                )
+        self.ready_at = time.monotonic()
+        return self.ready_at - self.started_at
+
+    def exec(self, argv: list[str], timeout: float = 60, check: bool = False) -> ExecResult:
+        res = self.agent.exec(argv, timeout)
+        if check and not res.ok:
+            why = "timed out" if res.timed_out else f"exited {res.status}"
+            detail = (res.stderr or res.stdout).strip().splitlines()[-3:]
+            raise GuestError(f"{self.name}: `{' '.join(argv)}` {why}: {' | '.join(detail)}")
+        return res
+
+    def sh(self, script: str, timeout: float = 60, check: bool = True) -> ExecResult:
+        """A guest shell snippet (the guest's own /bin/sh; the host never builds shell strings for itself)."""
+        return self.exec(["/bin/sh", "-c", script], timeout, check)
+
+    def cpu_seconds(self) -> float:
+        """QEMU's user+system CPU time: a busy guest (reclaim spinning) shows here even when it answers nothing."""
+        if not self.proc:
+            return 0.0
+        try:
+            fields = Path(f"/proc/{self.proc.pid}/stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            return 0.0
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+    def stop(self, grace: float = 5) -> None:
+        """Quit through QMP, then SIGTERM, then SIGKILL; close channels and remove our sockets."""
+        if self.proc and self.proc.poll() is None:
+            try:
+                self.qmp.quit()
+            except GuestError:
+                pass
+            try:
+                self.proc.wait(grace)
+            except subprocess.TimeoutExpired:
+                self.proc.terminate()
+                try:
+                    self.proc.wait(grace)
+                except subprocess.TimeoutExpired:
+                    self.proc.kill()
+                    self.proc.wait(grace)
+        self.qmp.close()
+        self.agent.close()
+        for sock in (self.spec.qmp_socket, self.spec.agent_socket):
+            sock.unlink(missing_ok=True)
