@@ -1,0 +1,1 @@
+"""Verdicts from the history and timeline, and evidence collection (sysrq dumps, console excerpts)."""

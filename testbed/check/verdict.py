@@ -1,0 +1,202 @@
+"""Judging a case: from what was observed to one verdict, the reasons that decided it, and key figures.
+
+Judged by workload progress, not liveness: a client whose NAS is frozen keeps its kernel and an
+mlocked agent alive while swap I/O waits, and prints no hung-task warning. A testbed failure is
+`unknown`, never a product verdict.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from testbed.config.scenario import Deadlines
+from testbed.history import Event
+from testbed.workload import Progress
+
+# Processes on the storage path: the OOM killer taking one of these breaks the path itself.
+STORAGE_PATH = ("tb-work", "iscsid", "charon", "dhclient", "dhcpcd", "udhcpc", "dnsmasq", "rpc.", "mount.nfs", "vblade")
+BUSY_CPU_FRACTION = 0.5
+
+
+@dataclass
+class Observations:
+    deadlines: Deadlines
+    progress: Progress
+    events: list[Event]
+    rows: list[dict[str, Any]]
+    setup_error: str | None = None
+    ended_by: str = ""  # finished | stall | total-deadline | client-died | workload-failed
+    workload_status: int | None = None
+    workload_stderr: str = ""
+    pressure_start: float | None = None
+    pressure_end: float | None = None
+    stall_since: float | None = None
+    client_answers: bool | None = None
+
+
+@dataclass
+class Judgement:
+    verdict: str
+    reasons: list[str] = field(default_factory=list)
+    figures: dict[str, Any] = field(default_factory=dict)
+
+
+def _console(events: list[Event], *names: str) -> list[Event]:
+    return [e for e in events if e.kind == "console" and e.name in names]
+
+
+def fault_windows(events: list[Event]) -> list[tuple[str, float, float | None]]:
+    """(kind, injected at, healed at or None) for every injection."""
+    out: list[tuple[str, float, float | None]] = []
+    open_: dict[str, int] = {}
+    for e in events:
+        if e.kind != "fault" or ":" not in e.name:
+            continue
+        kind, op = e.name.split(":", 1)
+        if op == "inject":
+            open_[kind] = len(out)
+            out.append((kind, e.t, None))
+        elif op == "heal" and kind in open_:
+            i = open_.pop(kind)
+            if not e.data.get("teardown"):
+                out[i] = (out[i][0], out[i][1], e.t)
+    return out
+
+
+def _row_at(rows: list[dict[str, Any]], t: float | None, last: bool = False) -> dict[str, Any]:
+    if not rows:
+        return {}
+    if t is None:
+        return rows[-1] if last else rows[0]
+    before = [r for r in rows if r["t"] <= t]
+    after = [r for r in rows if r["t"] >= t]
+    if last:
+        return before[-1] if before else rows[0]
+    return after[0] if after else rows[-1]
+
+
+def _delta(a: dict[str, Any], b: dict[str, Any], key: str) -> int | None:
+    if a.get(key) is None or b.get(key) is None:
+        return None
+    return int(b[key]) - int(a[key])
+
+
+def figures(obs: Observations) -> dict[str, Any]:
+    rows = [r for r in obs.rows if r.get("pswpin") is not None]
+    start = _row_at(rows, obs.pressure_start)
+    end = _row_at(rows, obs.pressure_end, last=True)
+    f: dict[str, Any] = {}
+    if obs.pressure_start is not None and obs.pressure_end is not None:
+        f["workload_wall_s"] = round(obs.pressure_end - obs.pressure_start, 1)
+    if obs.progress.finished:
+        f["workload_s"] = obs.progress.finished.get("seconds")
+    for key, name in (("pswpin", "swap_in_mb"), ("pswpout", "swap_out_mb")):
+        d = _delta(start, end, key)
+        f[name] = round(d * 4096 / 2**20, 1) if d is not None else None
+    for key in ("allocstall", "oom_kill", "pgscan_direct", "pgscan_direct_throttle"):
+        f[key] = _delta(start, end, key)
+    drops = [r["PFMemallocDrop"] for r in rows if r.get("PFMemallocDrop") is not None]
+    f["pfmemalloc_drop_peak"] = (max(drops) - drops[0]) if drops else None
+    free = [r["MemFree"] for r in rows if r.get("MemFree") is not None]
+    f["min_memfree_kb"] = min(free) if free else None
+    f["progress_pages"] = obs.progress.done
+    f["progress_total"] = obs.progress.total
+    return f
+
+
+def time_to_recover(obs: Observations) -> float | None:
+    """Longest wait, after a fault healed, until the workload made progress again."""
+    worst = None
+    for _, _, healed in fault_windows(obs.events):
+        if healed is None:
+            continue
+        after = [r["t"] for r, prev in zip(obs.rows[1:], obs.rows) if r["t"] > healed and r["progress"] > prev["progress"]]
+        if after:
+            wait = round(after[0] - healed, 1)
+            worst = wait if worst is None else max(worst, wait)
+    return worst
+
+
+def cpu_busy_fraction(rows: list[dict[str, Any]], since: float | None) -> float | None:
+    window = [r for r in rows if since is None or r["t"] >= since]
+    window = [r for r in window if r.get("client_cpu_s") is not None]
+    if len(window) < 2 or window[-1]["t"] <= window[0]["t"]:
+        return None
+    return (window[-1]["client_cpu_s"] - window[0]["client_cpu_s"]) / (window[-1]["t"] - window[0]["t"])
+
+
+def judge(obs: Observations) -> Judgement:
+    try:
+        j = _judge(obs)
+    except Exception as e:  # a checker that throws yields unknown, never a product verdict
+        return Judgement("unknown", [f"checker failed: {e!r}"])
+    try:
+        j.figures = {**figures(obs), **j.figures}
+    except Exception as e:
+        j.reasons.append(f"figures incomplete: {e!r}")
+    return j
+
+
+def _judge(obs: Observations) -> Judgement:
+    ev = obs.events
+    if obs.setup_error:
+        return Judgement("unknown", [f"testbed failed before a verdict could be reached: {obs.setup_error}"])
+    p = obs.progress
+    if p.mismatch:
+        m = p.mismatch
+        return Judgement("corrupted", [f"data read back differs: page {m.get('page')} (pass {m.get('pass')}, word {m.get('word')})"],
+                         {"first_bad_page": m.get("page")})
+    io = _console(ev, "swap-write-error", "swap-read-error", "io-error", "sigbus")
+    if io or obs.workload_status == -7:
+        why = io[0].data.get("line", "") if io else "workload killed by SIGBUS"
+        return Judgement("io-error", [f"swap or file I/O failed: {why}"])
+    kills = _console(ev, "oom-kill")
+    victims = [k.data.get("groups", ["", ""])[1] for k in kills]
+    on_path = [v for v in victims if any(v.startswith(s) for s in STORAGE_PATH)]
+    if on_path:
+        return Judgement("oom", [f"the OOM killer killed {', '.join(on_path)} (on the workload/storage path)"])
+    reasons = []
+    if victims:
+        reasons.append(f"the OOM killer killed {', '.join(victims)} (not on the storage path)")
+    windows = fault_windows(ev)
+    if obs.ended_by == "finished" and obs.workload_status == 0 and p.finished:
+        if obs.client_answers is False:
+            return Judgement("deadlocked", reasons + ["workload finished but the client stopped answering afterwards"])
+        ttr = time_to_recover(obs)
+        reasons.append(f"workload finished and verified {p.finished.get('pages')} pages x {p.finished.get('passes')} passes")
+        if windows:
+            reasons.append(f"progress resumed after every healed fault (worst wait {ttr} s)" if ttr is not None
+                           else "no fault healed during the workload")
+        reasons.append("client answered after the pressure")
+        return Judgement("recovered", reasons, {"time_to_recover_s": ttr})
+    if obs.ended_by == "stall":
+        since = obs.stall_since
+        unhealed = [w for w in windows if w[2] is None]
+        if unhealed:
+            kinds = ", ".join(sorted({w[0] for w in unhealed}))
+            return Judgement("stalled", reasons + [
+                f"no progress since t={since:.0f} s while a fault ({kinds}) kept the NAS or link down and never healed"])
+        nas_down = [r for r in obs.rows if since is not None and r["t"] >= since and r.get("nas_status") not in ("running", "", None)]
+        if nas_down:
+            return Judgement("stalled", reasons + [f"no progress since t={since:.0f} s while the NAS was {nas_down[-1]['nas_status']}"])
+        busy = cpu_busy_fraction(obs.rows, since)
+        healed = [w for w in windows if w[2] is not None]
+        context = (f"no progress since t={since:.0f} s" + (f", {len(healed)} fault(s) healed" if healed else "")
+                   + " while the NAS was healthy and the link up")
+        if busy is not None and busy >= BUSY_CPU_FRACTION:
+            return Judgement("livelocked", reasons + [context, f"client CPU busy {busy:.0%} of a core (reclaim spinning)"],
+                             {"client_cpu_busy": round(busy, 2)})
+        return Judgement("deadlocked", reasons + [context] + ([f"client CPU {busy:.0%} of a core (waiting, not spinning)"] if busy is not None else []),
+                         {"client_cpu_busy": round(busy, 2) if busy is not None else None})
+    if obs.ended_by == "client-died":
+        panic = _console(ev, "panic")
+        if panic and "Out of memory" in panic[0].data.get("line", ""):
+            return Judgement("oom", reasons + [panic[0].data["line"]])
+        return Judgement("unknown", reasons + ["the client VM died: " + (panic[0].data.get("line", "") if panic else "see console-client.log")])
+    if obs.ended_by == "total-deadline":
+        return Judgement("unknown", reasons + [f"workload still progressing at deadlines.total_s={obs.deadlines.total_s:.0f} s; raise it"])
+    if kills and obs.workload_status not in (0, None):
+        return Judgement("oom", reasons + ["the workload died after OOM kills"])
+    return Judgement("unknown", reasons + [
+        f"workload ended with status {obs.workload_status} without a recognised cause: {(p.error or obs.workload_stderr or '').strip()[:200]}"])

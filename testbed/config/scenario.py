@@ -1,0 +1,214 @@
+"""Scenario files: one case's client, NAS, storage, workload, deadlines and faults, as frozen dataclasses.
+
+Defaults keep the shipped scenarios short. `--set a.b=value` overrides edit the parsed YAML before
+the strict conversion, so an override is checked exactly like the file.
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+
+from testbed.config.strict import from_dict, load_yaml
+from testbed.config.topology import Topology, load_topology, topology_path
+from testbed.errors import ConfigError
+
+VERDICTS = ("recovered", "deadlocked", "livelocked", "stalled", "oom", "io-error", "corrupted", "unknown")
+Verdict = Literal["recovered", "deadlocked", "livelocked", "stalled", "oom", "io-error", "corrupted", "unknown"]
+
+# Below this the Debian kernel, which keeps ~50 MB for itself, cannot boot to our agent.
+MIN_CLIENT_MB = 80
+
+
+@dataclass(frozen=True)
+class ClientSpec:
+    mem_mb: int = 128
+    vcpus: int = 1
+    kernel: str = "default"  # the client recipe's pinned kernel; other kernels are a later matrix axis
+
+    def validate(self, source: str, path: str) -> None:
+        if self.mem_mb < MIN_CLIENT_MB:
+            raise ConfigError(source, f"{path}.mem_mb", f"{self.mem_mb} MB is below {MIN_CLIENT_MB} MB, the least the guest kernel boots with")
+        if not 1 <= self.vcpus <= 8:
+            raise ConfigError(source, f"{path}.vcpus", "must be between 1 and 8")
+        if self.kernel != "default":
+            raise ConfigError(source, f"{path}.kernel", "only 'default' (the client recipe's pinned kernel) is supported yet")
+
+
+@dataclass(frozen=True)
+class NasSpec:
+    backend: Literal["vm"] = "vm"
+    mem_mb: int = 256
+    vcpus: int = 1
+    data_disk_mb: int = 2048  # the NAS's own data disk: exports, LUN files, AoE images
+
+    def validate(self, source: str, path: str) -> None:
+        if self.mem_mb < 160:
+            raise ConfigError(source, f"{path}.mem_mb", "the NAS needs at least 160 MB")
+        if self.data_disk_mb < 256:
+            raise ConfigError(source, f"{path}.data_disk_mb", "must be at least 256 MB")
+
+
+@dataclass(frozen=True)
+class NfsSpec:
+    version: Literal["3", "4.0", "4.1", "4.2"] = "3"
+    transport: Literal["tcp", "udp"] = "tcp"
+    rsize: int | None = None
+    wsize: int | None = None
+    timeo: int = 100  # tenths of a second before an RPC retransmission
+    hard: bool = True
+
+    def validate(self, source: str, path: str) -> None:
+        if self.transport == "udp":
+            raise ConfigError(source, f"{path}.transport", "udp: unsupported by this guest kernel (Debian 6.1 builds NFS without UDP transport); use tcp")
+        for name in ("rsize", "wsize"):
+            v = getattr(self, name)
+            if v is not None and not (1024 <= v <= 1048576 and v & (v - 1) == 0):
+                raise ConfigError(source, f"{path}.{name}", "must be a power of two between 1024 and 1048576")
+
+
+@dataclass(frozen=True)
+class StorageSpec:
+    protocol: Literal["nfs", "local"] = "nfs"
+    swap_mb: int = 256
+    nfs: NfsSpec = field(default_factory=NfsSpec)
+
+    def validate(self, source: str, path: str) -> None:
+        if self.swap_mb < 16:
+            raise ConfigError(source, f"{path}.swap_mb", "must be at least 16 MB")
+
+
+@dataclass(frozen=True)
+class WorkloadSpec:
+    kind: Literal["anon"] = "anon"
+    size_mb: int | None = None
+    ratio_to_ram: float | None = None
+    passes: int = 2
+    verify: bool = True
+    seed: int = 1
+
+    def validate(self, source: str, path: str) -> None:
+        if self.size_mb is not None and self.ratio_to_ram is not None:
+            raise ConfigError(source, f"{path}.size_mb", "give size_mb or ratio_to_ram, not both")
+        if self.ratio_to_ram is not None and not 0.1 <= self.ratio_to_ram <= 16:
+            raise ConfigError(source, f"{path}.ratio_to_ram", "must be between 0.1 and 16")
+        if self.passes < 1:
+            raise ConfigError(source, f"{path}.passes", "must be at least 1")
+        if not self.verify:
+            raise ConfigError(source, f"{path}.verify", "must be true: an unverified workload cannot tell corruption from success")
+
+    def total_mb(self, client_mem_mb: int) -> int:
+        if self.size_mb is not None:
+            return self.size_mb
+        return math.ceil((self.ratio_to_ram if self.ratio_to_ram is not None else 1.5) * client_mem_mb)
+
+
+@dataclass(frozen=True)
+class Deadlines:
+    progress_s: float = 60  # no workload progress for this long: collect evidence and judge
+    recover_s: float = 120  # after a fault heals, progress must resume within this
+    total_s: float = 900  # the whole pressure phase
+    boot_s: float = 120
+
+    def validate(self, source: str, path: str) -> None:
+        for name in ("progress_s", "recover_s", "total_s", "boot_s"):
+            if getattr(self, name) <= 0:
+                raise ConfigError(source, f"{path}.{name}", "must be positive")
+
+
+@dataclass(frozen=True)
+class FaultSpec:
+    """A fault scheduled relative to the start of the pressure phase. Kinds live in testbed/faults/."""
+
+    kind: Literal["nas-outage"]
+    at_s: float
+    duration_s: float | None = None  # None: never healed
+    mode: Literal["freeze"] = "freeze"
+
+    def validate(self, source: str, path: str) -> None:
+        if self.at_s < 0:
+            raise ConfigError(source, f"{path}.at_s", "must be >= 0")
+        if self.duration_s is not None and self.duration_s <= 0:
+            raise ConfigError(source, f"{path}.duration_s", "must be positive (omit it for a fault that never heals)")
+
+
+@dataclass(frozen=True)
+class Scenario:
+    name: str
+    topology: str = "client-switch-nas"
+    description: str = ""
+    client: ClientSpec = field(default_factory=ClientSpec)
+    nas: NasSpec = field(default_factory=NasSpec)
+    storage: StorageSpec = field(default_factory=StorageSpec)
+    workload: WorkloadSpec = field(default_factory=WorkloadSpec)
+    deadlines: Deadlines = field(default_factory=Deadlines)
+    faults: tuple[FaultSpec, ...] = ()
+    expect: Verdict | None = None
+    repeat: int = 1
+    path: str = ""
+
+    def validate(self, source: str, path: str) -> None:
+        if self.repeat < 1:
+            raise ConfigError(source, "repeat", "must be at least 1")
+        if self.storage.protocol == "nfs" and self.storage.swap_mb > self.nas.data_disk_mb - 128:
+            raise ConfigError(
+                source, "storage.swap_mb",
+                f"{self.storage.swap_mb} MB does not fit the NAS export ({self.nas.data_disk_mb} MB data disk, "
+                "128 MB kept for the filesystem): raise nas.data_disk_mb",
+            )
+        size = self.workload.total_mb(self.client.mem_mb)
+        if size > self.client.mem_mb + self.storage.swap_mb - 16:
+            raise ConfigError(
+                source, "workload.size_mb" if self.workload.size_mb else "workload.ratio_to_ram",
+                f"the workload ({size} MB) cannot fit in RAM ({self.client.mem_mb} MB) plus swap ({self.storage.swap_mb} MB): raise storage.swap_mb",
+            )
+
+
+@dataclass(frozen=True)
+class LoadedScenario:
+    scenario: Scenario
+    topology: Topology
+    raw: dict[str, Any]  # after overrides: what `scenario.yaml` in the case folder records
+
+
+def apply_overrides(data: dict[str, Any], overrides: list[str], source: str) -> dict[str, Any]:
+    """`a.b.c=value` edits; the value is read as YAML (so 3 is a number, [1,2] a list)."""
+    out = copy.deepcopy(data)
+    for ov in overrides:
+        if "=" not in ov:
+            raise ConfigError(source, f"--set {ov}", "must look like key.path=value")
+        key, _, value = ov.partition("=")
+        parts = key.strip().split(".")
+        node = out
+        for p in parts[:-1]:
+            nxt = node.get(p)
+            if nxt is None:
+                nxt = node[p] = {}
+            if not isinstance(nxt, dict):
+                raise ConfigError(source, f"--set {key}", f"{p} is not a mapping")
+            node = nxt
+        try:
+            node[parts[-1]] = yaml.safe_load(value)
+        except yaml.YAMLError:
+            node[parts[-1]] = value
+    return out
+
+
+def load_scenario(path: Path, overrides: list[str] | None = None) -> LoadedScenario:
+    data = load_yaml(path)
+    if not isinstance(data, dict):
+        raise ConfigError(str(path), "(top)", "a scenario must be a mapping")
+    source = str(path) + (f" (with --set {', '.join(overrides)})" if overrides else "")
+    data = apply_overrides(data, overrides or [], source)
+    data.pop("path", None)
+    scenario = from_dict(Scenario, {**data, "path": str(path)}, source)
+    tpath = topology_path(scenario.topology, path.parent)
+    if not tpath.exists():
+        raise ConfigError(source, "topology", f"no topology {scenario.topology!r} (looked for {tpath})")
+    topology = load_topology(tpath)
+    return LoadedScenario(scenario, topology, data)

@@ -1,0 +1,94 @@
+"""Faults: one module per kind with setup / inject / heal / teardown, scheduled relative to the
+start of the pressure phase; every operation is recorded in the history."""
+
+from __future__ import annotations
+
+import threading
+from dataclasses import dataclass
+from typing import Protocol
+
+from testbed.config.scenario import FaultSpec
+from testbed.history import History
+from testbed.vm.machine import VM
+
+
+@dataclass
+class FaultContext:
+    client: VM
+    nas: VM | None
+    history: History
+
+
+class Fault(Protocol):
+    spec: FaultSpec
+
+    def inject(self, ctx: FaultContext) -> dict[str, object]:
+        ...
+
+    def heal(self, ctx: FaultContext) -> dict[str, object]:
+        ...
+
+
+def make(spec: FaultSpec) -> Fault:
+    from testbed.faults.nas_outage import NasOutage
+
+    kinds = {"nas-outage": NasOutage}
+    return kinds[spec.kind](spec)
+
+
+class Scheduler:
+    """Runs each fault's inject at at_s and heal at at_s + duration_s after `start`; heals all on stop."""
+
+    def __init__(self, specs: tuple[FaultSpec, ...], ctx: FaultContext):
+        self.faults = [make(s) for s in specs]
+        self.ctx = ctx
+        self.active: list[Fault] = []
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="faults", daemon=True)
+        self._lock = threading.Lock()
+        self.t_start = 0.0
+
+    def start(self) -> None:
+        self.t_start = self.ctx.history.now()
+        if self.faults:
+            self._thread.start()
+
+    def _plan(self) -> list[tuple[float, str, Fault]]:
+        plan = []
+        for f in self.faults:
+            plan.append((f.spec.at_s, "inject", f))
+            if f.spec.duration_s is not None:
+                plan.append((f.spec.at_s + f.spec.duration_s, "heal", f))
+        return sorted(plan, key=lambda p: p[0])
+
+    def _run(self) -> None:
+        for at, op, fault in self._plan():
+            wait = self.t_start + at - self.ctx.history.now()
+            if wait > 0 and self._stop.wait(wait):
+                return
+            self._do(op, fault, at)
+
+    def _do(self, op: str, fault: Fault, scheduled: float) -> None:
+        with self._lock:
+            if op == "heal" and fault not in self.active:
+                return
+            h = self.ctx.history
+            try:
+                info = fault.inject(self.ctx) if op == "inject" else fault.heal(self.ctx)
+            except Exception as e:  # recorded: the checker must know the fault did not happen as planned
+                h.add("fault", f"{fault.spec.kind}:{op}-failed", error=str(e), scheduled_s=scheduled)
+                return
+            h.add("fault", f"{fault.spec.kind}:{op}", scheduled_s=round(self.t_start + scheduled, 3), **info)
+            if op == "inject":
+                self.active.append(fault)
+            else:
+                self.active.remove(fault)
+
+    def stop(self, heal: bool = True) -> None:
+        """Stop scheduling; heal what is still active (the case is ending: nothing stays broken)."""
+        self._stop.set()
+        if self._thread.is_alive():
+            self._thread.join(10)
+        if heal:
+            for f in list(self.active):
+                self._do("heal", f, self.ctx.history.now() - self.t_start)

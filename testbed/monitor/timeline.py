@@ -1,0 +1,102 @@
+"""The 1 Hz timeline: guest telemetry beside workload progress, ping, QMP status and QEMU CPU time.
+
+Rows go to timeline.csv as they are sampled and stay in memory for the checker.
+"""
+
+from __future__ import annotations
+
+import csv
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+from testbed.errors import GuestError
+from testbed.history import History
+from testbed.monitor.ping import Pinger
+from testbed.vm.machine import VM
+
+COLUMNS = [
+    "t", "phase", "progress", "total", "agent_age_s", "ping_ms", "client_status", "nas_status", "client_cpu_s",
+    "MemFree", "MemAvailable", "SwapTotal", "SwapFree", "Dirty", "Writeback",
+    "pswpin", "pswpout", "pgscan_direct", "pgscan_kswapd", "pgscan_direct_throttle", "allocstall", "oom_kill",
+    "nr_dirty", "nr_writeback", "PFMemallocDrop", "TCPMemoryPressures", "rx_bytes", "tx_bytes", "rx_drop",
+]
+
+
+def telemetry_row(tel: dict[str, Any]) -> dict[str, Any]:
+    """The timeline's figures from one agent telemetry message."""
+    mem = tel.get("meminfo", {})
+    vm = tel.get("vmstat", {})
+    tcp = tel.get("netstat", {}).get("TcpExt", {})
+    devs = {k: v for k, v in tel.get("netdev", {}).items() if k != "lo"}
+    row: dict[str, Any] = {k: mem.get(k) for k in ("MemFree", "MemAvailable", "SwapTotal", "SwapFree", "Dirty", "Writeback")}
+    row.update({k: vm.get(k) for k in ("pswpin", "pswpout", "pgscan_direct", "pgscan_kswapd", "pgscan_direct_throttle", "oom_kill", "nr_dirty", "nr_writeback")})
+    row["allocstall"] = sum(v for k, v in vm.items() if k.startswith("allocstall"))
+    row["PFMemallocDrop"] = tcp.get("PFMemallocDrop")
+    row["TCPMemoryPressures"] = tcp.get("TCPMemoryPressures")
+    row["rx_bytes"] = sum(d.get("rx_bytes", 0) for d in devs.values())
+    row["tx_bytes"] = sum(d.get("tx_bytes", 0) for d in devs.values())
+    row["rx_drop"] = sum(d.get("rx_drop", 0) for d in devs.values())
+    return row
+
+
+class Timeline:
+    def __init__(self, path: Path, history: History, client: VM, nas: VM | None, pinger: Pinger | None):
+        self.path, self.history, self.client, self.nas, self.pinger = path, history, client, nas, pinger
+        self.rows: list[dict[str, Any]] = []
+        self.phase = "setup"
+        self.progress = 0
+        self.total = 0
+        self.last_progress_t = history.now()
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="timeline", daemon=True)
+        self._file = open(path, "w", newline="")
+        self._csv = csv.DictWriter(self._file, fieldnames=COLUMNS)
+        self._csv.writeheader()
+
+    def set_progress(self, done: int, total: int) -> None:
+        if done > self.progress:
+            self.last_progress_t = self.history.now()
+        self.progress, self.total = done, total
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join(10)
+        self._file.close()
+
+    def _status(self, vm: VM | None) -> str:
+        if vm is None:
+            return ""
+        if not vm.alive():
+            return "dead"
+        try:
+            return vm.qmp.status()
+        except GuestError:
+            return "no-qmp"
+
+    def sample(self) -> dict[str, Any]:
+        row: dict[str, Any] = {"t": round(self.history.now(), 2), "phase": self.phase,
+                               "progress": self.progress, "total": self.total}
+        agent = self.client.agent
+        row["agent_age_s"] = round(time.monotonic() - agent.last_seen, 2) if agent.last_seen else None
+        row["ping_ms"] = round(rtt, 2) if self.pinger and (rtt := self.pinger.ping(0.8)) is not None else None
+        row["client_status"] = self._status(self.client)
+        row["nas_status"] = self._status(self.nas)
+        row["client_cpu_s"] = round(self.client.cpu_seconds(), 2)
+        if agent.telemetry:
+            row.update(telemetry_row(agent.telemetry))
+        return row
+
+    def _run(self) -> None:
+        next_t = time.monotonic()
+        while not self._stop.is_set():
+            row = self.sample()
+            self.rows.append(row)
+            self._csv.writerow({k: row.get(k) for k in COLUMNS})
+            self._file.flush()
+            next_t += 1.0
+            self._stop.wait(max(0.0, next_t - time.monotonic()))

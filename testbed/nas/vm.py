@@ -1,0 +1,36 @@
+"""The VM NAS: boots the nas image with a data disk (a sparse file formatted on the host, no mounts)
+mounted at /srv inside the guest, where protocol modules put their exports."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from testbed import guests, proc
+from testbed.cleanup import Cleanup
+from testbed.config.scenario import Scenario
+from testbed.images.cache import Image
+from testbed.net.build import BuiltNet
+from testbed.vm.argv import Disk
+from testbed.vm.machine import VM
+
+DATA_SERIAL = "tbnasdata"
+
+
+def make_data_disk(path: Path, size_mb: int, undo: Cleanup) -> None:
+    with open(path, "wb") as f:
+        f.truncate(size_mb * 2**20)
+    undo.push(f"NAS data disk {path}", os.unlink, path)
+    proc.run(["mkfs.ext4", "-q", "-F", "-L", "tbnasdata", "-E", "lazy_itable_init=1,lazy_journal_init=1", str(path)])
+
+
+def start(sc: Scenario, image: Image, net: BuiltNet, node: str, tag: str, accel: str,
+          rundir: Path, logdir: Path, undo: Cleanup) -> VM:
+    disk = rundir / "nas-data.img"
+    make_data_disk(disk, sc.nas.data_disk_mb, undo)
+    vm = guests.boot(role="nas", node=node, tag=tag, image=image, net=net, mem_mb=sc.nas.mem_mb,
+                     vcpus=sc.nas.vcpus, accel=accel, rundir=rundir, logdir=logdir, undo=undo,
+                     boot_s=sc.deadlines.boot_s, disks=(Disk(disk, serial=DATA_SERIAL),))
+    dev = guests.storage_dev(vm, DATA_SERIAL)
+    vm.sh(f"mkdir -p /srv && mount -t ext4 {dev} /srv", 30)
+    return vm

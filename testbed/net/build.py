@@ -1,0 +1,108 @@
+"""Building a Topology: a namespace named by the run tag, a bridge per switch, a tap per VM NIC.
+
+Every object is registered for undo the moment it exists. Taps are deleted explicitly before the
+namespace goes: a persistent tap must never be pushed into the host's namespace on teardown.
+Shaping uses TBF on the host side of a link (toward the node); the mechanism is recorded.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from dataclasses import dataclass, field
+from typing import Any
+
+from pyroute2 import NetNS, netns
+
+from testbed.cleanup import Cleanup
+from testbed.config.topology import Topology
+from testbed.errors import TestbedError
+from testbed.tags import link_name
+from testbed.vm.argv import Nic
+
+
+@dataclass
+class Port:
+    node: str
+    switch: str
+    tap: str
+    mac: str
+    mtu: int
+    address: ipaddress.IPv4Interface
+    shaping: str = "none"
+
+
+@dataclass
+class BuiltNet:
+    netns: str
+    ports: list[Port] = field(default_factory=list)
+    bridges: dict[str, str] = field(default_factory=dict)
+    switch_addresses: dict[str, ipaddress.IPv4Interface] = field(default_factory=dict)
+
+    def ports_of(self, node: str) -> list[Port]:
+        return [p for p in self.ports if p.node == node]
+
+    def nics_of(self, node: str) -> tuple[Nic, ...]:
+        return tuple(Nic(p.tap, p.mac, p.mtu) for p in self.ports_of(node))
+
+    def address_of(self, node: str) -> str:
+        return str(self.ports_of(node)[0].address.ip)
+
+    def describe(self) -> dict[str, Any]:
+        return {
+            "netns": self.netns,
+            "bridges": self.bridges,
+            "ports": [
+                {"node": p.node, "switch": p.switch, "tap": p.tap, "mac": p.mac, "mtu": p.mtu,
+                 "address": str(p.address), "shaping": p.shaping}
+                for p in self.ports
+            ],
+        }
+
+
+def mac_for(tag: str, index: int) -> str:
+    h = int(tag[2:], 16)
+    return f"52:54:{(h >> 16) & 0xff:02x}:{(h >> 8) & 0xff:02x}:{h & 0xff:02x}:{index:02x}"
+
+
+def _delete_link(ns: NetNS, name: str) -> None:
+    idx = ns.link_lookup(ifname=name)
+    if idx:
+        ns.link("del", index=idx[0])
+
+
+def build(topo: Topology, tag: str, undo: Cleanup) -> BuiltNet:
+    if tag in netns.listnetns():
+        raise TestbedError(f"network namespace {tag} already exists: run `testbed clean`")
+    netns.create(tag)
+    undo.push(f"network namespace {tag}", netns.remove, tag)
+    ns = NetNS(tag)
+    undo.push(f"netlink socket in {tag}", ns.close)
+    net = BuiltNet(netns=tag)
+    lo = ns.link_lookup(ifname="lo")[0]
+    ns.link("set", index=lo, state="up")
+    for i, (sw, spec) in enumerate(topo.switches.items()):
+        name = link_name(tag, f"s{i}")
+        ns.link("add", ifname=name, kind="bridge")
+        undo.push(f"bridge {name}", _delete_link, ns, name)
+        idx = ns.link_lookup(ifname=name)[0]
+        addr = topo.switch_address(sw)
+        # The switch's own address lives only inside the run's namespace: monitors ping from here.
+        ns.addr("add", index=idx, address=str(addr.ip), prefixlen=addr.network.prefixlen)
+        ns.link("set", index=idx, state="up")
+        net.bridges[sw] = name
+        net.switch_addresses[sw] = addr
+    addresses = topo.addresses()
+    for i, link in enumerate(topo.links):
+        tap = link_name(tag, f"{link.node[0]}{i}")
+        ns.link("add", ifname=tap, kind="tuntap", mode="tap")
+        undo.push(f"tap {tap}", _delete_link, ns, tap)
+        idx = ns.link_lookup(ifname=tap)[0]
+        bridge = ns.link_lookup(ifname=net.bridges[link.switch])[0]
+        ns.link("set", index=idx, mtu=link.mtu, master=bridge, state="up")
+        port = Port(link.node, link.switch, tap, mac_for(tag, i), link.mtu, addresses[i])
+        if link.rate_mbit:
+            rate = int(link.rate_mbit * 1_000_000 / 8)
+            ns.tc("add", "tbf", index=idx, handle="1:", rate=rate, burst=max(rate // 100, 16 * 1024), latency=50000)
+            port.shaping = f"tbf {link.rate_mbit} Mbit/s on host tap {tap} (toward {link.node})"
+        net.ports.append(port)
+    return net

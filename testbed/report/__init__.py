@@ -1,0 +1,1 @@
+"""Reporting: live progress on the terminal now; tables, HTML and comparisons later."""

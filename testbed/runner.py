@@ -1,0 +1,242 @@
+"""Running one case end to end: images, network, NAS, client, storage, monitors, workload and faults,
+verdict, evidence, teardown (reverse order, always). A testbed failure becomes `unknown`."""
+
+from __future__ import annotations
+
+import shutil
+import time
+from dataclasses import dataclass
+from typing import Any
+
+from testbed import guests, storage, workload
+from testbed.check.evidence import sysrq_dump
+from testbed.check.verdict import Judgement, Observations, fault_windows, judge
+from testbed.cleanup import Cleanup
+from testbed.config.scenario import LoadedScenario
+from testbed.config.strict import to_dict
+from testbed.errors import GuestError, TestbedError
+from testbed.faults import FaultContext, Scheduler
+from testbed.history import History
+from testbed.images.build import ensure
+from testbed.monitor.console import ConsoleWatcher
+from testbed.monitor.ping import Pinger
+from testbed.monitor.timeline import Timeline
+from testbed.nas import vm as nas_vm
+from testbed.net.build import build as build_net
+from testbed.paths import runtime_dir
+from testbed.report.progress import Ui
+from testbed.store import RunDir
+from testbed.tags import new_tag
+from testbed.vm import accel as accel_mod
+from testbed.vm.machine import VM
+
+POLL_S = 0.5
+
+
+@dataclass
+class CaseResult:
+    case_id: str
+    verdict: str
+    expected: str | None
+    ok: bool
+    path: str
+    data: dict[str, Any]
+
+
+def is_ok(verdict: str, expected: str | None) -> bool:
+    return verdict == (expected or "recovered")
+
+
+class Case:
+    """One case's state; `run` drives it, teardown always happens through the undo stack."""
+
+    def __init__(self, loaded: LoadedScenario, run: RunDir, case_id: str, accel: str, ui: Ui):
+        self.loaded, self.sc, self.topo = loaded, loaded.scenario, loaded.topology
+        self.case_id, self.accel_req, self.ui = case_id, accel, ui
+        self.dir = run.case(case_id)
+        self.history = History(self.dir.path / "events.jsonl")
+        self.tag = new_tag()
+        self.obs = Observations(deadlines=self.sc.deadlines, progress=workload.Progress(), events=self.history.events, rows=[])
+        self.facts: dict[str, Any] = {"tag": self.tag}
+        self.client: VM | None = None
+        self.nas: VM | None = None
+        self.timeline: Timeline | None = None
+        self.watchers: list[ConsoleWatcher] = []
+        self.scheduler: Scheduler | None = None
+
+    def phase(self, name: str, detail: str = "", **data: Any) -> None:
+        self.history.add("phase", name, **data)
+        self.ui.phase(self.case_id, name, detail)
+        if self.timeline:
+            self.timeline.phase = name
+
+    def run(self) -> CaseResult:
+        started = time.monotonic()
+        self.dir.write_yaml("scenario.yaml", {**to_dict(self.sc), "topology_resolved": to_dict(self.topo)})
+        try:
+            with Cleanup() as undo:
+                try:
+                    self._setup_and_run(undo)
+                except TestbedError as e:
+                    self.history.add("error", type(e).__name__, message=str(e))
+                    if self.obs.pressure_start is None:
+                        self.obs.setup_error = str(e)
+                    elif self.client is not None and not self.client.alive():
+                        self.obs.ended_by = "client-died"
+                    else:
+                        self.obs.setup_error = str(e)
+                finally:
+                    self._stop_monitors()
+                    self.phase("teardown")
+            for err in undo.errors:
+                self.history.add("error", "teardown", message=err)
+        except KeyboardInterrupt:
+            self.history.add("error", "interrupted")
+            self.history.close()
+            raise  # the case stays <case>.incomplete: a resume reruns it
+        j = judge(self.obs)
+        return self._finish(j, time.monotonic() - started)
+
+    def _setup_and_run(self, undo: Cleanup) -> None:
+        sc = self.sc
+        store = storage.get(sc.storage.protocol)
+        self.phase("images")
+        client_img = ensure("client", say=lambda m: self.ui.note(self.case_id, m))
+        nas_img = ensure("nas", say=lambda m: self.ui.note(self.case_id, m)) if store.needs_nas else None
+        self.facts["images"] = {i.name: {"hash": i.hash, "kernel": i.kernel_version, "package": i.kernel_package}
+                                for i in (client_img, nas_img) if i}
+        self.facts["kernel"] = client_img.kernel_version
+        choice = accel_mod.choose(self.accel_req, client_img, say=lambda m: self.ui.note(self.case_id, m))
+        self.facts["accel"] = {"accel": choice.accel, "reason": choice.reason}
+        self.history.add("fact", "accel", accel=choice.accel, reason=choice.reason)
+
+        self.phase("network", self.topo.name)
+        rundir = runtime_dir() / self.tag
+        rundir.mkdir(parents=True, exist_ok=True)
+        undo.push(f"runtime folder {rundir}", shutil.rmtree, rundir, True)
+        net = build_net(self.topo, self.tag, undo)
+        self.history.add("fact", "network", **net.describe())
+        client_node, nas_node = self.topo.node_for("client"), self.topo.node_for("nas")
+        client_ip, nas_ip = net.address_of(client_node), net.address_of(nas_node)
+
+        logdir = self.dir.path
+        if store.needs_nas:
+            assert nas_img is not None
+            self.phase("nas", f"{sc.nas.mem_mb} MB, {sc.storage.protocol} export")
+            self.nas = nas_vm.start(sc, nas_img, net, nas_node, self.tag, choice.accel, rundir, logdir, undo)
+            self._watch(self.nas, "nas")
+            self.history.add("fact", "nas-export", **store.export(self.nas, sc, client_ip))
+
+        self.phase("client", f"{sc.client.mem_mb} MB")
+        disks = store.client_disks(sc, rundir, undo)
+        self.client = guests.boot(role="client", node=client_node, tag=self.tag, image=client_img, net=net,
+                                  mem_mb=sc.client.mem_mb, vcpus=sc.client.vcpus, accel=choice.accel, rundir=rundir,
+                                  logdir=logdir, undo=undo, boot_s=sc.deadlines.boot_s, disks=disks)
+        self._watch(self.client, "client")
+        self.history.add("fact", "client-ready", boot_s=round(self.client.ready_at - self.client.started_at, 2),
+                         memtotal_kb=(self.client.agent.telemetry or {}).get("meminfo", {}).get("MemTotal"))
+
+        self.phase("swap", sc.storage.protocol)
+        self.history.add("fact", "storage-attached", protocol=sc.storage.protocol, **store.attach(self.client, sc, nas_ip))
+
+        self.timeline = Timeline(self.dir.path / "timeline.csv", self.history, self.client, self.nas, Pinger(net.netns, client_ip))
+        self.timeline.start()
+        self.scheduler = Scheduler(sc.faults, FaultContext(self.client, self.nas, self.history))
+        self._pressure()
+
+    def _watch(self, vm: VM, role: str) -> None:
+        w = ConsoleWatcher(role, vm.spec.console, self.history)
+        w.start()
+        self.watchers.append(w)
+
+    def _on_line(self, line: str) -> None:
+        p = self.obs.progress
+        if p.feed(line) and self.timeline:
+            self.timeline.set_progress(p.done, p.total)
+            self.ui.progress(self.case_id, p.done, p.total, f"pass {p.pass_ + 1} {p.phase}")
+
+    def _pressure(self) -> None:
+        assert self.client and self.timeline and self.scheduler
+        sc, obs, tl = self.sc, self.obs, self.timeline
+        wl = workload.get(sc.workload.kind)
+        argv = wl.argv(sc)
+        self.phase("workload", " ".join(argv[1:]), argv=argv)
+        job = self.client.agent.start(argv, on_line=self._on_line)
+        obs.pressure_start = self.history.now()
+        tl.last_progress_t = obs.pressure_start
+        self.scheduler.start()
+        while True:
+            time.sleep(POLL_S)
+            now = self.history.now()
+            if job.done():
+                res = job.wait(5)
+                obs.workload_status, obs.workload_stderr = res.status, res.stderr
+                obs.ended_by = "finished" if res.status == 0 else "workload-failed"
+                self.history.add("workload", "exit", status=res.status, stderr=res.stderr[-500:])
+                break
+            if not self.client.alive():
+                obs.ended_by = "client-died"
+                break
+            if self._stalled(now):
+                obs.ended_by, obs.stall_since = "stall", tl.last_progress_t
+                self.history.add("workload", "stall", last_progress_t=round(tl.last_progress_t, 1), progress=obs.progress.done)
+                break
+            if now - obs.pressure_start > sc.deadlines.total_s:
+                obs.ended_by = "total-deadline"
+                break
+        obs.pressure_end = self.history.now()
+        if obs.ended_by == "stall":
+            self.phase("evidence", "sysrq w, m via QMP")
+            sysrq_dump(self.client, "wm", self.dir.path / "sysrq-client.txt", self.history)
+        elif obs.ended_by == "finished":
+            obs.client_answers = self.client.agent.ping(15) is not None
+            self.history.add("probe", "client-answers", ok=obs.client_answers)
+
+    def _stalled(self, now: float) -> bool:
+        tl, d = self.timeline, self.sc.deadlines
+        assert tl
+        if now - tl.last_progress_t > d.progress_s:
+            return True
+        # A healed fault the client never recovers from is the seed's deadlock: judge it at recover_s.
+        for _, _, healed in fault_windows(self.history.events):
+            if healed is not None and tl.last_progress_t < healed and now - healed > d.recover_s:
+                return True
+        return False
+
+    def _stop_monitors(self) -> None:
+        if self.scheduler:
+            self.scheduler.stop(heal=True)
+        if self.timeline:
+            self.timeline.stop()
+            if self.timeline.pinger:
+                self.timeline.pinger.close()
+            self.obs.rows = self.timeline.rows
+        for w in self.watchers:
+            w.stop()
+
+    def _finish(self, j: Judgement, wall: float) -> CaseResult:
+        ok = is_ok(j.verdict, self.sc.expect)
+        j.figures["case_wall_s"] = round(wall, 1)
+        data = {
+            "case": self.case_id,
+            "scenario": self.sc.name,
+            "verdict": j.verdict,
+            "expected": self.sc.expect,
+            "as_expected": ok,
+            "reasons": j.reasons,
+            "figures": j.figures,
+            "ended_by": self.obs.ended_by,
+            **self.facts,
+        }
+        self.history.add("verdict", j.verdict, reasons=j.reasons)
+        self.history.close()
+        path = self.dir.complete(data)
+        self.ui.verdict(self.case_id, j.verdict, self.sc.expect, ok, j.reasons, str(path))
+        return CaseResult(self.case_id, j.verdict, self.sc.expect, ok, str(path), data)
+
+
+def run_case(loaded: LoadedScenario, run: RunDir, case_id: str, accel: str, ui: Ui) -> CaseResult:
+    return Case(loaded, run, case_id, accel, ui).run()
+
+
+__all__ = ["run_case", "CaseResult", "is_ok", "GuestError"]

@@ -1,0 +1,36 @@
+"""Local swap: a virtio disk in the client. The negative control: local block I/O has the kernel's
+reserves (mempools, buffer heads), so a client swapping to it must recover."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+from testbed import guests
+from testbed.cleanup import Cleanup
+from testbed.config.scenario import Scenario
+from testbed.vm.argv import Disk
+from testbed.vm.machine import VM
+
+SERIAL = "tbswap"
+
+
+class Local:
+    name = "local"
+    needs_nas = False
+
+    def client_disks(self, sc: Scenario, rundir: Path, undo: Cleanup) -> tuple[Disk, ...]:
+        path = rundir / "client-swap.img"
+        with open(path, "wb") as f:
+            f.truncate(sc.storage.swap_mb * 2**20)
+        undo.push(f"client swap disk {path}", os.unlink, path)
+        return (Disk(path, serial=SERIAL),)
+
+    def export(self, nas: VM, sc: Scenario, client_ip: str) -> dict[str, Any]:
+        return {}
+
+    def attach(self, client: VM, sc: Scenario, nas_ip: str) -> dict[str, Any]:
+        dev = guests.storage_dev(client, SERIAL)
+        client.sh(f"mkswap {dev} >/dev/null && swapon {dev}", 60)
+        return {"device": dev, "proc_swaps": client.sh("cat /proc/swaps", 10).stdout.strip()}

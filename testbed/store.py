@@ -1,0 +1,93 @@
+"""Results on disk: results/<run>/run.json and one folder per case, a `latest` link.
+
+A case is written in `<case>.incomplete/` and renamed to `<case>/` only after verdict.json is in
+place, so a crash never leaves a case folder that looks complete.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import shutil
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from testbed import __version__
+from testbed.paths import results_dir
+
+
+def write_atomic(path: Path, text: str) -> None:
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(text)
+    os.replace(tmp, path)
+
+
+def host_facts() -> dict[str, Any]:
+    return {
+        "hostname": platform.node(),
+        "kernel": platform.release(),
+        "python": platform.python_version(),
+        "cpus": os.cpu_count(),
+        "testbed": __version__,
+    }
+
+
+@dataclass
+class RunDir:
+    path: Path
+
+    @property
+    def id(self) -> str:
+        return self.path.name
+
+    def case(self, case_id: str) -> CaseDir:
+        final = self.path / case_id
+        work = self.path / f"{case_id}.incomplete"
+        if work.exists():
+            shutil.rmtree(work)
+        work.mkdir(parents=True)
+        return CaseDir(case_id, work, final)
+
+
+@dataclass
+class CaseDir:
+    id: str
+    path: Path  # where files are written while the case runs
+    final: Path
+
+    def write_json(self, name: str, data: Any) -> None:
+        write_atomic(self.path / name, json.dumps(data, indent=2, default=str) + "\n")
+
+    def write_yaml(self, name: str, data: Any) -> None:
+        write_atomic(self.path / name, yaml.safe_dump(data, sort_keys=False))
+
+    def complete(self, verdict: dict[str, Any]) -> Path:
+        """verdict.json last, then the rename that makes the case complete."""
+        self.write_json("verdict.json", verdict)
+        if self.final.exists():
+            shutil.rmtree(self.final)
+        os.replace(self.path, self.final)
+        self.path = self.final
+        return self.final
+
+
+def new_run(tag: str, request: dict[str, Any], root: Path | None = None) -> RunDir:
+    root = root or results_dir()
+    run_id = datetime.now().strftime("%Y%m%d-%H%M%S") + f"-{tag}"
+    path = root / run_id
+    path.mkdir(parents=True)
+    write_atomic(path / "run.json", json.dumps({"id": run_id, "tag": tag, "request": request, "host": host_facts(),
+                                                "started": datetime.now(timezone.utc).isoformat(timespec="seconds")},
+                                               indent=2, default=str) + "\n")
+    link = root / "latest"
+    tmp = root / ".latest.tmp"
+    if tmp.is_symlink() or tmp.exists():
+        tmp.unlink()
+    tmp.symlink_to(run_id)
+    os.replace(tmp, link)
+    return RunDir(path)
