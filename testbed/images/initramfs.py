@@ -15,9 +15,20 @@ INIT = """#!/bin/busybox sh
 mount -t devtmpfs dev /dev
 mount -t proc proc /proc
 for m in $(cat /load-order); do insmod /lib/modules/$m || echo "initramfs: insmod $m failed"; done
+# The root disk is the virtio disk whose serial is "tbroot": other disks (NAS data, local swap)
+# may come first in PCI order.
+mount -t sysfs sys /sys
 i=0
-while [ ! -b /dev/vda ] && [ $i -lt 200 ]; do sleep 0.05; i=$((i+1)); done
-mount -t ext4 -o rw /dev/vda /newroot || { echo "initramfs: cannot mount /dev/vda"; poweroff -f; }
+root=
+while [ -z "$root" ] && [ $i -lt 200 ]; do
+  for d in /sys/block/vd*; do
+    [ "$(cat $d/serial 2>/dev/null)" = tbroot ] && root=/dev/${d##*/}
+  done
+  [ -z "$root" ] && sleep 0.05
+  i=$((i+1))
+done
+umount /sys
+mount -t ext4 -o rw "$root" /newroot || { echo "initramfs: no root disk with serial tbroot"; poweroff -f; }
 umount /proc
 mount --move /dev /newroot/dev
 exec switch_root /newroot /sbin/tb-init

@@ -11,6 +11,7 @@ from pathlib import Path
 from testbed.vm.caps import QEMU, QemuCaps
 
 AGENT_PORT = "tb.agent"
+ROOT_SERIAL = "tbroot"
 
 
 @dataclass(frozen=True)
@@ -87,7 +88,11 @@ def kernel_args(spec: VMSpec) -> list[str]:
 
 
 def disk_args(spec: VMSpec) -> list[str]:
-    out = ["-drive", f"file={spec.root},format=raw,if=virtio,snapshot=on,cache=unsafe"]
+    # The initramfs finds the root disk by its serial, whatever the PCI order.
+    out = [
+        "-drive", f"file={spec.root},format=raw,if=none,id=root,snapshot=on,cache=unsafe",
+        "-device", f"virtio-blk-pci,drive=root,serial={ROOT_SERIAL}",
+    ]
     for i, d in enumerate(spec.disks):
         opts = f"file={d.path},format=raw,if=none,id=disk{i},cache=none,aio=threads"
         if d.snapshot:

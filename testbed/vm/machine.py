@@ -25,10 +25,14 @@ def _die_with_parent() -> None:
 
 
 def tail(path: Path | None, lines: int = 6) -> str:
+    """The last lines of a log, without our own `$ argv` lines; a kernel panic line wins if present."""
     if not path or not path.exists():
         return ""
-    text = path.read_text(errors="replace").strip().splitlines()[-lines:]
-    return " | ".join(line.strip() for line in text)
+    text = [ln.strip() for ln in path.read_text(errors="replace").splitlines() if ln.strip() and not ln.startswith("$ ")]
+    panic = [i for i, ln in enumerate(text) if "Kernel panic" in ln]
+    if panic:
+        return " | ".join(text[max(0, panic[0] - 2) : panic[0] + 1])
+    return " | ".join(text[-lines:])
 
 
 class VM:
