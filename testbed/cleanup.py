@@ -78,14 +78,26 @@ def _in_main_thread() -> bool:
     return threading.current_thread() is threading.main_thread()
 
 
-def _sigterm(signum: int, frame: object) -> None:
+_MAIN_PID = 0
+
+
+def _on_signal(signum: int, frame: object) -> None:
+    import os
+
+    if os.getpid() != _MAIN_PID:
+        # A forked helper (a library's child process) must never run our teardown a second time.
+        os._exit(128 + signum)
     raise KeyboardInterrupt(f"signal {signum}")
 
 
 def install_signal_handlers() -> None:
-    """Make SIGTERM unwind like Ctrl-C so every `finally` and undo stack runs."""
-    signal.signal(signal.SIGTERM, _sigterm)
-    signal.signal(signal.SIGINT, signal.default_int_handler)
+    """Make SIGINT and SIGTERM unwind (KeyboardInterrupt) so every `finally` and undo stack runs."""
+    import os
+
+    global _MAIN_PID
+    _MAIN_PID = os.getpid()
+    signal.signal(signal.SIGTERM, _on_signal)
+    signal.signal(signal.SIGINT, _on_signal)
 
 
 # ---- `testbed clean`: leftovers of earlier runs, found by our tag only --------------------------

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import shutil
 import time
+import traceback
 from dataclasses import dataclass
 from typing import Any
 
@@ -77,7 +78,10 @@ class Case:
             with Cleanup() as undo:
                 try:
                     self._setup_and_run(undo)
-                except TestbedError as e:
+                except Exception as e:  # every failure becomes a judged case; only Ctrl-C escapes
+                    if not isinstance(e, TestbedError):
+                        self.history.add("error", "traceback", text=traceback.format_exc())
+                        e = TestbedError(f"internal error: {e!r}")
                     self.history.add("error", type(e).__name__, message=str(e))
                     if self.obs.pressure_start is None:
                         self.obs.setup_error = str(e)

@@ -68,7 +68,7 @@ class Scheduler:
                 return
             self._do(op, fault, at)
 
-    def _do(self, op: str, fault: Fault, scheduled: float) -> None:
+    def _do(self, op: str, fault: Fault, scheduled: float, teardown: bool = False) -> None:
         with self._lock:
             if op == "heal" and fault not in self.active:
                 return
@@ -78,6 +78,8 @@ class Scheduler:
             except Exception as e:  # recorded: the checker must know the fault did not happen as planned
                 h.add("fault", f"{fault.spec.kind}:{op}-failed", error=str(e), scheduled_s=scheduled)
                 return
+            if teardown:
+                info["teardown"] = True  # healed because the case ended, not as scheduled
             h.add("fault", f"{fault.spec.kind}:{op}", scheduled_s=round(self.t_start + scheduled, 3), **info)
             if op == "inject":
                 self.active.append(fault)
@@ -91,4 +93,4 @@ class Scheduler:
             self._thread.join(10)
         if heal:
             for f in list(self.active):
-                self._do("heal", f, self.ctx.history.now() - self.t_start)
+                self._do("heal", f, self.ctx.history.now() - self.t_start, teardown=True)

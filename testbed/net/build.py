@@ -8,14 +8,17 @@ Shaping uses TBF on the host side of a link (toward the node); the mechanism is 
 from __future__ import annotations
 
 import ipaddress
+import os
 from dataclasses import dataclass, field
 from typing import Any
 
-from pyroute2 import NetNS, netns
+from pyroute2 import IPRoute
 
+from testbed import proc
 from testbed.cleanup import Cleanup
 from testbed.config.topology import Topology
 from testbed.errors import TestbedError
+from testbed.net.netns import NetnsWorker
 from testbed.tags import link_name
 from testbed.vm.argv import Nic
 
@@ -64,18 +67,39 @@ def mac_for(tag: str, index: int) -> str:
     return f"52:54:{(h >> 16) & 0xff:02x}:{(h >> 8) & 0xff:02x}:{h & 0xff:02x}:{index:02x}"
 
 
-def _delete_link(ns: NetNS, name: str) -> None:
+class Netlink:
+    """pyroute2's IPRoute, created and always called inside the run's namespace (see NetnsWorker)."""
+
+    def __init__(self, worker: NetnsWorker):
+        self.worker = worker
+        self.ipr = worker.call(IPRoute)
+
+    def __getattr__(self, name: str):  # type: ignore[no-untyped-def]
+        fn = getattr(self.ipr, name)
+        return lambda *a, **k: self.worker.call(fn, *a, **k)
+
+    def close(self) -> None:
+        self.worker.call(self.ipr.close)
+
+
+def _delete_link(ns: Netlink, name: str) -> None:
     idx = ns.link_lookup(ifname=name)
     if idx:
         ns.link("del", index=idx[0])
 
 
+def _delete_netns(name: str) -> None:
+    proc.run(["ip", "netns", "delete", name], timeout=30)
+
+
 def build(topo: Topology, tag: str, undo: Cleanup) -> BuiltNet:
-    if tag in netns.listnetns():
+    if os.path.exists(f"/run/netns/{tag}"):
         raise TestbedError(f"network namespace {tag} already exists: run `testbed clean`")
-    netns.create(tag)
-    undo.push(f"network namespace {tag}", netns.remove, tag)
-    ns = NetNS(tag)
+    proc.run(["ip", "netns", "add", tag], timeout=30)
+    undo.push(f"network namespace {tag}", _delete_netns, tag)
+    worker = NetnsWorker(tag)
+    undo.push(f"thread in {tag}", worker.close)
+    ns = Netlink(worker)
     undo.push(f"netlink socket in {tag}", ns.close)
     net = BuiltNet(netns=tag)
     lo = ns.link_lookup(ifname="lo")[0]
@@ -96,7 +120,10 @@ def build(topo: Topology, tag: str, undo: Cleanup) -> BuiltNet:
         tap = link_name(tag, f"{link.node[0]}{i}")
         ns.link("add", ifname=tap, kind="tuntap", mode="tap")
         undo.push(f"tap {tap}", _delete_link, ns, tap)
-        idx = ns.link_lookup(ifname=tap)[0]
+        found = ns.link_lookup(ifname=tap)
+        if not found:
+            raise TestbedError(f"tap {tap} was not created in namespace {tag} (pyroute2 tuntap); see `ip -n {tag} link`")
+        idx = found[0]
         bridge = ns.link_lookup(ifname=net.bridges[link.switch])[0]
         ns.link("set", index=idx, mtu=link.mtu, master=bridge, state="up")
         port = Port(link.node, link.switch, tap, mac_for(tag, i), link.mtu, addresses[i])

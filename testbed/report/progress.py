@@ -46,6 +46,7 @@ class Ui:
         style = VERDICT_STYLE.get(verdict, "red")
         exp = f" (expected {expected})" if expected else ""
         mark = "ok" if ok else "FAIL"
-        self.console.print(f"{case}: verdict [{style}]{verdict}[/{style}]{exp} {mark} - {'; '.join(reasons[:2])}")
+        self.console.print(f"{case}: verdict [{style}]{verdict}[/{style}]{exp} {mark} - {'; '.join(reasons[:2])}",
+                           soft_wrap=True)
         if not self.quiet:
-            self.console.print(f"  evidence: {path}")
+            self.console.print(f"  evidence: {path}", soft_wrap=True)

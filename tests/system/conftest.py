@@ -1,0 +1,47 @@
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from testbed.cleanup import find_our_netns, find_our_qemus, find_our_rundirs
+
+REPO = Path(__file__).parents[2]
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    why = None
+    if os.geteuid() != 0:
+        why = "system tests need root (namespaces, taps)"
+    elif not shutil.which("qemu-system-x86_64") or not shutil.which("mmdebstrap"):
+        why = "system tests need qemu-system-x86_64 and mmdebstrap (run ./bootstrap)"
+    for item in items:
+        if "tests/system" in str(item.fspath):
+            item.add_marker(pytest.mark.system)
+            if why:
+                item.add_marker(pytest.mark.skip(reason=why))
+
+
+def testbed(*args: str, env: dict[str, str] | None = None, timeout: float = 1500) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "testbed", *args], capture_output=True, text=True, cwd=REPO,
+                          timeout=timeout, env={**os.environ, **(env or {})})
+
+
+def leftovers() -> list[str]:
+    return [*(f"qemu {n}" for _, n in find_our_qemus()), *find_our_netns(), *find_our_rundirs()]
+
+
+@pytest.fixture
+def results(tmp_path: Path) -> dict[str, str]:
+    """Each test writes its results to its own folder."""
+    return {"TESTBED_RESULTS": str(tmp_path / "results")}
+
+
+@pytest.fixture(autouse=True)
+def nothing_left_behind():
+    before = leftovers()
+    yield
+    after = [x for x in leftovers() if x not in before]
+    assert not after, f"left behind: {after}"

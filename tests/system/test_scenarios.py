@@ -1,0 +1,90 @@
+"""Issue 3 end to end: the NFS scenario, the three controls, Ctrl-C mid-workload, a failed run."""
+
+import csv
+import json
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from conftest import REPO, leftovers, testbed
+
+CASE_FILES = {"scenario.yaml", "events.jsonl", "timeline.csv", "verdict.json", "console-client.log"}
+
+
+def events(case: Path) -> list[dict]:
+    return [json.loads(x) for x in (case / "events.jsonl").read_text().splitlines()]
+
+
+def only_case(results: dict[str, str]) -> Path:
+    run = Path(results["TESTBED_RESULTS"]) / "latest"
+    cases = [p for p in run.resolve().iterdir() if p.is_dir()]
+    assert len(cases) == 1, cases
+    return cases[0]
+
+
+@pytest.mark.parametrize("version", ["3", "4.2"])
+def test_nfs_swap_recovers(version: str, results: dict[str, str]) -> None:
+    cp = testbed("run", "scenarios/nfs-swap.yaml", "--set", f"storage.nfs.version={version}", "--json", env=results)
+    assert cp.returncode == 0, cp.stderr[-2000:]
+    out = json.loads(cp.stdout)["cases"][0]
+    assert out["verdict"] == "recovered"
+    case = only_case(results)
+    assert CASE_FILES | {"console-nas.log"} <= {p.name for p in case.iterdir()}
+    attached = [e for e in events(case) if e["name"] == "storage-attached"][0]
+    assert f"vers={version}" in attached["mount"] and "swapfile" in attached["proc_swaps"]
+    rows = list(csv.DictReader(open(case / "timeline.csv")))
+    assert len(rows) > 10
+    assert int(rows[-1]["pswpout"]) > int(rows[0]["pswpout"])
+    assert out["figures"]["swap_out_mb"] > 50
+    for key in ("pfmemalloc_drop_peak", "allocstall", "oom_kill", "case_wall_s"):
+        assert key in out["figures"]
+
+
+def test_controls(results: dict[str, str]) -> None:
+    files = ["scenarios/controls/local-swap.yaml", "scenarios/controls/nas-frozen.yaml", "scenarios/controls/nas-frozen-60s.yaml"]
+    cp = testbed("run", *files, "--json", env=results)
+    assert cp.returncode == 0, cp.stderr[-3000:]
+    cases = {c["scenario"]: c for c in json.loads(cp.stdout)["cases"]}
+    assert cases["control-local-swap"]["verdict"] == "recovered"
+    frozen = cases["control-nas-frozen"]
+    assert frozen["verdict"] == "stalled"
+    dump = Path(json.loads(cp.stdout)["path"]) / "control-nas-frozen" / "sysrq-client.txt"
+    assert "Show Blocked State" in dump.read_text()
+    thawed = cases["control-nas-frozen-60s"]
+    assert thawed["verdict"] == "recovered"
+    assert thawed["figures"]["time_to_recover_s"] is not None
+
+
+def test_sigint_mid_workload_leaves_nothing(results: dict[str, str]) -> None:
+    import os
+
+    p = subprocess.Popen([sys.executable, "-m", "testbed", "run", "scenarios/nfs-swap.yaml"], cwd=REPO,
+                         env={**os.environ, **results}, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    root = Path(results["TESTBED_RESULTS"])
+    deadline = time.monotonic() + 300
+    while time.monotonic() < deadline:
+        ev = list(root.glob("*/*.incomplete/events.jsonl"))
+        if ev and '"name": "workload"' in ev[0].read_text():
+            break
+        time.sleep(0.5)
+    else:
+        p.kill()
+        pytest.fail("the workload never started")
+    time.sleep(5)
+    p.send_signal(signal.SIGINT)
+    _, err = p.communicate(timeout=120)
+    assert p.returncode == 130, err[-2000:]
+    assert not leftovers()
+    assert list(root.glob("*/*.incomplete")), "an interrupted case must not look complete"
+    assert "nothing of ours to clean" in testbed("clean").stdout
+
+
+def test_failed_setup_is_unknown_and_clean(results: dict[str, str]) -> None:
+    cp = testbed("run", "scenarios/nfs-swap.yaml", "--set", "deadlines.boot_s=1", "--json", env=results)
+    assert cp.returncode == 2, cp.stderr[-2000:]
+    case = json.loads(cp.stdout)["cases"][0]
+    assert case["verdict"] == "unknown"
+    assert "did not report ready within 1 s" in case["reasons"][0]

@@ -1,0 +1,101 @@
+from testbed.check.verdict import Observations, judge
+from testbed.config.scenario import Deadlines
+from testbed.history import Event
+from testbed.workload import Progress
+
+
+def rows(n: int, progress_until: int, cpu_per_s: float = 0.1, nas: str = "running") -> list[dict]:
+    return [
+        {"t": float(t), "progress": min(t, progress_until) * 100, "client_cpu_s": t * cpu_per_s, "nas_status": nas,
+         "pswpin": t * 10, "pswpout": t * 20, "PFMemallocDrop": 0, "MemFree": 2000, "allocstall": t,
+         "oom_kill": 0, "pgscan_direct": t, "pgscan_direct_throttle": 0}
+        for t in range(n)
+    ]
+
+
+def finished() -> Progress:
+    p = Progress(done=200, total=200)
+    p.finished = {"done": True, "pages": 100, "passes": 2, "seconds": 30.0}
+    return p
+
+
+def obs(**kw) -> Observations:
+    base = dict(deadlines=Deadlines(), progress=Progress(done=50, total=200), events=[], rows=rows(60, 60),
+                pressure_start=0.0, pressure_end=59.0)
+    base.update(kw)
+    return Observations(**base)
+
+
+def test_finished_and_verified_is_recovered() -> None:
+    j = judge(obs(progress=finished(), ended_by="finished", workload_status=0, client_answers=True))
+    assert j.verdict == "recovered"
+    assert j.figures["swap_out_mb"] == round(59 * 20 * 4096 / 2**20, 1)
+
+
+def test_recovered_measures_time_to_recover_after_heal() -> None:
+    events = [Event(10.0, "fault", "nas-outage:inject"), Event(30.0, "fault", "nas-outage:heal")]
+    r = rows(60, 60)
+    for row in r:  # no progress from t=10 to t=42
+        if 10 <= row["t"] <= 42:
+            row["progress"] = 1000
+        elif row["t"] > 42:
+            row["progress"] = 1000 + (row["t"] - 42) * 100
+    j = judge(obs(progress=finished(), ended_by="finished", workload_status=0, client_answers=True, events=events, rows=r))
+    assert j.verdict == "recovered"
+    assert j.figures["time_to_recover_s"] == 13.0
+
+
+def test_stall_with_an_unhealed_fault_is_stalled() -> None:
+    events = [Event(10.0, "fault", "nas-outage:inject"), Event(80.0, "fault", "nas-outage:heal", {"teardown": True})]
+    j = judge(obs(ended_by="stall", stall_since=10.0, events=events, rows=rows(60, 10)))
+    assert j.verdict == "stalled"
+    assert "never healed" in j.reasons[-1]
+
+
+def test_stall_while_nas_healthy_and_idle_cpu_is_deadlocked() -> None:
+    j = judge(obs(ended_by="stall", stall_since=10.0, rows=rows(60, 10, cpu_per_s=0.05)))
+    assert j.verdict == "deadlocked"
+
+
+def test_stall_with_busy_cpu_is_livelocked() -> None:
+    j = judge(obs(ended_by="stall", stall_since=10.0, rows=rows(60, 10, cpu_per_s=0.95)))
+    assert j.verdict == "livelocked"
+
+
+def test_stall_while_nas_paused_is_stalled_even_without_fault_events() -> None:
+    j = judge(obs(ended_by="stall", stall_since=10.0, rows=rows(60, 10, nas="paused")))
+    assert j.verdict == "stalled"
+
+
+def test_mismatch_is_corrupted() -> None:
+    p = Progress(done=5, total=10, mismatch={"page": 1234, "pass": 1, "word": 3})
+    j = judge(obs(progress=p, ended_by="workload-failed", workload_status=3))
+    assert j.verdict == "corrupted" and j.figures["first_bad_page"] == 1234
+
+
+def test_oom_kill_of_workload_is_oom() -> None:
+    ev = [Event(20.0, "console", "oom-kill", {"line": "Out of memory: Killed process 99 (tb-work)", "groups": ["99", "tb-work"]})]
+    j = judge(obs(ended_by="workload-failed", workload_status=-9, events=ev))
+    assert j.verdict == "oom"
+
+
+def test_oom_kill_elsewhere_is_only_a_reason() -> None:
+    ev = [Event(20.0, "console", "oom-kill", {"line": "Out of memory: Killed process 9 (sleep)", "groups": ["9", "sleep"]})]
+    j = judge(obs(progress=finished(), ended_by="finished", workload_status=0, client_answers=True, events=ev))
+    assert j.verdict == "recovered"
+    assert "sleep" in j.reasons[0]
+
+
+def test_swap_write_error_is_io_error() -> None:
+    ev = [Event(20.0, "console", "swap-write-error", {"line": "Write-error on swap-device (0:42:1234)"})]
+    assert judge(obs(ended_by="stall", stall_since=20.0, events=ev)).verdict == "io-error"
+
+
+def test_setup_failure_is_unknown_never_a_product_verdict() -> None:
+    j = judge(obs(setup_error="NAS did not boot", ended_by="stall"))
+    assert j.verdict == "unknown"
+
+
+def test_a_checker_that_throws_yields_unknown() -> None:
+    j = judge(obs(ended_by="stall", stall_since=None, rows=[{"t": "bad"}]))
+    assert j.verdict == "unknown"

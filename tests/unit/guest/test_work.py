@@ -1,0 +1,35 @@
+"""The guest workload program, compiled and run on the host: its pattern and progress lines are real."""
+
+import json
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+
+SRC = Path(__file__).parents[3] / "guest"
+
+
+@pytest.fixture(scope="module")
+def work(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    cc = shutil.which("cc") or shutil.which("gcc")
+    if not cc:
+        pytest.skip("no C compiler")
+    out = tmp_path_factory.mktemp("work") / "tb-work"
+    subprocess.run([cc, "-O2", "-o", str(out), str(SRC / "work.c")], check=True)
+    return out
+
+
+def test_anon_writes_verifies_and_reports(work: Path) -> None:
+    cp = subprocess.run([str(work), "anon", "8", "2", "5"], capture_output=True, text=True, timeout=60)
+    assert cp.returncode == 0, cp.stdout
+    lines = [json.loads(x) for x in cp.stdout.splitlines()]
+    assert lines[-1]["done"] is True and lines[-1]["pages"] == 8 * 256 and lines[-1]["passes"] == 2
+    progress = [x for x in lines if "progress" in x]
+    assert progress[-1]["progress"] == progress[-1]["total"] == 8 * 256 * 2 * 2
+    assert {x["phase"] for x in progress} == {"write", "verify"}
+
+
+def test_bad_arguments_are_refused(work: Path) -> None:
+    cp = subprocess.run([str(work), "anon", "0", "1", "1"], capture_output=True, text=True)
+    assert cp.returncode == 2 and "usage" in cp.stdout
