@@ -453,6 +453,15 @@ static void send_error(long id, const char *msg)
     flush_out();
 }
 
+static void set_oom_score_adj(const char *v)
+{
+    int fd = open("/proc/self/oom_score_adj", O_WRONLY | O_CLOEXEC);
+    if (fd >= 0) {
+        write(fd, v, strlen(v));
+        close(fd);
+    }
+}
+
 static void start_job(struct req *r)
 {
     struct job *j = NULL;
@@ -491,7 +500,11 @@ static void start_job(struct req *r)
     posix_spawnattr_setflags(&at, POSIX_SPAWN_SETSIGMASK | POSIX_SPAWN_SETPGROUP);
     r->argv[r->argc] = NULL;
     pid_t pid;
+    /* oom_score_adj is inherited: children must be ordinary OOM candidates, or the kernel panics
+     * with "no killable processes" instead of killing the workload. PID 1 stays unkillable anyway. */
+    set_oom_score_adj("0");
     int rc = posix_spawnp(&pid, r->argv[0], &fa, &at, r->argv, environ);
+    set_oom_score_adj("-1000");
     posix_spawn_file_actions_destroy(&fa);
     posix_spawnattr_destroy(&at);
     close(po[1]);
@@ -689,11 +702,7 @@ static int open_port(void)
 int main(void)
 {
     int locked = mlockall(MCL_CURRENT | MCL_FUTURE) == 0;
-    int fd = open("/proc/self/oom_score_adj", O_WRONLY);
-    if (fd >= 0) {
-        write(fd, "-1000", 5);
-        close(fd);
-    }
+    set_oom_score_adj("-1000");
     port = open_port();
     if (port < 0) {
         fprintf(stderr, "tb-agent: no virtio-serial port named %s\n", PORT_NAME);

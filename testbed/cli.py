@@ -132,6 +132,12 @@ def cmd_run(args: argparse.Namespace) -> int:
     return 0 if all(r.ok for r in results) else 1
 
 
+def cmd_bench_case(args: argparse.Namespace) -> int:
+    from testbed import bench
+
+    return bench.case_overhead(args.scenario, args.runs, _err)
+
+
 # ---- parser -------------------------------------------------------------------------------------
 
 
@@ -182,6 +188,10 @@ def parser() -> argparse.ArgumentParser:
     bb.add_argument("--runs", type=int, default=5)
     bb.add_argument("--accel", choices=["auto", "kvm", "tcg"], default="auto")
     bb.set_defaults(func=cmd_bench_boot)
+    bc = bn.add_parser("case", help="case overhead over the workload, swap vs iperf3 throughput")
+    bc.add_argument("--scenario", default="scenarios/nfs-swap.yaml")
+    bc.add_argument("--runs", type=int, default=3)
+    bc.set_defaults(func=cmd_bench_case)
     return p
 
 

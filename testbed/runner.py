@@ -64,6 +64,7 @@ class Case:
         self.timeline: Timeline | None = None
         self.watchers: list[ConsoleWatcher] = []
         self.scheduler: Scheduler | None = None
+        self.nas_ip = ""
 
     def phase(self, name: str, detail: str = "", **data: Any) -> None:
         self.history.add("phase", name, **data)
@@ -122,6 +123,7 @@ class Case:
         self.history.add("fact", "network", **net.describe())
         client_node, nas_node = self.topo.node_for("client"), self.topo.node_for("nas")
         client_ip, nas_ip = net.address_of(client_node), net.address_of(nas_node)
+        self.nas_ip = nas_ip
 
         logdir = self.dir.path
         if store.needs_nas:
