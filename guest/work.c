@@ -6,7 +6,13 @@
  *   {"progress":DONE,"total":TOTAL,"pass":P,"phase":"write"|"verify"}
  *   {"mismatch":{"page":I,"pass":P,"word":W,"expected":E,"got":G}}   (exit 3)
  *   {"done":true,"pages":N,"seconds":S}                              (exit 0)
- * Modes: anon (anonymous memory beyond RAM, so it must swap).
+ * Modes:
+ *   anon SIZE_MB PASSES SEED              anonymous memory beyond RAM, so it must swap
+ *   mmap-shared FILE SIZE_MB PASSES SEED  a file mapped MAP_SHARED, dirtied, msync'ed in chunks,
+ *                                         unmapped, dropped from the page cache, re-read, verified
+ *   write FILE SIZE_MB PASSES SEED        buffered write()s with an fsync every 16 MB, then the
+ *                                         same drop and verify
+ * Progress counts pages: written (or dirtied), synced, verified.
  */
 #define _GNU_SOURCE
 #include <errno.h>
@@ -15,7 +21,9 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <fcntl.h>
 #include <sys/mman.h>
+#include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -138,24 +146,150 @@ static int run_anon(uint64_t pages, int passes, uint64_t seed0)
     return 0;
 }
 
+static int fail(const char *what, const char *path)
+{
+    say("{\"error\":\"%s %s: %s\"}", what, path, strerror(errno));
+    return errno == EIO ? 5 : 2;
+}
+
+static int mismatch(uint64_t page, int pass, int word, uint64_t expected, uint64_t got)
+{
+    say("{\"mismatch\":{\"page\":%llu,\"pass\":%d,\"word\":%d,\"expected\":%llu,\"got\":%llu}}",
+        (unsigned long long)page, pass, word, (unsigned long long)expected, (unsigned long long)got);
+    return 3;
+}
+
+/* Drop the file's clean pages so the verify pass reads from the storage, not from memory. */
+static int drop_cache(int fd, const char *path)
+{
+    if (fsync(fd) < 0)
+        return fail("fsync", path);
+    posix_fadvise(fd, 0, 0, POSIX_FADV_DONTNEED);
+    return 0;
+}
+
+static int verify_file(int fd, const char *path, uint64_t pages, int pass, uint64_t seed)
+{
+    static uint64_t buf[WORDS];
+    for (uint64_t i = 0; i < pages; i++) {
+        ssize_t n = pread(fd, buf, PAGE, (off_t)(i * PAGE));
+        if (n != PAGE)
+            return n < 0 ? fail("read", path) : mismatch(i, pass, 0, i, 0);
+        uint64_t expected;
+        int w = check_page(buf, i, seed, &expected);
+        if (w >= 0)
+            return mismatch(i, pass, w, expected, buf[w]);
+        done++;
+        if ((i & 63) == 0)
+            progress(pass, "verify", 0);
+    }
+    progress(pass, "verify", 1);
+    return 0;
+}
+
+static int run_mmap(const char *path, uint64_t pages, int passes, uint64_t seed0)
+{
+    int fd = open(path, O_RDWR | O_CREAT | O_TRUNC, 0600);
+    if (fd < 0)
+        return fail("open", path);
+    if (ftruncate(fd, (off_t)(pages * PAGE)) < 0)
+        return fail("ftruncate", path);
+    total = pages * 3 * passes;
+    const uint64_t chunk = 1024; /* pages per msync: progress while writeback runs */
+    for (int pass = 0; pass < passes; pass++) {
+        uint64_t seed = seed0 + pass;
+        uint64_t *mem = mmap(NULL, pages * PAGE, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
+        if (mem == MAP_FAILED)
+            return fail("mmap", path);
+        for (uint64_t i = 0; i < pages; i++) {
+            fill_page(mem + i * WORDS, i, seed);
+            done++;
+            if ((i & 63) == 0)
+                progress(pass, "write", 0);
+        }
+        progress(pass, "write", 1);
+        for (uint64_t i = 0; i < pages; i += chunk) {
+            uint64_t n = pages - i < chunk ? pages - i : chunk;
+            if (msync(mem + i * WORDS, n * PAGE, MS_SYNC) < 0)
+                return fail("msync", path);
+            done += n;
+            progress(pass, "sync", 0);
+        }
+        progress(pass, "sync", 1);
+        munmap(mem, pages * PAGE);
+        int rc = drop_cache(fd, path);
+        if (rc)
+            return rc;
+        rc = verify_file(fd, path, pages, pass, seed);
+        if (rc)
+            return rc;
+    }
+    close(fd);
+    say("{\"done\":true,\"pages\":%llu,\"passes\":%d,\"seconds\":%.3f}", (unsigned long long)pages, passes,
+        now() - t0);
+    return 0;
+}
+
+static int run_write(const char *path, uint64_t pages, int passes, uint64_t seed0)
+{
+    static uint64_t buf[WORDS];
+    int fd = open(path, O_RDWR | O_CREAT | O_TRUNC, 0600);
+    if (fd < 0)
+        return fail("open", path);
+    total = pages * 3 * passes;
+    const uint64_t every = 4096; /* pages between fsyncs: 16 MB */
+    for (int pass = 0; pass < passes; pass++) {
+        uint64_t seed = seed0 + pass, synced = 0;
+        for (uint64_t i = 0; i < pages; i++) {
+            fill_page(buf, i, seed);
+            if (pwrite(fd, buf, PAGE, (off_t)(i * PAGE)) != PAGE)
+                return fail("write", path);
+            done++;
+            if ((i & 63) == 0)
+                progress(pass, "write", 0);
+            if ((i + 1) % every == 0 || i + 1 == pages) {
+                if (fdatasync(fd) < 0)
+                    return fail("fsync", path);
+                done += i + 1 - synced;
+                synced = i + 1;
+                progress(pass, "sync", 0);
+            }
+        }
+        progress(pass, "sync", 1);
+        int rc = drop_cache(fd, path);
+        if (rc)
+            return rc;
+        rc = verify_file(fd, path, pages, pass, seed);
+        if (rc)
+            return rc;
+    }
+    close(fd);
+    say("{\"done\":true,\"pages\":%llu,\"passes\":%d,\"seconds\":%.3f}", (unsigned long long)pages, passes,
+        now() - t0);
+    return 0;
+}
+
 static void usage(void)
 {
-    say("{\"error\":\"usage: tb-work anon SIZE_MB PASSES SEED\"}");
+    say("{\"error\":\"usage: tb-work anon SIZE_MB PASSES SEED | tb-work {mmap-shared,write} FILE SIZE_MB PASSES SEED\"}");
     exit(2);
 }
 
 int main(int argc, char **argv)
 {
     t0 = now();
-    if (argc != 5)
+    int file = argc == 6 && (!strcmp(argv[1], "mmap-shared") || !strcmp(argv[1], "write"));
+    if (!(argc == 5 && !strcmp(argv[1], "anon")) && !file)
         usage();
-    uint64_t size_mb = strtoull(argv[2], NULL, 10);
-    int passes = atoi(argv[3]);
-    uint64_t seed = strtoull(argv[4], NULL, 10);
+    char **a = argv + (file ? 3 : 2);
+    uint64_t size_mb = strtoull(a[0], NULL, 10);
+    int passes = atoi(a[1]);
+    uint64_t seed = strtoull(a[2], NULL, 10);
     if (!size_mb || passes < 1)
         usage();
     if (!strcmp(argv[1], "anon"))
         return run_anon(size_mb * 256, passes, seed);
-    usage();
-    return 2;
+    if (!strcmp(argv[1], "mmap-shared"))
+        return run_mmap(argv[2], size_mb * 256, passes, seed);
+    return run_write(argv[2], size_mb * 256, passes, seed);
 }

@@ -125,6 +125,10 @@ def cmd_run(args: argparse.Namespace) -> int:
         for r in range(ls.scenario.repeat):
             case_id = ls.scenario.name + (f"-r{r + 1}" if ls.scenario.repeat > 1 else "")
             results.append(run_case(ls, run, case_id, args.accel, ui))
+    if len(results) > 1 and not args.json:
+        from testbed.report.progress import summary_table
+
+        summary_table([r.data for r in results])
     if args.json:
         print(json.dumps({"run": run.id, "path": str(run.path), "cases": [r.data for r in results]}, indent=2, default=str))
     if any(r.verdict == "unknown" and r.expected != "unknown" for r in results):

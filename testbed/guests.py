@@ -65,6 +65,7 @@ def configure_net(vm: VM, net: BuiltNet, node: str) -> None:
         dev = by_mac.get(port.mac)
         if not dev:
             raise GuestError(f"{vm.name}: no interface with MAC {port.mac} (guest has {', '.join(by_mac) or 'none'})")
+        vm.net_devs.append(dev)
         script.append(f"ip link set {shlex.quote(dev)} mtu {port.mtu} up")
         script.append(f"ip addr add {port.address} dev {shlex.quote(dev)}")
     vm.sh(" && ".join(script), 15)

@@ -65,6 +65,8 @@ class Case:
         self.watchers: list[ConsoleWatcher] = []
         self.scheduler: Scheduler | None = None
         self.nas_ip = ""
+        self.store: storage.Storage | None = None
+        self.counters: dict[str, dict[str, Any]] = {}
 
     def phase(self, name: str, detail: str = "", **data: Any) -> None:
         self.history.add("phase", name, **data)
@@ -124,6 +126,7 @@ class Case:
         client_node, nas_node = self.topo.node_for("client"), self.topo.node_for("nas")
         client_ip, nas_ip = net.address_of(client_node), net.address_of(nas_node)
         self.nas_ip = nas_ip
+        ends = storage.Ends(self.tag, client_ip, nas_ip)
 
         logdir = self.dir.path
         if store.needs_nas:
@@ -131,7 +134,7 @@ class Case:
             self.phase("nas", f"{sc.nas.mem_mb} MB, {sc.storage.protocol} export")
             self.nas = nas_vm.start(sc, nas_img, net, nas_node, self.tag, choice.accel, rundir, logdir, undo)
             self._watch(self.nas, "nas")
-            self.history.add("fact", "nas-export", **store.export(self.nas, sc, client_ip))
+            self.history.add("fact", "nas-export", **store.export(self.nas, sc, ends))
 
         self.phase("client", f"{sc.client.mem_mb} MB")
         disks = store.client_disks(sc, rundir, undo)
@@ -143,7 +146,9 @@ class Case:
                          memtotal_kb=(self.client.agent.telemetry or {}).get("meminfo", {}).get("MemTotal"))
 
         self.phase("swap", sc.storage.protocol)
-        self.history.add("fact", "storage-attached", protocol=sc.storage.protocol, **store.attach(self.client, sc, nas_ip))
+        self.history.add("fact", "storage-attached", protocol=sc.storage.protocol, **store.attach(self.client, sc, ends))
+        self.store = store
+        self._counters("before")
 
         self.timeline = Timeline(self.dir.path / "timeline.csv", self.history, self.client, self.nas, Pinger(net.netns, client_ip))
         self.timeline.start()
@@ -197,6 +202,16 @@ class Case:
         elif obs.ended_by == "finished":
             obs.client_answers = self.client.agent.ping(15) is not None
             self.history.add("probe", "client-answers", ok=obs.client_answers)
+            self._counters("after")
+
+    def _counters(self, when: str) -> None:
+        """The protocol's own counters; a stuck client may not answer, which is recorded, not fatal."""
+        assert self.client and self.store
+        try:
+            self.counters[when] = self.store.counters(self.client)
+        except GuestError as e:
+            self.counters[when] = {"unavailable": str(e)}
+        self.history.add("probe", f"storage-counters-{when}", **self.counters[when])
 
     def _stalled(self, now: float) -> bool:
         tl, d = self.timeline, self.sc.deadlines
@@ -232,6 +247,7 @@ class Case:
             "reasons": j.reasons,
             "figures": j.figures,
             "ended_by": self.obs.ended_by,
+            "protocol_counters": self.counters,
             **self.facts,
         }
         self.history.add("verdict", j.verdict, reasons=j.reasons)

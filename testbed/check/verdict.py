@@ -96,6 +96,12 @@ def figures(obs: Observations) -> dict[str, Any]:
         f[name] = round(d * 4096 / 2**20, 1) if d is not None else None
     for key in ("allocstall", "oom_kill", "pgscan_direct", "pgscan_direct_throttle"):
         f[key] = _delta(start, end, key)
+    for key, name in (("tx_bytes", "net_tx_mb"), ("rx_bytes", "net_rx_mb")):
+        d = _delta(start, end, key)
+        f[name] = round(d / 2**20, 1) if d is not None else None
+    for key in ("nr_dirty", "nr_writeback"):
+        vals = [r[key] for r in rows if r.get(key) is not None]
+        f[f"{key}_peak"] = max(vals) if vals else None
     drops = [r["PFMemallocDrop"] for r in rows if r.get("PFMemallocDrop") is not None]
     f["pfmemalloc_drop_peak"] = (max(drops) - drops[0]) if drops else None
     free = [r["MemFree"] for r in rows if r.get("MemFree") is not None]

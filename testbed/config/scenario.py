@@ -72,11 +72,43 @@ class NfsSpec:
                 raise ConfigError(source, f"{path}.{name}", "must be a power of two between 1024 and 1048576")
 
 
+# iscsid locks ~10 MB of memory: below this the client OOM-kills it before swap exists.
+MIN_ISCSI_CLIENT_MB = 128
+
+
+@dataclass(frozen=True)
+class IscsiSpec:
+    lun_mb: int | None = None  # default: swap_mb for swap, the workload's file plus room for ext4
+    max_recv_data_segment_length: int = 262144
+    replacement_timeout: int = 120  # node.session.timeo.replacement_timeout, seconds
+
+    def validate(self, source: str, path: str) -> None:
+        if not 512 <= self.max_recv_data_segment_length <= 16777215:
+            raise ConfigError(source, f"{path}.max_recv_data_segment_length", "must be between 512 and 16777215")
+        if self.replacement_timeout < 0:
+            raise ConfigError(source, f"{path}.replacement_timeout", "must be >= 0")
+
+
+@dataclass(frozen=True)
+class AoeSpec:
+    shelf: int = 0
+    slot: int = 1
+
+    def validate(self, source: str, path: str) -> None:
+        # 0xffff and 0xff are AoE's broadcast addresses: a target there clashes with every query.
+        if not 0 <= self.shelf <= 65534:
+            raise ConfigError(source, f"{path}.shelf", f"{self.shelf} clashes: shelves are 0..65534 (65535 is broadcast)")
+        if not 0 <= self.slot <= 254:
+            raise ConfigError(source, f"{path}.slot", f"{self.slot} clashes: slots are 0..254 (255 is broadcast)")
+
+
 @dataclass(frozen=True)
 class StorageSpec:
-    protocol: Literal["nfs", "local"] = "nfs"
+    protocol: Literal["nfs", "iscsi", "aoe", "local"] = "nfs"
     swap_mb: int = 256
     nfs: NfsSpec = field(default_factory=NfsSpec)
+    iscsi: IscsiSpec = field(default_factory=IscsiSpec)
+    aoe: AoeSpec = field(default_factory=AoeSpec)
 
     def validate(self, source: str, path: str) -> None:
         if self.swap_mb < 16:
@@ -85,7 +117,7 @@ class StorageSpec:
 
 @dataclass(frozen=True)
 class WorkloadSpec:
-    kind: Literal["anon"] = "anon"
+    kind: Literal["anon", "mmap-shared", "write"] = "anon"
     size_mb: int | None = None
     ratio_to_ram: float | None = None
     passes: int = 2
@@ -101,6 +133,11 @@ class WorkloadSpec:
             raise ConfigError(source, f"{path}.passes", "must be at least 1")
         if not self.verify:
             raise ConfigError(source, f"{path}.verify", "must be true: an unverified workload cannot tell corruption from success")
+
+    @property
+    def uses_swap(self) -> bool:
+        """anon pushes pages to swap; the file workloads write back to a filesystem on the storage."""
+        return self.kind == "anon"
 
     def total_mb(self, client_mem_mb: int) -> int:
         if self.size_mb is not None:
@@ -152,21 +189,41 @@ class Scenario:
     repeat: int = 1
     path: str = ""
 
+    def backing_mb(self) -> int:
+        """Size of what the NAS serves: the swap file/LUN, or room for the workload's file plus ext4."""
+        st = self.storage
+        if st.protocol == "iscsi" and st.iscsi.lun_mb is not None:
+            return st.iscsi.lun_mb
+        if self.workload.uses_swap:
+            return st.swap_mb
+        return self.workload.total_mb(self.client.mem_mb) * 5 // 4 + 64
+
     def validate(self, source: str, path: str) -> None:
+        st, wl = self.storage, self.workload
         if self.repeat < 1:
             raise ConfigError(source, "repeat", "must be at least 1")
-        if self.storage.protocol == "nfs" and self.storage.swap_mb > self.nas.data_disk_mb - 128:
+        size = wl.total_mb(self.client.mem_mb)
+        size_field = "workload.size_mb" if wl.size_mb else "workload.ratio_to_ram"
+        if st.protocol == "iscsi":
+            if self.client.mem_mb < MIN_ISCSI_CLIENT_MB:
+                raise ConfigError(source, "client.mem_mb", f"iSCSI needs a client of at least {MIN_ISCSI_CLIENT_MB} MB: iscsid locks ~10 MB and is OOM-killed below that")
+            if st.iscsi.lun_mb is not None and wl.uses_swap and st.iscsi.lun_mb < st.swap_mb:
+                raise ConfigError(source, "storage.iscsi.lun_mb", f"the LUN ({st.iscsi.lun_mb} MB) is smaller than the requested swap ({st.swap_mb} MB)")
+            if st.iscsi.lun_mb is not None and not wl.uses_swap and st.iscsi.lun_mb < size * 9 // 8 + 32:
+                raise ConfigError(source, "storage.iscsi.lun_mb", f"the LUN ({st.iscsi.lun_mb} MB) cannot hold the workload's {size} MB file and ext4")
+        if st.protocol in ("nfs", "iscsi", "aoe") and self.backing_mb() > self.nas.data_disk_mb - 128:
             raise ConfigError(
-                source, "storage.swap_mb",
-                f"{self.storage.swap_mb} MB does not fit the NAS export ({self.nas.data_disk_mb} MB data disk, "
+                source, "storage.swap_mb" if wl.uses_swap else size_field,
+                f"{self.backing_mb()} MB does not fit the NAS export ({self.nas.data_disk_mb} MB data disk, "
                 "128 MB kept for the filesystem): raise nas.data_disk_mb",
             )
-        size = self.workload.total_mb(self.client.mem_mb)
-        if size > self.client.mem_mb + self.storage.swap_mb - 16:
+        if wl.uses_swap and size > self.client.mem_mb + st.swap_mb - 16:
             raise ConfigError(
-                source, "workload.size_mb" if self.workload.size_mb else "workload.ratio_to_ram",
-                f"the workload ({size} MB) cannot fit in RAM ({self.client.mem_mb} MB) plus swap ({self.storage.swap_mb} MB): raise storage.swap_mb",
+                source, size_field,
+                f"the workload ({size} MB) cannot fit in RAM ({self.client.mem_mb} MB) plus swap ({st.swap_mb} MB): raise storage.swap_mb",
             )
+        if not wl.uses_swap and st.protocol == "local":
+            raise ConfigError(source, "workload.kind", f"{wl.kind} needs network storage (nfs, iscsi or aoe), not local")
 
 
 @dataclass(frozen=True)

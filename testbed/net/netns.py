@@ -19,13 +19,7 @@ def socket_in(netns: str, family: int, type_: int, proto: int = 0) -> socket.soc
 
     def work() -> None:
         try:
-            libc = ctypes.CDLL(None, use_errno=True)
-            fd = os.open(f"/run/netns/{netns}", os.O_RDONLY)
-            try:
-                if libc.setns(fd, CLONE_NEWNET) != 0:
-                    raise OSError(ctypes.get_errno(), f"setns into {netns} failed")
-            finally:
-                os.close(fd)
+            _enter(netns)
             result.append(socket.socket(family, type_, proto))
         except BaseException as e:
             result.append(e)

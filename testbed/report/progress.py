@@ -50,3 +50,25 @@ class Ui:
                            soft_wrap=True)
         if not self.quiet:
             self.console.print(f"  evidence: {path}", soft_wrap=True)
+
+
+def summary_table(cases: list[dict], stream=None) -> None:
+    """One row per case: verdict and the figures that tell cases apart."""
+    from rich.table import Table
+
+    t = Table(title="cases", show_lines=False)
+    for col in ("case", "verdict", "expected", "wall s", "swap out MB", "net tx MB", "dirty peak", "wb peak",
+                "PFMemallocDrop", "allocstall", "recover s"):
+        t.add_column(col, justify="left" if col in ("case", "verdict", "expected") else "right")
+    for c in cases:
+        f = c.get("figures", {})
+
+        def v(key: str) -> str:
+            x = f.get(key)
+            return "-" if x is None else str(x)
+
+        style = VERDICT_STYLE.get(c["verdict"], "red")
+        t.add_row(c["case"], f"[{style}]{c['verdict']}[/{style}]", c.get("expected") or "", v("case_wall_s"),
+                  v("swap_out_mb"), v("net_tx_mb"), v("nr_dirty_peak"), v("nr_writeback_peak"),
+                  v("pfmemalloc_drop_peak"), v("allocstall"), v("time_to_recover_s"))
+    Console(file=stream or sys.stderr, highlight=False, width=160).print(t)

@@ -10,6 +10,7 @@ from typing import Any
 from testbed import guests
 from testbed.cleanup import Cleanup
 from testbed.config.scenario import Scenario
+from testbed.storage import Ends, use_block_device
 from testbed.vm.argv import Disk
 from testbed.vm.machine import VM
 
@@ -27,10 +28,11 @@ class Local:
         undo.push(f"client swap disk {path}", os.unlink, path)
         return (Disk(path, serial=SERIAL),)
 
-    def export(self, nas: VM, sc: Scenario, client_ip: str) -> dict[str, Any]:
+    def export(self, nas: VM, sc: Scenario, ends: Ends) -> dict[str, Any]:
         return {}
 
-    def attach(self, client: VM, sc: Scenario, nas_ip: str) -> dict[str, Any]:
-        dev = guests.storage_dev(client, SERIAL)
-        client.sh(f"mkswap {dev} >/dev/null && swapon {dev}", 60)
-        return {"device": dev, "proc_swaps": client.sh("cat /proc/swaps", 10).stdout.strip()}
+    def attach(self, client: VM, sc: Scenario, ends: Ends) -> dict[str, Any]:
+        return use_block_device(client, guests.storage_dev(client, SERIAL), sc)
+
+    def counters(self, client: VM) -> dict[str, Any]:
+        return {}

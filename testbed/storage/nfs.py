@@ -1,20 +1,21 @@
-"""NFS: kernel nfsd on the NAS exports /srv/nfs with a swap file made there (a 96 MB client could
-not `dd` one itself); the client mounts it with the scenario's version and swaps on the file."""
+"""NFS: kernel nfsd on the NAS exports /srv/nfs. For swap, the swap file is made there (a 96 MB
+client could not `dd` one itself); the client mounts with the scenario's version and swaps on it.
+For the file workloads the mount itself is the filesystem."""
 
 from __future__ import annotations
 
-import shlex
+import re
 from pathlib import Path
 from typing import Any
 
 from testbed.cleanup import Cleanup
 from testbed.config.scenario import NfsSpec, Scenario
 from testbed.errors import GuestError
+from testbed.storage import MOUNT, Ends
 from testbed.vm.argv import Disk
 from testbed.vm.machine import VM
 
 EXPORT = "/srv/nfs"
-MOUNT = "/mnt/nas"
 SWAPFILE = "swapfile"
 
 
@@ -29,6 +30,23 @@ def mount_options(spec: NfsSpec) -> str:
     return ",".join(opts)
 
 
+def parse_mountstats(text: str) -> dict[str, Any]:
+    """Retransmissions and major timeouts summed over operations, plus the transport's line."""
+    retrans = timeouts = ops = 0
+    xprt = ""
+    for line in text.splitlines():
+        line = line.strip()
+        if line.startswith("xprt:"):
+            xprt = line
+        m = re.match(r"^[A-Z_]+: (\d+) (\d+) (\d+) ", line)
+        if m:
+            o, trans, major = map(int, m.groups())
+            ops += o
+            retrans += max(0, trans - o)
+            timeouts += major
+    return {"nfs_ops": ops, "nfs_retrans": retrans, "nfs_major_timeouts": timeouts, "xprt": xprt}
+
+
 class Nfs:
     name = "nfs"
     needs_nas = True
@@ -36,13 +54,14 @@ class Nfs:
     def client_disks(self, sc: Scenario, rundir: Path, undo: Cleanup) -> tuple[Disk, ...]:
         return ()
 
-    def export(self, nas: VM, sc: Scenario, client_ip: str) -> dict[str, Any]:
-        swap = f"{EXPORT}/{SWAPFILE}"
-        nas.sh(
-            f"mkdir -p {EXPORT} && fallocate -l {sc.storage.swap_mb}M {swap} && chmod 600 {swap} && mkswap {swap} >/dev/null",
-            120,
-        )
-        line = f"{EXPORT} {client_ip}(rw,sync,no_root_squash,no_subtree_check,insecure)"
+    def export(self, nas: VM, sc: Scenario, ends: Ends) -> dict[str, Any]:
+        facts: dict[str, Any] = {}
+        nas.sh(f"mkdir -p {EXPORT}", 10)
+        if sc.workload.uses_swap:
+            swap = f"{EXPORT}/{SWAPFILE}"
+            nas.sh(f"fallocate -l {sc.storage.swap_mb}M {swap} && chmod 600 {swap} && mkswap {swap} >/dev/null", 120)
+            facts.update(swapfile=swap, swap_mb=sc.storage.swap_mb)
+        line = f"{EXPORT} {ends.client_ip}(rw,sync,no_root_squash,no_subtree_check,insecure)"
         nas.exec(["sh", "-c", 'printf "%s\\n" "$1" > /etc/exports', "sh", line], 10, check=True)
         # A short grace period: nfsd otherwise refuses NFSv4 opens for 90 s after it starts.
         nas.sh(
@@ -57,15 +76,20 @@ class Nfs:
         tokens = versions.split()
         if not any(t in (f"+{want}", f"+{want}.0") for t in tokens) and not (want == "4.0" and "+4" in tokens):
             raise GuestError(f"NAS nfsd does not serve NFS version {want} (serves: {versions})")
-        return {"export": line, "nfsd_versions": versions, "swapfile": swap, "swap_mb": sc.storage.swap_mb}
+        return {"export": line, "nfsd_versions": versions, **facts}
 
-    def attach(self, client: VM, sc: Scenario, nas_ip: str) -> dict[str, Any]:
+    def attach(self, client: VM, sc: Scenario, ends: Ends) -> dict[str, Any]:
         opts = mount_options(sc.storage.nfs)
         client.sh(f"mkdir -p {MOUNT}", 10)
-        res = client.exec(["mount", "-t", "nfs", "-o", opts, f"{nas_ip}:{EXPORT}", MOUNT], 60)
+        res = client.exec(["mount", "-t", "nfs", "-o", opts, f"{ends.nas_ip}:{EXPORT}", MOUNT], 60)
         if not res.ok:
             raise GuestError(f"client: mount -t nfs -o {opts} failed: {(res.stderr or res.stdout).strip()}")
-        client.exec(["swapon", f"{MOUNT}/{SWAPFILE}"], 60, check=True)
-        mounts = client.sh(f"grep {shlex.quote(' ' + MOUNT + ' ')} /proc/mounts", 10).stdout.strip()
-        swaps = client.sh("cat /proc/swaps", 10).stdout.strip()
-        return {"mount_options_requested": opts, "mount": mounts, "proc_swaps": swaps}
+        facts: dict[str, Any] = {"mount_options_requested": opts,
+                                 "mount": client.sh(f"grep ' {MOUNT} ' /proc/mounts", 10).stdout.strip()}
+        if sc.workload.uses_swap:
+            client.exec(["swapon", f"{MOUNT}/{SWAPFILE}"], 60, check=True)
+            facts["proc_swaps"] = client.sh("cat /proc/swaps", 10).stdout.strip()
+        return facts
+
+    def counters(self, client: VM) -> dict[str, Any]:
+        return parse_mountstats(client.exec(["cat", "/proc/self/mountstats"], 10, check=True).stdout)

@@ -44,6 +44,7 @@ class VM:
         self.qmp = Qmp(spec.qmp_socket, spec.name)
         self.started_at = 0.0
         self.ready_at = 0.0
+        self.net_devs: list[str] = []  # guest interface names, in the order of spec.nics
 
     @property
     def name(self) -> str:

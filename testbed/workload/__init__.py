@@ -60,5 +60,18 @@ class Anon:
         return ["/usr/bin/tb-work", "anon", str(size), str(sc.workload.passes), str(sc.workload.seed)]
 
 
+class FileWorkload:
+    """mmap-shared or write: a file larger than RAM on the network storage, written back and verified."""
+
+    def __init__(self, name: str):
+        self.name = name
+
+    def argv(self, sc: Scenario) -> list[str]:
+        from testbed.storage import WORKFILE
+
+        size = sc.workload.total_mb(sc.client.mem_mb)
+        return ["/usr/bin/tb-work", self.name, WORKFILE, str(size), str(sc.workload.passes), str(sc.workload.seed)]
+
+
 def get(name: str) -> Workload:
-    return {"anon": Anon()}[name]
+    return {"anon": Anon(), "mmap-shared": FileWorkload("mmap-shared"), "write": FileWorkload("write")}[name]

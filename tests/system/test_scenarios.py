@@ -11,6 +11,8 @@ from pathlib import Path
 import pytest
 from conftest import REPO, leftovers, testbed
 
+pytestmark = pytest.mark.system
+
 CASE_FILES = {"scenario.yaml", "events.jsonl", "timeline.csv", "verdict.json", "console-client.log"}
 
 

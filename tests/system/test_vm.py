@@ -6,7 +6,11 @@ import subprocess
 import sys
 import time
 
+import pytest
+
 from conftest import REPO, leftovers, testbed
+
+pytestmark = pytest.mark.system
 
 from testbed.cleanup import Cleanup, find_our_qemus
 from testbed.images.build import ensure

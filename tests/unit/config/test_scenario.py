@@ -18,6 +18,9 @@ BROKEN = {
     "bad-swap-too-big.yaml": "storage.swap_mb: 1024 MB does not fit the NAS export",
     "bad-nfs-version.yaml": "storage.nfs.version: must be one of 3, 4.0, 4.1, 4.2",
     "bad-yaml.yaml": "line 3: not valid YAML",
+    "bad-iscsi-lun-small.yaml": "storage.iscsi.lun_mb: the LUN (128 MB) is smaller than the requested swap (256 MB)",
+    "bad-aoe-clash.yaml": "storage.aoe.shelf: 65535 clashes",
+    "bad-transport.yaml": "storage.nfs.transport: udp: unsupported by this guest kernel",
 }
 
 
@@ -73,3 +76,19 @@ def test_workload_must_fit_ram_plus_swap() -> None:
 def test_unknown_fault_kind() -> None:
     with pytest.raises(ConfigError, match=r"faults\[0\].kind: must be one of nas-outage"):
         load_scenario(REPO / "scenarios/nfs-swap.yaml", ["faults=[{kind: meteor, at_s: 1}]"])
+
+
+def test_iscsi_needs_enough_client_memory() -> None:
+    with pytest.raises(ConfigError, match="client.mem_mb: iSCSI needs a client of at least 128 MB"):
+        load_scenario(REPO / "scenarios/iscsi-swap.yaml", ["client.mem_mb=96"])
+
+
+def test_file_workloads_need_network_storage() -> None:
+    with pytest.raises(ConfigError, match="workload.kind: write needs network storage"):
+        load_scenario(REPO / "scenarios/controls/local-swap.yaml", ["workload.kind=write"])
+
+
+def test_backing_size_follows_the_workload() -> None:
+    sc = load_scenario(REPO / "scenarios/iscsi-write.yaml").scenario
+    assert sc.backing_mb() >= sc.workload.total_mb(sc.client.mem_mb) * 9 // 8
+    assert load_scenario(REPO / "scenarios/iscsi-swap.yaml").scenario.backing_mb() == 256

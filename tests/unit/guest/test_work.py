@@ -33,3 +33,25 @@ def test_anon_writes_verifies_and_reports(work: Path) -> None:
 def test_bad_arguments_are_refused(work: Path) -> None:
     cp = subprocess.run([str(work), "anon", "0", "1", "1"], capture_output=True, text=True)
     assert cp.returncode == 2 and "usage" in cp.stdout
+
+
+@pytest.mark.parametrize("mode", ["mmap-shared", "write"])
+def test_file_modes_write_sync_and_verify(work: Path, tmp_path: Path, mode: str) -> None:
+    target = tmp_path / "data"
+    cp = subprocess.run([str(work), mode, str(target), "4", "2", "9"], capture_output=True, text=True, timeout=60)
+    assert cp.returncode == 0, cp.stdout
+    lines = [json.loads(x) for x in cp.stdout.splitlines()]
+    assert lines[-1]["done"] is True
+    phases = {x["phase"] for x in lines if "progress" in x}
+    assert phases == {"write", "sync", "verify"}
+    last = [x for x in lines if "progress" in x][-1]
+    assert last["progress"] == last["total"] == 4 * 256 * 3 * 2
+    data = target.read_bytes()
+    assert len(data) == 4 * 2**20
+    page7 = data[7 * 4096 : 7 * 4096 + 16]
+    assert int.from_bytes(page7[:8], "little") == 7 and int.from_bytes(page7[8:], "little") == 9 + 1  # last pass's seed
+
+
+def test_unwritable_file_is_an_error(work: Path) -> None:
+    cp = subprocess.run([str(work), "write", "/nonexistent/dir/file", "1", "1", "1"], capture_output=True, text=True)
+    assert cp.returncode == 2 and "open /nonexistent/dir/file" in cp.stdout
