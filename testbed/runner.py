@@ -4,6 +4,7 @@ verdict, evidence, teardown (reverse order, always). A testbed failure becomes `
 from __future__ import annotations
 
 import shutil
+import subprocess
 import time
 import traceback
 from dataclasses import dataclass
@@ -179,6 +180,16 @@ class Case:
         while True:
             time.sleep(POLL_S)
             now = self.history.now()
+            if job.done() and self.client.agent.closed.is_set():
+                # The channel closed under a running job: QEMU is exiting (panic, poweroff).
+                if self.client.proc:
+                    try:
+                        self.client.proc.wait(10)
+                    except subprocess.TimeoutExpired:
+                        pass
+                obs.ended_by = "client-died"
+                self.history.add("workload", "channel-closed", qemu_alive=self.client.alive())
+                break
             if job.done():
                 res = job.wait(5)
                 obs.workload_status, obs.workload_stderr = res.status, res.stderr

@@ -197,8 +197,9 @@ def _judge(obs: Observations) -> Judgement:
                          {"client_cpu_busy": round(busy, 2) if busy is not None else None})
     if obs.ended_by == "client-died":
         panic = _console(ev, "panic")
-        if panic and "Out of memory" in panic[0].data.get("line", ""):
-            return Judgement("oom", reasons + [panic[0].data["line"]])
+        no_victim = [e for e in ev if e.kind == "console" and e.name == "oom-no-victim"]
+        if no_victim or (panic and "Out of memory" in panic[0].data.get("line", "")):
+            return Judgement("oom", reasons + ["the kernel ran out of memory with nothing left to kill and panicked"])
         return Judgement("unknown", reasons + ["the client VM died: " + (panic[0].data.get("line", "") if panic else "see console-client.log")])
     if obs.ended_by == "total-deadline":
         return Judgement("unknown", reasons + [f"workload still progressing at deadlines.total_s={obs.deadlines.total_s:.0f} s; raise it"])

@@ -233,27 +233,72 @@ class LoadedScenario:
     raw: dict[str, Any]  # after overrides: what `scenario.yaml` in the case folder records
 
 
-def apply_overrides(data: dict[str, Any], overrides: list[str], source: str) -> dict[str, Any]:
-    """`a.b.c=value` edits; the value is read as YAML (so 3 is a number, [1,2] a list)."""
-    out = copy.deepcopy(data)
+def parse_overrides(overrides: list[str], source: str) -> dict[str, Any]:
+    """`a.b.c=value` strings -> {path: value}; the value is read as YAML (3 is a number, [1,2] a list)."""
+    out: dict[str, Any] = {}
     for ov in overrides:
         if "=" not in ov:
             raise ConfigError(source, f"--set {ov}", "must look like key.path=value")
         key, _, value = ov.partition("=")
-        parts = key.strip().split(".")
-        node = out
-        for p in parts[:-1]:
-            nxt = node.get(p)
-            if nxt is None:
-                nxt = node[p] = {}
-            if not isinstance(nxt, dict):
-                raise ConfigError(source, f"--set {key}", f"{p} is not a mapping")
-            node = nxt
         try:
-            node[parts[-1]] = yaml.safe_load(value)
+            out[key.strip()] = yaml.safe_load(value)
         except yaml.YAMLError:
-            node[parts[-1]] = value
+            out[key.strip()] = value
     return out
+
+
+def set_path(data: Any, parts: list[str], value: Any, source: str, label: str) -> None:
+    """Assign at a dotted path; `*` walks every element of a list (or every value of a mapping)."""
+    head, rest = parts[0], parts[1:]
+    if head == "*":
+        items = data if isinstance(data, list) else list(data.values()) if isinstance(data, dict) else None
+        if not items:
+            raise ConfigError(source, label, "* needs a non-empty list or mapping there")
+        for item in items:
+            if rest:
+                set_path(item, rest, value, source, label)
+        if not rest:
+            raise ConfigError(source, label, "* cannot be the last part of a path")
+        return
+    if isinstance(data, list):
+        if not head.isdigit() or int(head) >= len(data):
+            raise ConfigError(source, label, f"{head!r} is not an index of a {len(data)}-element list")
+        if rest:
+            set_path(data[int(head)], rest, value, source, label)
+        else:
+            data[int(head)] = copy.deepcopy(value)
+        return
+    if not isinstance(data, dict):
+        raise ConfigError(source, label, f"{head} is inside a value that is not a mapping")
+    if not rest:
+        data[head] = copy.deepcopy(value)
+        return
+    if data.get(head) is None:
+        data[head] = {}
+    set_path(data[head], rest, value, source, label)
+
+
+def apply_assignments(data: dict[str, Any], assignments: dict[str, Any], source: str) -> dict[str, Any]:
+    out = copy.deepcopy(data)
+    for key, value in assignments.items():
+        set_path(out, key.split("."), value, source, key)
+    return out
+
+
+def build_scenario(data: dict[str, Any], path: Path, source: str, assignments: dict[str, Any] | None = None) -> LoadedScenario:
+    """Scenario data + assignments -> checked scenario and topology. Keys under `topology.` edit the
+    topology the scenario names (e.g. `topology.links.*.mtu`); the file itself is never changed."""
+    assignments = assignments or {}
+    scen_set = {k: v for k, v in assignments.items() if not k.startswith("topology.")}
+    topo_set = {k[len("topology."):]: v for k, v in assignments.items() if k.startswith("topology.")}
+    data = apply_assignments(data, scen_set, source)
+    data.pop("path", None)
+    scenario = from_dict(Scenario, {**data, "path": str(path)}, source)
+    tpath = topology_path(scenario.topology, path.parent)
+    if not tpath.exists():
+        raise ConfigError(source, "topology", f"no topology {scenario.topology!r} (looked for {tpath})")
+    topology = load_topology(tpath, topo_set, source)
+    return LoadedScenario(scenario, topology, data)
 
 
 def load_scenario(path: Path, overrides: list[str] | None = None) -> LoadedScenario:
@@ -261,11 +306,4 @@ def load_scenario(path: Path, overrides: list[str] | None = None) -> LoadedScena
     if not isinstance(data, dict):
         raise ConfigError(str(path), "(top)", "a scenario must be a mapping")
     source = str(path) + (f" (with --set {', '.join(overrides)})" if overrides else "")
-    data = apply_overrides(data, overrides or [], source)
-    data.pop("path", None)
-    scenario = from_dict(Scenario, {**data, "path": str(path)}, source)
-    tpath = topology_path(scenario.topology, path.parent)
-    if not tpath.exists():
-        raise ConfigError(source, "topology", f"no topology {scenario.topology!r} (looked for {tpath})")
-    topology = load_topology(tpath)
-    return LoadedScenario(scenario, topology, data)
+    return build_scenario(data, path, source, parse_overrides(overrides or [], source))

@@ -111,8 +111,15 @@ def topology_path(ref: str, relative_to: Path | None = None) -> Path:
     return repo_root() / "topologies" / f"{ref}.yaml"
 
 
-def load_topology(path: Path) -> Topology:
+def load_topology(path: Path, assignments: dict[str, object] | None = None, via: str = "") -> Topology:
+    """Load a topology file; `assignments` (path -> value, `*` for every element) edit it first."""
+    from testbed.config.scenario import apply_assignments
+
     data = load_yaml(path)
+    source = str(path)
+    if assignments and isinstance(data, dict):
+        source = f"{path} (edited by {via or 'overrides'}: {', '.join(f'topology.{k}' for k in assignments)})"
+        data = apply_assignments(data, {k: v for k, v in assignments.items()}, source)
     if isinstance(data, dict):
         data = {**data, "path": str(path)}
-    return from_dict(Topology, data, str(path))
+    return from_dict(Topology, data, source)

@@ -91,7 +91,9 @@ def build(name: str, *, rebuild: bool = False, say: Say = print) -> tuple[cache.
     with Cleanup() as undo:
         tmp.mkdir(parents=True)
         undo.push(f"temporary build folder {tmp}", shutil.rmtree, tmp, True)
-        log = tmp / "build.log"
+        # The log lives beside the cache entries, not in the temporary folder: it must outlive a failure.
+        log = cache.images_dir() / f"{name}-{digest}.build.log"
+        log.unlink(missing_ok=True)
         root = tmp / "root"
         say(f"{name}: mmdebstrap {recipe.suite} ({len(recipe.packages)} packages, kernel {recipe.kernel.version}); log {log}")
         proc.run_logged(

@@ -19,6 +19,7 @@ PATTERNS: dict[str, re.Pattern[str]] = {
     "nfs-not-responding": re.compile(r"nfs: server \S+ not responding"),
     "nfs-ok": re.compile(r"nfs: server \S+ OK"),
     "panic": re.compile(r"Kernel panic"),
+    "oom-no-victim": re.compile(r"Out of memory and no killable processes"),
     "sigbus": re.compile(r"SIGBUS|Bus error"),
 }
 

@@ -99,3 +99,15 @@ def test_setup_failure_is_unknown_never_a_product_verdict() -> None:
 def test_a_checker_that_throws_yields_unknown() -> None:
     j = judge(obs(ended_by="stall", stall_since=None, rows=[{"t": "bad"}]))
     assert j.verdict == "unknown"
+
+
+def test_panic_with_nothing_to_kill_is_oom() -> None:
+    ev = [Event(20.0, "console", "oom-no-victim", {"line": "Out of memory and no killable processes..."}),
+          Event(20.1, "console", "panic", {"line": "Kernel panic - not syncing: System is deadlocked on memory"})]
+    assert judge(obs(ended_by="client-died", events=ev)).verdict == "oom"
+
+
+def test_client_death_without_cause_is_unknown() -> None:
+    ev = [Event(20.1, "console", "panic", {"line": "Kernel panic - not syncing: Attempted to kill init!"})]
+    j = judge(obs(ended_by="client-died", events=ev))
+    assert j.verdict == "unknown" and "Attempted to kill init" in j.reasons[-1]

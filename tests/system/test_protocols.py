@@ -1,0 +1,56 @@
+"""Issue 4: every protocol swaps (in CI); the file workloads on every protocol (slow marker)."""
+
+import json
+from pathlib import Path
+
+import pytest
+from conftest import testbed
+
+pytestmark = pytest.mark.system
+
+
+def run_one(path: str, results: dict[str, str]) -> dict:
+    cp = testbed("run", path, "--json", env=results)
+    assert cp.stdout, cp.stderr[-3000:]
+    case = json.loads(cp.stdout)["cases"][0]
+    assert cp.returncode == 0, f"{case['verdict']}: {case['reasons']}\n{cp.stderr[-3000:]}"
+    return case
+
+
+def events(case: dict, results: dict[str, str]) -> list[dict]:
+    run = (Path(results["TESTBED_RESULTS"]) / "latest").resolve()
+    return [json.loads(x) for x in (run / case["case"] / "events.jsonl").read_text().splitlines()]
+
+
+def test_iscsi_swap(results: dict[str, str]) -> None:
+    case = run_one("scenarios/iscsi-swap.yaml", results)
+    assert case["verdict"] == "recovered"
+    ev = events(case, results)
+    export = next(e for e in ev if e["name"] == "nas-export")
+    assert export["configured_with"].startswith("rtslib-fb")
+    assert export["acls"] == [f"iqn.2026-11.org.netswap:{case['tag']}-client"]
+    attached = next(e for e in ev if e["name"] == "storage-attached")
+    assert "/dev/sd" in attached["proc_swaps"]
+    assert any("-1000" in x for x in attached["iscsid"])
+    assert case["figures"]["net_tx_mb"] > 50
+    assert "iscsi_txdata_octets" in case["protocol_counters"]["after"]
+
+
+def test_aoe_swap(results: dict[str, str]) -> None:
+    case = run_one("scenarios/aoe-swap.yaml", results)
+    assert case["verdict"] == "recovered"
+    ev = events(case, results)
+    attached = next(e for e in ev if e["name"] == "storage-attached")
+    assert "e0.1" in attached["discovered"] and "/dev/etherd/e0.1" in attached["proc_swaps"]
+    assert "memalloc" in attached["note"]
+    assert case["figures"]["net_tx_mb"] > 50
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("proto", ["nfs", "iscsi", "aoe"])
+@pytest.mark.parametrize("kind", ["mmap", "write"])
+def test_file_workloads(proto: str, kind: str, results: dict[str, str]) -> None:
+    case = run_one(f"scenarios/{proto}-{kind}.yaml", results)
+    assert case["verdict"] == "recovered"
+    assert case["figures"]["net_tx_mb"] > 100  # the file really went over the wire
+    assert case["figures"]["nr_writeback_peak"] is not None
