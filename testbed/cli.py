@@ -94,9 +94,16 @@ def cmd_validate(args: argparse.Namespace) -> int:
     from testbed.config.scenario import load_scenario
     from testbed.errors import ConfigError
 
+    from testbed.config.matrix import is_matrix_file, load_matrix
+
     bad = 0
     for f in args.files:
         try:
+            if is_matrix_file(Path(f)):
+                m = load_matrix(Path(f))
+                print(f"{f}: ok (matrix {m.spec.name}: {len(m.cases)} cases: {', '.join(c.id for c in m.cases[:4])}"
+                      f"{' ...' if len(m.cases) > 4 else ''})")
+                continue
             loaded = load_scenario(Path(f), args.set)
             sc = loaded.scenario
             print(f"{f}: ok ({sc.name}: {sc.storage.protocol}, client {sc.client.mem_mb} MB, "
@@ -131,15 +138,119 @@ def cmd_run(args: argparse.Namespace) -> int:
         summary_table([r.data for r in results])
     if args.json:
         print(json.dumps({"run": run.id, "path": str(run.path), "cases": [r.data for r in results]}, indent=2, default=str))
-    if any(r.verdict == "unknown" and r.expected != "unknown" for r in results):
-        return 2
-    return 0 if all(r.ok for r in results) else 1
+    return _exit_for(results)
 
 
 def cmd_bench_case(args: argparse.Namespace) -> int:
     from testbed import bench
 
     return bench.case_overhead(args.scenario, args.runs, _err)
+
+
+def cmd_matrix(args: argparse.Namespace) -> int:
+    import json
+    from pathlib import Path
+
+    from testbed.config.matrix import load_matrix
+    from testbed.matrix import parse_shard, run_matrix
+    from testbed.report.progress import summary_table
+    from testbed.report.runs import load_cases, pivot
+
+    matrix = load_matrix(Path(args.file))
+    shard = parse_shard(args.shard) if args.shard else None
+    mr = run_matrix(matrix, jobs=args.jobs, resume=args.resume, shard=shard, fail_fast=args.fail_fast,
+                    accel=args.accel, quiet=args.quiet or args.json)
+    if args.json:
+        print(json.dumps({"run": mr.run.id, "path": str(mr.run.path), "skipped": mr.skipped,
+                          "cases": [r.data for r in mr.results]}, indent=2, default=str))
+    elif not args.quiet:
+        summary_table([r.data for r in mr.results])
+        _print_pivot(load_cases(str(mr.run.path)), "storage.protocol", "topology.links.*.mtu")
+        print(f"run {mr.run.id}: {mr.run.path}")
+    return _exit_for(mr.results)
+
+
+def _exit_for(results: list) -> int:
+    if any(r.verdict == "unknown" and r.expected != "unknown" for r in results):
+        return 2
+    return 0 if all(r.ok for r in results) else 1
+
+
+def _print_pivot(cases: list, rows: str, cols: str) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    from testbed.report.runs import pivot
+
+    header, body = pivot(cases, rows, cols)
+    t = Table(title="verdicts (median time to recover)")
+    for h in header:
+        t.add_column(h)
+    for line in body:
+        t.add_row(*line)
+    Console(width=160, highlight=False).print(t)
+
+
+def cmd_report(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from testbed.report import junit
+    from testbed.report.runs import load_cases, resolve_run
+
+    cases = load_cases(args.run)
+    _print_pivot(cases, args.rows, args.cols)
+    if args.junit:
+        junit.write(cases, resolve_run(args.run).name, Path(args.junit))
+        print(f"JUnit XML: {args.junit}")
+    return 0
+
+
+def cmd_show(args: argparse.Namespace) -> int:
+    from testbed.report.runs import find_case, load_cases, show_lines
+
+    if "/" in args.ref.strip("/") and not args.ref.startswith("/"):
+        recs = [find_case(args.ref)]
+    else:
+        recs = load_cases(args.ref)
+    for rec in recs:
+        print("\n".join(show_lines(rec)))
+    return 0
+
+
+def cmd_compare(args: argparse.Namespace) -> int:
+    from testbed.report.runs import compare, load_cases
+
+    changes, only = compare(load_cases(args.run_a), load_cases(args.run_b), args.threshold)
+    for c in changes:
+        mark = "WORSE" if c.worse else "changed"
+        print(f"{mark:7} {c.case_id}: {c.what} {c.before} -> {c.after}")
+    for line in only:
+        print(line)
+    if not changes:
+        print("no verdict changed; no figure moved by more than " f"{args.threshold:.0%}")
+    return 1 if any(c.worse for c in changes) else 0
+
+
+def cmd_index(args: argparse.Namespace) -> int:
+    from testbed import index
+
+    if not args.rebuild:
+        raise UsageError("index: say --rebuild (the index is otherwise kept up to date by every run)")
+    n = index.rebuild()
+    print(f"indexed {n} case(s) into {index.index_path()}")
+    return 0
+
+
+def cmd_merge(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from testbed import index, store
+    from testbed.tags import new_tag
+
+    run = store.merge([Path(d) for d in args.dirs], new_tag())
+    index.rebuild()
+    print(f"merged into run {run.id}: {run.path}")
+    return 0
 
 
 # ---- parser -------------------------------------------------------------------------------------
@@ -184,6 +295,42 @@ def parser() -> argparse.ArgumentParser:
     r.add_argument("--quiet", action="store_true", help="only the verdict lines")
     r.add_argument("--json", action="store_true", help="print the results as JSON on stdout")
     r.set_defaults(func=cmd_run)
+
+    m = sub.add_parser("matrix", help="run every case of a matrix file")
+    m.add_argument("file")
+    m.add_argument("--jobs", type=int, default=1, help="cases at once (capped by free cores and memory)")
+    m.add_argument("--resume", metavar="RUN_ID", help="finish an interrupted run: complete cases are kept")
+    m.add_argument("--shard", metavar="I/N", help="run a deterministic 1/N of the cases (shard I)")
+    m.add_argument("--fail-fast", action="store_true", help="stop after the first case not as expected")
+    m.add_argument("--accel", choices=["auto", "kvm", "tcg"], default="auto")
+    m.add_argument("--quiet", action="store_true")
+    m.add_argument("--json", action="store_true")
+    m.set_defaults(func=cmd_matrix)
+
+    rp = sub.add_parser("report", help="pivot table of a run's verdicts; JUnit XML")
+    rp.add_argument("run", help="run id, `latest`, or a run folder")
+    rp.add_argument("--rows", default="storage.protocol", help="axis for rows (a scenario field path)")
+    rp.add_argument("--cols", default="topology.links.*.mtu", help="axis for columns")
+    rp.add_argument("--junit", metavar="FILE")
+    rp.set_defaults(func=cmd_report)
+
+    sh = sub.add_parser("show", help="a case's verdict, reasons, figures and evidence (RUN or RUN/CASE)")
+    sh.add_argument("ref")
+    sh.set_defaults(func=cmd_show)
+
+    cp = sub.add_parser("compare", help="cases whose verdict changed or figures moved; exit 1 if worse")
+    cp.add_argument("run_a")
+    cp.add_argument("run_b")
+    cp.add_argument("--threshold", type=float, default=0.25, help="relative change of a figure worth reporting")
+    cp.set_defaults(func=cmd_compare)
+
+    ix = sub.add_parser("index", help="rebuild results/index.sqlite from the case folders")
+    ix.add_argument("--rebuild", action="store_true")
+    ix.set_defaults(func=cmd_index)
+
+    mg = sub.add_parser("merge", help="fold results from several machines (runs or results folders) into one run")
+    mg.add_argument("dirs", nargs="+")
+    mg.set_defaults(func=cmd_merge)
 
     bn = sub.add_parser("bench", help="benchmarks").add_subparsers(dest="bench_verb", required=True)
     bb = bn.add_parser("boot", help="boot-to-ready times and the warm image build time")

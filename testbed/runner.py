@@ -8,6 +8,7 @@ import subprocess
 import time
 import traceback
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from testbed import guests, storage, workload
@@ -52,8 +53,10 @@ def is_ok(verdict: str, expected: str | None) -> bool:
 class Case:
     """One case's state; `run` drives it, teardown always happens through the undo stack."""
 
-    def __init__(self, loaded: LoadedScenario, run: RunDir, case_id: str, accel: str, ui: Ui):
+    def __init__(self, loaded: LoadedScenario, run: RunDir, case_id: str, accel: str, ui: Ui,
+                 axes: dict[str, Any] | None = None):
         self.loaded, self.sc, self.topo = loaded, loaded.scenario, loaded.topology
+        self.axes = axes or {}
         self.case_id, self.accel_req, self.ui = case_id, accel, ui
         self.dir = run.case(case_id)
         self.history = History(self.dir.path / "events.jsonl")
@@ -252,6 +255,7 @@ class Case:
         data = {
             "case": self.case_id,
             "scenario": self.sc.name,
+            "axes": self.axes,
             "verdict": j.verdict,
             "expected": self.sc.expect,
             "as_expected": ok,
@@ -268,8 +272,13 @@ class Case:
         return CaseResult(self.case_id, j.verdict, self.sc.expect, ok, str(path), data)
 
 
-def run_case(loaded: LoadedScenario, run: RunDir, case_id: str, accel: str, ui: Ui) -> CaseResult:
-    return Case(loaded, run, case_id, accel, ui).run()
+def run_case(loaded: LoadedScenario, run: RunDir, case_id: str, accel: str, ui: Ui,
+             axes: dict[str, Any] | None = None) -> CaseResult:
+    result = Case(loaded, run, case_id, accel, ui, axes).run()
+    from testbed import index
+
+    index.add_case(Path(result.path), run.path.parent)
+    return result
 
 
 __all__ = ["run_case", "CaseResult", "is_ok", "GuestError"]

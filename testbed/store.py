@@ -91,3 +91,37 @@ def new_run(tag: str, request: dict[str, Any], root: Path | None = None) -> RunD
     tmp.symlink_to(run_id)
     os.replace(tmp, link)
     return RunDir(path)
+
+
+def merge(sources: list[Path], tag: str, root: Path | None = None) -> RunDir:
+    """Fold complete cases from several runs or results folders (e.g. shards from several machines)
+    into one new run. Case ids must not collide: shards of one matrix never do."""
+    from testbed.errors import UsageError
+    from testbed.index import read_case
+
+    root = root or results_dir()
+    runs: list[Path] = []
+    for s in sources:
+        if (s / "run.json").exists():
+            runs.append(s)
+        elif s.is_dir():
+            runs += sorted(p for p in s.iterdir() if (p / "run.json").exists() and not p.is_symlink())
+        else:
+            raise UsageError(f"merge: {s} is neither a run folder nor a results folder")
+    seen: dict[str, Path] = {}
+    cases = []
+    for run in runs:
+        for folder in sorted(p for p in run.iterdir() if p.is_dir()):
+            rec = read_case(folder)
+            if not rec:
+                continue
+            if rec.case_id in seen:
+                raise UsageError(f"merge: case {rec.case_id} is in both {seen[rec.case_id]} and {run}")
+            seen[rec.case_id] = run
+            cases.append(folder)
+    if not cases:
+        raise UsageError(f"merge: no complete case in {', '.join(map(str, sources))}")
+    target = new_run(tag, {"merged_from": [str(r) for r in runs]}, root)
+    for folder in cases:
+        shutil.copytree(folder, target.path / folder.name, symlinks=True)
+    return target

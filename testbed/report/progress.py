@@ -16,7 +16,7 @@ class Ui:
 
     def __init__(self, quiet: bool = False, stream=None):
         self.quiet = quiet
-        self.console = Console(file=stream or sys.stderr, highlight=False)
+        self.console = Console(file=stream or sys.stderr, highlight=False, soft_wrap=True)
         self.t0 = time.monotonic()
         self._last_pct = -1
         self._last_print = 0.0

@@ -4,13 +4,13 @@ import json
 from pathlib import Path
 
 import pytest
-from conftest import testbed
+from conftest import cli
 
 pytestmark = pytest.mark.system
 
 
 def run_one(path: str, results: dict[str, str]) -> dict:
-    cp = testbed("run", path, "--json", env=results)
+    cp = cli("run", path, "--json", env=results)
     assert cp.stdout, cp.stderr[-3000:]
     case = json.loads(cp.stdout)["cases"][0]
     assert cp.returncode == 0, f"{case['verdict']}: {case['reasons']}\n{cp.stderr[-3000:]}"

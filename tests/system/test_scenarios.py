@@ -9,7 +9,7 @@ import time
 from pathlib import Path
 
 import pytest
-from conftest import REPO, leftovers, testbed
+from conftest import REPO, leftovers, cli
 
 pytestmark = pytest.mark.system
 
@@ -29,7 +29,7 @@ def only_case(results: dict[str, str]) -> Path:
 
 @pytest.mark.parametrize("version", ["3", "4.2"])
 def test_nfs_swap_recovers(version: str, results: dict[str, str]) -> None:
-    cp = testbed("run", "scenarios/nfs-swap.yaml", "--set", f"storage.nfs.version={version}", "--json", env=results)
+    cp = cli("run", "scenarios/nfs-swap.yaml", "--set", f"storage.nfs.version={version}", "--json", env=results)
     assert cp.returncode == 0, cp.stderr[-2000:]
     out = json.loads(cp.stdout)["cases"][0]
     assert out["verdict"] == "recovered"
@@ -47,7 +47,7 @@ def test_nfs_swap_recovers(version: str, results: dict[str, str]) -> None:
 
 def test_controls(results: dict[str, str]) -> None:
     files = ["scenarios/controls/local-swap.yaml", "scenarios/controls/nas-frozen.yaml", "scenarios/controls/nas-frozen-60s.yaml"]
-    cp = testbed("run", *files, "--json", env=results)
+    cp = cli("run", *files, "--json", env=results)
     assert cp.returncode == 0, cp.stderr[-3000:]
     cases = {c["scenario"]: c for c in json.loads(cp.stdout)["cases"]}
     assert cases["control-local-swap"]["verdict"] == "recovered"
@@ -81,11 +81,11 @@ def test_sigint_mid_workload_leaves_nothing(results: dict[str, str]) -> None:
     assert p.returncode == 130, err[-2000:]
     assert not leftovers()
     assert list(root.glob("*/*.incomplete")), "an interrupted case must not look complete"
-    assert "nothing of ours to clean" in testbed("clean").stdout
+    assert "nothing of ours to clean" in cli("clean").stdout
 
 
 def test_failed_setup_is_unknown_and_clean(results: dict[str, str]) -> None:
-    cp = testbed("run", "scenarios/nfs-swap.yaml", "--set", "deadlines.boot_s=1", "--json", env=results)
+    cp = cli("run", "scenarios/nfs-swap.yaml", "--set", "deadlines.boot_s=1", "--json", env=results)
     assert cp.returncode == 2, cp.stderr[-2000:]
     case = json.loads(cp.stdout)["cases"][0]
     assert case["verdict"] == "unknown"

@@ -8,7 +8,7 @@ import time
 
 import pytest
 
-from conftest import REPO, leftovers, testbed
+from conftest import REPO, leftovers, cli
 
 pytestmark = pytest.mark.system
 
@@ -22,9 +22,9 @@ from testbed.vm.machine import VM
 
 
 def test_image_build_second_call_is_cached() -> None:
-    testbed("image", "build", "all", timeout=1200)
+    cli("image", "build", "all", timeout=1200)
     t = time.monotonic()
-    cp = testbed("image", "build", "all")
+    cp = cli("image", "build", "all")
     assert cp.returncode == 0, cp.stderr
     assert time.monotonic() - t < 5  # the target is 2 s; this bounds a broken cache, not speed
     assert cp.stdout.count("cached") == 2
@@ -64,29 +64,29 @@ def test_boot_exec_and_telemetry() -> None:
 
 
 def test_vm_exec_cli_prints_kernel_and_memtotal() -> None:
-    cp = testbed("vm", "exec", "client", "--mem", "128", "--", "sh", "-c", "uname -r; grep MemTotal /proc/meminfo; lsmod | grep -c .")
+    cp = cli("vm", "exec", "client", "--mem", "128", "--", "sh", "-c", "uname -r; grep MemTotal /proc/meminfo; lsmod | grep -c .")
     assert cp.returncode == 0, cp.stderr
     lines = cp.stdout.split("\n")
     assert lines[0] == ensure("client", say=lambda m: None).kernel_version
     assert 70000 < int(lines[1].split()[1]) < 90000
     assert "accelerator:" in cp.stderr
-    assert testbed("vm", "exec", "client", "--", "sh", "-c", "exit 5").returncode == 5
+    assert cli("vm", "exec", "client", "--", "sh", "-c", "exit 5").returncode == 5
 
 
 def test_nas_loads_nfsd() -> None:
-    cp = testbed("vm", "exec", "nas", "--", "modprobe", "nfsd")
+    cp = cli("vm", "exec", "nas", "--", "modprobe", "nfsd")
     assert cp.returncode == 0, cp.stderr
 
 
 def test_forced_kvm_either_works_or_says_why() -> None:
-    cp = testbed("vm", "exec", "client", "--accel", "kvm", "--", "true")
+    cp = cli("vm", "exec", "client", "--accel", "kvm", "--", "true")
     if cp.returncode != 0:
         assert "--accel kvm" in cp.stderr and "use --accel tcg" in cp.stderr
         assert len(cp.stderr.strip().splitlines()) == 1
 
 
 def test_show_command_runs_nothing() -> None:
-    cp = testbed("vm", "exec", "client", "--show-command")
+    cp = cli("vm", "exec", "client", "--show-command")
     assert cp.returncode == 0 and cp.stdout.startswith("qemu-system-x86_64 -name tb000000-client")
     assert not find_our_qemus()
 
@@ -104,4 +104,4 @@ def test_sigint_while_booting_leaves_nothing() -> None:
     assert p.returncode == 130, err
     assert "interrupted" in err
     assert not find_our_qemus() and not leftovers()
-    assert "nothing of ours to clean" in testbed("clean").stdout
+    assert "nothing of ours to clean" in cli("clean").stdout

@@ -1,0 +1,135 @@
+"""results/index.sqlite: one row per complete case, for queries across runs and machines.
+
+The case folders are the truth; the index is a cache, rebuilt from them with `testbed index --rebuild`.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from testbed.paths import results_dir
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS cases (
+    run TEXT NOT NULL,
+    case_id TEXT NOT NULL,
+    scenario TEXT,
+    axes TEXT,
+    protocol TEXT,
+    mtu INTEGER,
+    mem_mb INTEGER,
+    workload TEXT,
+    verdict TEXT,
+    expected TEXT,
+    as_expected INTEGER,
+    reasons TEXT,
+    figures TEXT,
+    wall_s REAL,
+    time_to_recover_s REAL,
+    kernel TEXT,
+    images TEXT,
+    host TEXT,
+    path TEXT,
+    PRIMARY KEY (run, case_id)
+)
+"""
+
+
+@dataclass
+class CaseRecord:
+    """A complete case as read from its folder."""
+
+    run: str
+    case_id: str
+    path: Path
+    verdict: dict[str, Any]
+    scenario: dict[str, Any]
+    host: dict[str, Any]
+
+    @property
+    def axes(self) -> dict[str, Any]:
+        return self.verdict.get("axes") or {}
+
+    def value(self, path: str) -> Any:
+        """An axis value: the case's own assignment, else the resolved scenario's field."""
+        if path in self.axes:
+            return self.axes[path]
+        node: Any = self.scenario
+        parts = path.split(".")
+        if parts[0] == "topology" and len(parts) > 1:
+            node, parts = self.scenario.get("topology_resolved", {}), parts[1:]
+        for p in parts:
+            if isinstance(node, list):
+                node = node[0] if p == "*" and node else (node[int(p)] if p.isdigit() and int(p) < len(node) else None)
+            elif isinstance(node, dict):
+                node = node.get(p)
+            else:
+                return None
+        return node
+
+
+def read_case(folder: Path) -> CaseRecord | None:
+    vfile = folder / "verdict.json"
+    if not vfile.is_file() or folder.name.endswith(".incomplete"):
+        return None
+    verdict = json.loads(vfile.read_text())
+    sfile = folder / "scenario.yaml"
+    scenario = yaml.safe_load(sfile.read_text()) if sfile.exists() else {}
+    rfile = folder.parent / "run.json"
+    host = json.loads(rfile.read_text()).get("host", {}) if rfile.exists() else {}
+    return CaseRecord(folder.parent.name, folder.name, folder, verdict, scenario or {}, host)
+
+
+def read_run(run_dir: Path) -> list[CaseRecord]:
+    return sorted((r for p in run_dir.iterdir() if p.is_dir() and (r := read_case(p))), key=lambda r: r.case_id)
+
+
+def index_path(root: Path | None = None) -> Path:
+    return (root or results_dir()) / "index.sqlite"
+
+
+def connect(root: Path | None = None) -> sqlite3.Connection:
+    path = index_path(root)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    db = sqlite3.connect(path)
+    db.execute(SCHEMA)
+    return db
+
+
+def upsert(db: sqlite3.Connection, rec: CaseRecord) -> None:
+    v, f = rec.verdict, rec.verdict.get("figures", {})
+    db.execute(
+        "INSERT OR REPLACE INTO cases VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
+        (rec.run, rec.case_id, v.get("scenario"), json.dumps(rec.axes), rec.value("storage.protocol"),
+         rec.value("topology.links.*.mtu"), rec.value("client.mem_mb"), rec.value("workload.kind"),
+         v.get("verdict"), v.get("expected"), int(bool(v.get("as_expected"))), json.dumps(v.get("reasons", [])),
+         json.dumps(f), f.get("case_wall_s"), f.get("time_to_recover_s"), v.get("kernel"),
+         json.dumps(v.get("images", {})), json.dumps(rec.host), str(rec.path)),
+    )
+
+
+def add_case(folder: Path, root: Path | None = None) -> None:
+    rec = read_case(folder)
+    if rec:
+        with connect(root) as db:
+            upsert(db, rec)
+
+
+def rebuild(root: Path | None = None) -> int:
+    """Drop the index and fill it again from every complete case folder under `root`."""
+    root = root or results_dir()
+    path = index_path(root)
+    path.unlink(missing_ok=True)
+    n = 0
+    with connect(root) as db:
+        for run in sorted(p for p in root.iterdir() if p.is_dir() and not p.is_symlink()):
+            for rec in read_run(run):
+                upsert(db, rec)
+                n += 1
+    return n
