@@ -206,12 +206,9 @@ def cmd_report(args: argparse.Namespace) -> int:
 
 
 def cmd_show(args: argparse.Namespace) -> int:
-    from testbed.report.runs import find_case, load_cases, show_lines
+    from testbed.report.runs import find_case, find_case_path, load_cases, show_lines
 
-    if "/" in args.ref.strip("/") and not args.ref.startswith("/"):
-        recs = [find_case(args.ref)]
-    else:
-        recs = load_cases(args.ref)
+    recs = [find_case(args.ref)] if find_case_path(args.ref) else load_cases(args.ref)
     for rec in recs:
         print("\n".join(show_lines(rec)))
     return 0
@@ -369,3 +366,6 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         _err("testbed: interrupted; everything we started was stopped and removed")
         return 130
+    except BrokenPipeError:  # output piped into `head` and the like
+        sys.stderr.close()
+        return 0

@@ -113,10 +113,17 @@ def compare(a: list[CaseRecord], b: list[CaseRecord], threshold: float) -> tuple
     return changes, only
 
 
+def find_case_path(ref: str) -> Path | None:
+    """RUN/CASE (run id, `latest` or a path) -> the case folder, if that is what `ref` names."""
+    for cand in (Path(ref), results_dir() / ref):
+        if (cand / "verdict.json").exists():
+            return cand
+    return None
+
+
 def find_case(ref: str) -> CaseRecord:
-    run, _, case = ref.partition("/")
-    path = resolve_run(run) / case
-    rec = read_case(path)
+    path = find_case_path(ref)
+    rec = read_case(path) if path else None
     if not rec:
-        raise UsageError(f"no complete case at {path}")
+        raise UsageError(f"no complete case at {ref}")
     return rec

@@ -6,6 +6,7 @@ the kernel's pfmemalloc protocol whitelist. The case records this rather than hi
 
 from __future__ import annotations
 
+import re
 import time
 from pathlib import Path
 from typing import Any
@@ -30,6 +31,15 @@ def parse_aoe_stat(text: str) -> dict[str, dict[str, str]]:
         if parts and parts[0].startswith("e") and "." in parts[0]:
             out[parts[0]] = {"size": parts[1] if len(parts) > 1 else "", "ifaces": parts[2] if len(parts) > 2 else "",
                              "state": parts[-1]}
+    return out
+
+
+def parse_debugfs(text: str) -> dict[str, Any]:
+    """The aoe driver's debugfs view (rtt, kicked, per-target taint, lost frames ...): every
+    `name: number` summed over targets, since no single retransmit counter is exported."""
+    out: dict[str, Any] = {"aoe_debugfs": bool(text.strip())}
+    for key, value in re.findall(r"([A-Za-z_]+):\s*(-?\d+)\b", text):
+        out[f"aoe_{key}"] = out.get(f"aoe_{key}", 0) + int(value)
     return out
 
 
@@ -77,10 +87,4 @@ class Aoe:
     def counters(self, client: VM) -> dict[str, Any]:
         text = client.sh("mountpoint -q /sys/kernel/debug || mount -t debugfs debugfs /sys/kernel/debug; "
                          "cat /sys/kernel/debug/aoe/e* 2>/dev/null", 10, check=False).stdout
-        out: dict[str, Any] = {}
-        for line in text.splitlines():
-            key, sep, value = line.strip().partition(":")
-            if sep and value.strip().lstrip("-").isdigit() and key.strip() in ("rttavg", "rttdev", "nskbpool", "kicked", "maxbcnt", "nout"):
-                out[f"aoe_{key.strip()}"] = int(value)
-        out["aoe_debugfs"] = bool(text.strip())
-        return out
+        return parse_debugfs(text)
