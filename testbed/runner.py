@@ -149,14 +149,17 @@ class Case:
         self.history.add("fact", "client-ready", boot_s=round(self.client.ready_at - self.client.started_at, 2),
                          memtotal_kb=(self.client.agent.telemetry or {}).get("meminfo", {}).get("MemTotal"))
 
-        self.phase("swap", sc.storage.protocol)
+        self.phase("storage", f"{sc.storage.protocol}, {'swap' if sc.workload.uses_swap else 'filesystem'}")
         self.history.add("fact", "storage-attached", protocol=sc.storage.protocol, **store.attach(self.client, sc, ends))
         self.store = store
         self._counters("before")
 
         self.timeline = Timeline(self.dir.path / "timeline.csv", self.history, self.client, self.nas, Pinger(net.netns, client_ip))
         self.timeline.start()
-        self.scheduler = Scheduler(sc.faults, FaultContext(self.client, self.nas, self.history))
+        self.scheduler = Scheduler(sc.faults, FaultContext(self.client, self.nas, self.history, sc, net, ends, self.dir.path))
+        if sc.faults:
+            self.phase("faults", ", ".join(f.kind for f in sc.faults))
+            self.scheduler.setup()
         self._pressure()
 
     def _watch(self, vm: VM, role: str) -> None:

@@ -42,6 +42,11 @@ class Judgement:
     figures: dict[str, Any] = field(default_factory=dict)
 
 
+def _effect(data: dict[str, Any]) -> str:
+    keys = [k for k in data if k.startswith("delta_") or k in ("dropped_packets", "fragments_sent", "datagrams_sent", "sa_bytes_client", "pages_done")]
+    return ", ".join(f"{k}={data[k]}" for k in keys) or "no counter moved"
+
+
 def _console(events: list[Event], *names: str) -> list[Event]:
     return [e for e in events if e.kind == "console" and e.name in names]
 
@@ -163,6 +168,9 @@ def _judge(obs: Observations) -> Judgement:
     if on_path:
         return Judgement("oom", [f"the OOM killer killed {', '.join(on_path)} (on the workload/storage path)"])
     reasons = []
+    for e in ev:
+        if e.kind == "fault" and e.data.get("visible") is False:
+            reasons.append(f"fault {e.name.split(':')[0]} had no visible effect ({_effect(e.data)})")
     if victims:
         reasons.append(f"the OOM killer killed {', '.join(victims)} (not on the storage path)")
     windows = fault_windows(ev)

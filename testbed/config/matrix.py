@@ -74,11 +74,15 @@ class Matrix:
 
 
 def _label(axis: str, value: Any) -> str:
+    if isinstance(value, list):  # e.g. a `faults` axis: name the kinds (and modes)
+        if not value:
+            return "nofault"
+        return "-".join(_label("", v.get("kind", "") + ("" if "mode" not in v else "-" + str(v["mode"]))) if isinstance(v, dict) else _label("", v) for v in value)
     fmt = LABELS.get(axis)
     text = str(value).lower()
     if fmt is None:
-        fmt = re.sub(r"_(mb|s)$", "", axis.split(".")[-1].replace("*", "")) + "{}"
-    return re.sub(r"[^a-z0-9.]+", "", fmt.format(text).lower()).replace(".", "")
+        fmt = re.sub(r"_(mb|s)$", "", axis.split(".")[-1].replace("*", "")) + "{}" if axis else "{}"
+    return re.sub(r"[^a-z0-9.-]+", "", fmt.format(text).lower()).replace(".", "")
 
 
 def case_id(assignments: dict[str, Any], axes: list[str], base_name: str, repeat_index: int, repeat: int) -> str:

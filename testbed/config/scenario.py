@@ -158,20 +158,134 @@ class Deadlines:
                 raise ConfigError(source, f"{path}.{name}", "must be positive")
 
 
-@dataclass(frozen=True)
 class FaultSpec:
-    """A fault scheduled relative to the start of the pressure phase. Kinds live in testbed/faults/."""
+    """Base of the fault kinds: scheduled at `at_s` after the pressure phase starts, healed after
+    `duration_s` (never, when omitted). Picked by `kind`; each kind's module is in testbed/faults/."""
 
-    kind: Literal["nas-outage"]
+    kind: str
     at_s: float
-    duration_s: float | None = None  # None: never healed
-    mode: Literal["freeze"] = "freeze"
+    duration_s: float | None
 
-    def validate(self, source: str, path: str) -> None:
+    KINDS: dict[str, type] = {}
+
+    @classmethod
+    def from_tagged(cls, value: Any, source: str, path: str) -> FaultSpec:
+        if not isinstance(value, dict):
+            raise ConfigError(source, path, "a fault must be a mapping with a kind")
+        kind = value.get("kind")
+        if kind not in cls.KINDS:
+            raise ConfigError(source, f"{path}.kind", f"must be one of {', '.join(cls.KINDS)}, not {kind!r}")
+        return from_dict(cls.KINDS[kind], value, source, path)
+
+    def check_times(self, source: str, path: str) -> None:
         if self.at_s < 0:
             raise ConfigError(source, f"{path}.at_s", "must be >= 0")
         if self.duration_s is not None and self.duration_s <= 0:
             raise ConfigError(source, f"{path}.duration_s", "must be positive (omit it for a fault that never heals)")
+
+
+def fault_kind(name: str):  # type: ignore[no-untyped-def]
+    def register(cls):  # type: ignore[no-untyped-def]
+        FaultSpec.KINDS[name] = cls
+        return cls
+
+    return register
+
+
+@fault_kind("nas-outage")
+@dataclass(frozen=True)
+class NasOutageSpec(FaultSpec):
+    kind: Literal["nas-outage"]
+    at_s: float
+    duration_s: float | None = None
+    mode: Literal["freeze", "restart-service"] = "freeze"
+
+    def validate(self, source: str, path: str) -> None:
+        self.check_times(source, path)
+
+
+@fault_kind("link")
+@dataclass(frozen=True)
+class LinkSpec(FaultSpec):
+    kind: Literal["link"]
+    at_s: float
+    duration_s: float | None = None
+    mode: Literal["cut", "loss", "delay"] = "cut"
+    node: str = "client"  # whose link
+    loss_pct: float = 5.0
+    delay_ms: float = 50.0
+    jitter_ms: float = 0.0
+
+    def validate(self, source: str, path: str) -> None:
+        self.check_times(source, path)
+        if not 0 < self.loss_pct <= 100:
+            raise ConfigError(source, f"{path}.loss_pct", "must be in (0, 100]")
+        if self.delay_ms < 0 or self.jitter_ms < 0:
+            raise ConfigError(source, f"{path}.delay_ms", "delay and jitter must be >= 0")
+
+
+@fault_kind("competing-traffic")
+@dataclass(frozen=True)
+class CompetingTrafficSpec(FaultSpec):
+    kind: Literal["competing-traffic"]
+    at_s: float
+    duration_s: float | None = 30
+    mode: Literal["tcp", "udp", "udp-flood"] = "udp"
+    rate_mbit: float = 200.0
+    parallel: int = 2
+    port_open: bool = False  # udp-flood: to a port something listens on (queues fill) or a closed one
+
+    def validate(self, source: str, path: str) -> None:
+        self.check_times(source, path)
+        if self.duration_s is None:
+            raise ConfigError(source, f"{path}.duration_s", "competing traffic needs a duration")
+        if not 0 < self.rate_mbit <= 10000 or not 1 <= self.parallel <= 16:
+            raise ConfigError(source, f"{path}.rate_mbit", "rate_mbit in (0, 10000], parallel in 1..16")
+
+
+@fault_kind("fragmentation")
+@dataclass(frozen=True)
+class FragmentationSpec(FaultSpec):
+    kind: Literal["fragmentation"]
+    at_s: float
+    duration_s: float | None = 30
+    mode: Literal["mtu-change", "flood"] = "flood"
+    mtu: int = 1000  # mtu-change: the client's link MTU during the fault
+    rate_pps: int = 2000  # flood: incomplete fragment trains per second
+
+    def validate(self, source: str, path: str) -> None:
+        self.check_times(source, path)
+        if not 576 <= self.mtu <= 9000:
+            raise ConfigError(source, f"{path}.mtu", "must be between 576 and 9000")
+        if not 1 <= self.rate_pps <= 100000:
+            raise ConfigError(source, f"{path}.rate_pps", "must be between 1 and 100000")
+
+
+@fault_kind("multiplexed")
+@dataclass(frozen=True)
+class MultiplexedSpec(FaultSpec):
+    kind: Literal["multiplexed"]
+    at_s: float
+    duration_s: float | None = None
+    size_mb: int = 64  # a file copied on the same NFS mount while the client swaps
+
+    def validate(self, source: str, path: str) -> None:
+        self.check_times(source, path)
+
+
+@fault_kind("ipsec")
+@dataclass(frozen=True)
+class IpsecSpec(FaultSpec):
+    kind: Literal["ipsec"]
+    at_s: float = 0
+    duration_s: float | None = None
+    mode: Literal["static"] = "static"
+    rekey_s: float | None = 20  # replace the SAs (new SPIs and keys) this often
+
+    def validate(self, source: str, path: str) -> None:
+        self.check_times(source, path)
+        if self.rekey_s is not None and self.rekey_s < 2:
+            raise ConfigError(source, f"{path}.rekey_s", "must be at least 2 s")
 
 
 @dataclass(frozen=True)
@@ -222,6 +336,15 @@ class Scenario:
                 source, size_field,
                 f"the workload ({size} MB) cannot fit in RAM ({self.client.mem_mb} MB) plus swap ({st.swap_mb} MB): raise storage.swap_mb",
             )
+        for i, f in enumerate(self.faults):
+            if f.kind == "ipsec" and st.protocol == "aoe":
+                raise ConfigError(source, f"faults[{i}].kind", "ipsec cannot cover AoE: AoE is not IP (no ESP for Ethernet frames)")
+            if f.kind == "ipsec" and st.protocol == "local":
+                raise ConfigError(source, f"faults[{i}].kind", "ipsec needs network storage")
+            if f.kind == "multiplexed" and st.protocol != "nfs":
+                raise ConfigError(source, f"faults[{i}].kind", "multiplexed I/O is implemented for nfs (a second file on the same mount)")
+            if f.kind in ("nas-outage", "link") and st.protocol == "local" and getattr(f, "node", "nas") != "client":
+                raise ConfigError(source, f"faults[{i}].kind", f"{f.kind} needs a NAS (storage.protocol is local)")
         if not wl.uses_swap and st.protocol == "local":
             raise ConfigError(source, "workload.kind", f"{wl.kind} needs network storage (nfs, iscsi or aoe), not local")
 

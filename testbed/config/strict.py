@@ -45,6 +45,9 @@ def convert(tp: Any, value: Any, source: str, path: str) -> Any:
     args = typing.get_args(tp)
     if tp is Any:
         return value
+    tagged = getattr(tp, "from_tagged", None)
+    if tagged is not None:  # a base class that picks the dataclass by a tag field (e.g. a fault's kind)
+        return tagged(value, source, path)
     if origin in (Union, types.UnionType):
         if value is None and type(None) in args:
             return None

@@ -7,7 +7,9 @@ import threading
 from dataclasses import dataclass
 from typing import Protocol
 
-from testbed.config.scenario import FaultSpec
+from typing import Any
+
+from testbed.config.scenario import FaultSpec, Scenario
 from testbed.history import History
 from testbed.vm.machine import VM
 
@@ -17,10 +19,19 @@ class FaultContext:
     client: VM
     nas: VM | None
     history: History
+    sc: Scenario | None = None
+    net: Any = None  # BuiltNet
+    ends: Any = None  # storage.Ends
+    case_dir: Any = None  # where a fault may leave evidence (captures)
 
 
 class Fault(Protocol):
+    """setup before the pressure phase, inject/heal on schedule, teardown always (even after Ctrl-C)."""
+
     spec: FaultSpec
+
+    def setup(self, ctx: FaultContext) -> dict[str, object]:
+        ...
 
     def inject(self, ctx: FaultContext) -> dict[str, object]:
         ...
@@ -28,11 +39,33 @@ class Fault(Protocol):
     def heal(self, ctx: FaultContext) -> dict[str, object]:
         ...
 
+    def teardown(self, ctx: FaultContext) -> dict[str, object]:
+        ...
+
+
+class BaseFault:
+    """Defaults for faults that need no setup or teardown."""
+
+    def __init__(self, spec: Any):
+        self.spec = spec
+
+    def setup(self, ctx: FaultContext) -> dict[str, object]:
+        return {}
+
+    def teardown(self, ctx: FaultContext) -> dict[str, object]:
+        return {}
+
 
 def make(spec: FaultSpec) -> Fault:
+    from testbed.faults.fragmentation import Fragmentation
+    from testbed.faults.ipsec import Ipsec
+    from testbed.faults.link import Link
+    from testbed.faults.multiplexed import Multiplexed
     from testbed.faults.nas_outage import NasOutage
+    from testbed.faults.traffic import CompetingTraffic
 
-    kinds = {"nas-outage": NasOutage}
+    kinds: dict[str, Any] = {"nas-outage": NasOutage, "link": Link, "competing-traffic": CompetingTraffic,
+                             "fragmentation": Fragmentation, "multiplexed": Multiplexed, "ipsec": Ipsec}
     return kinds[spec.kind](spec)
 
 
@@ -46,7 +79,15 @@ class Scheduler:
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="faults", daemon=True)
         self._lock = threading.Lock()
+        self._set_up: list[Fault] = []
         self.t_start = 0.0
+
+    def setup(self) -> None:
+        """Before the pressure phase: each fault's preparations (servers, keys), recorded."""
+        for f in self.faults:
+            info = f.setup(self.ctx)
+            self.ctx.history.add("fault", f"{f.spec.kind}:setup", **info)
+            self._set_up.append(f)
 
     def start(self) -> None:
         self.t_start = self.ctx.history.now()
@@ -94,3 +135,10 @@ class Scheduler:
         if heal:
             for f in list(self.active):
                 self._do("heal", f, self.ctx.history.now() - self.t_start, teardown=True)
+        for f in reversed(self._set_up):
+            try:
+                info = f.teardown(self.ctx)
+                self.ctx.history.add("fault", f"{f.spec.kind}:teardown", **info)
+            except Exception as e:  # recorded; the VMs and the namespace go anyway
+                self.ctx.history.add("fault", f"{f.spec.kind}:teardown-failed", error=str(e))
+        self._set_up.clear()

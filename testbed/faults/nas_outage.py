@@ -1,24 +1,29 @@
-"""nas-outage: freeze the NAS VM with QMP `stop` and thaw it with `cont`: the NAS and its TCP stack
-vanish mid-conversation, exactly like a hung appliance."""
+"""nas-outage: freeze the NAS VM (QMP stop/cont: the appliance and its TCP stack vanish
+mid-conversation) or stop and restart its storage service while the NAS stays up."""
 
 from __future__ import annotations
 
-from testbed.config.scenario import FaultSpec
+from testbed import storage
 from testbed.errors import TestbedError
-from testbed.faults import FaultContext
+from testbed.faults import BaseFault, FaultContext
 
 
-class NasOutage:
-    def __init__(self, spec: FaultSpec):
-        self.spec = spec
-
+class NasOutage(BaseFault):
     def inject(self, ctx: FaultContext) -> dict[str, object]:
         if ctx.nas is None:
             raise TestbedError("nas-outage needs a NAS VM (this scenario's storage has none)")
-        ctx.nas.qmp.stop()
-        return {"mode": self.spec.mode, "nas_status": ctx.nas.qmp.status()}
+        if self.spec.mode == "freeze":
+            ctx.nas.qmp.stop()
+            return {"mode": "freeze", "nas_status": ctx.nas.qmp.status()}
+        assert ctx.sc
+        done = storage.get(ctx.sc.storage.protocol).stop_service(ctx.nas, ctx.sc, ctx.ends)
+        return {"mode": self.spec.mode, "action": done}
 
     def heal(self, ctx: FaultContext) -> dict[str, object]:
         assert ctx.nas is not None
-        ctx.nas.qmp.cont()
-        return {"mode": self.spec.mode, "nas_status": ctx.nas.qmp.status()}
+        if self.spec.mode == "freeze":
+            ctx.nas.qmp.cont()
+            return {"mode": "freeze", "nas_status": ctx.nas.qmp.status()}
+        assert ctx.sc
+        done = storage.get(ctx.sc.storage.protocol).start_service(ctx.nas, ctx.sc, ctx.ends)
+        return {"mode": self.spec.mode, "action": done}

@@ -21,6 +21,7 @@ COLUMNS = [
     "MemFree", "MemAvailable", "SwapTotal", "SwapFree", "Dirty", "Writeback",
     "pswpin", "pswpout", "pgscan_direct", "pgscan_kswapd", "pgscan_direct_throttle", "allocstall", "oom_kill",
     "nr_dirty", "nr_writeback", "PFMemallocDrop", "TCPMemoryPressures", "rx_bytes", "tx_bytes", "rx_drop",
+    "ReasmReqds", "ReasmFails", "ReasmTimeout", "FragFails", "UdpRcvbufErrors",
 ]
 
 
@@ -38,6 +39,9 @@ def telemetry_row(tel: dict[str, Any]) -> dict[str, Any]:
     row["rx_bytes"] = sum(d.get("rx_bytes", 0) for d in devs.values())
     row["tx_bytes"] = sum(d.get("tx_bytes", 0) for d in devs.values())
     row["rx_drop"] = sum(d.get("rx_drop", 0) for d in devs.values())
+    ip = tel.get("snmp", {}).get("Ip", {})
+    row.update({k: ip.get(k) for k in ("ReasmReqds", "ReasmFails", "ReasmTimeout", "FragFails")})
+    row["UdpRcvbufErrors"] = tel.get("snmp", {}).get("Udp", {}).get("RcvbufErrors")
     return row
 
 

@@ -37,6 +37,7 @@ class Port:
 @dataclass
 class BuiltNet:
     netns: str
+    ns: Any = None  # the Netlink handle inside the namespace (faults change links through it)
     ports: list[Port] = field(default_factory=list)
     bridges: dict[str, str] = field(default_factory=dict)
     switch_addresses: dict[str, ipaddress.IPv4Interface] = field(default_factory=dict)
@@ -46,6 +47,15 @@ class BuiltNet:
 
     def nics_of(self, node: str) -> tuple[Nic, ...]:
         return tuple(Nic(p.tap, p.mac, p.mtu) for p in self.ports_of(node))
+
+    def port_of(self, node: str) -> Port:
+        return self.ports_of(node)[0]
+
+    def set_mtu(self, node: str, mtu: int) -> None:
+        self.ns.link("set", index=self.ns.link_lookup(ifname=self.port_of(node).tap)[0], mtu=mtu)
+
+    def set_up(self, node: str, up: bool) -> None:
+        self.ns.link("set", index=self.ns.link_lookup(ifname=self.port_of(node).tap)[0], state="up" if up else "down")
 
     def address_of(self, node: str) -> str:
         return str(self.ports_of(node)[0].address.ip)
@@ -101,7 +111,7 @@ def build(topo: Topology, tag: str, undo: Cleanup) -> BuiltNet:
     undo.push(f"thread in {tag}", worker.close)
     ns = Netlink(worker)
     undo.push(f"netlink socket in {tag}", ns.close)
-    net = BuiltNet(netns=tag)
+    net = BuiltNet(netns=tag, ns=ns)
     lo = ns.link_lookup(ifname="lo")[0]
     ns.link("set", index=lo, state="up")
     for i, (sw, spec) in enumerate(topo.switches.items()):

@@ -57,6 +57,13 @@ class Storage(Protocol):
         """The protocol's own error counters (retransmits, session errors), read from the client."""
         ...
 
+    def stop_service(self, nas: VM, sc: Scenario, ends: Ends) -> str:
+        """Stop serving (the NAS stays up); returns what was done."""
+        ...
+
+    def start_service(self, nas: VM, sc: Scenario, ends: Ends) -> str:
+        ...
+
 
 def use_block_device(client: VM, dev: str, sc: Scenario) -> dict[str, Any]:
     """Swap on a network block device, or put ext4 on it and mount it at MOUNT."""

@@ -54,14 +54,23 @@ class Aoe:
         a = sc.storage.aoe
         size = sc.backing_mb()
         nas.sh(f"fallocate -l {size}M {BACKING}", 60)
+        self.start_service(nas, sc, ends)
+        return {"target": f"e{a.shelf}.{a.slot}", "iface": nas.net_devs[0], "backing_mb": size, "note": NOTE}
+
+    def start_service(self, nas: VM, sc: Scenario, ends: Ends) -> str:
+        a = sc.storage.aoe
         iface = nas.net_devs[0]
         lines: list[str] = []
-        # vblade runs for the whole case as an agent job; its output goes to the history.
+        # vblade runs for the whole case as an agent job (it dies with the VM).
         nas.agent.start(["vblade", str(a.shelf), str(a.slot), iface, BACKING], on_line=lines.append)
         time.sleep(0.5)
         if not nas.exec(["pgrep", "-x", "vblade"], 10).ok:
             raise GuestError(f"NAS: vblade {a.shelf} {a.slot} {iface} exited: {' | '.join(lines[-3:])}")
-        return {"target": f"e{a.shelf}.{a.slot}", "iface": iface, "backing_mb": size, "note": NOTE}
+        return f"vblade {a.shelf} {a.slot} {iface} {BACKING}"
+
+    def stop_service(self, nas: VM, sc: Scenario, ends: Ends) -> str:
+        nas.exec(["pkill", "-x", "vblade"], 10)
+        return "pkill -x vblade"
 
     def attach(self, client: VM, sc: Scenario, ends: Ends) -> dict[str, Any]:
         a = sc.storage.aoe

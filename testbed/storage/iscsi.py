@@ -85,3 +85,14 @@ class Iscsi:
 
     def counters(self, client: VM) -> dict[str, Any]:
         return parse_session_stats(client.exec(["iscsiadm", "-m", "session", "-s"], 10, check=True).stdout)
+
+    def _tpg_enable(self, nas: VM, ends: Ends, value: str) -> str:
+        path = f"/sys/kernel/config/target/iscsi/{ends.target_iqn}/tpgt_1/enable"
+        nas.exec(["sh", "-c", 'echo "$1" > "$2"', "sh", value, path], 30, check=True)
+        return f"echo {value} > {path}"
+
+    def stop_service(self, nas: VM, sc: Scenario, ends: Ends) -> str:
+        return self._tpg_enable(nas, ends, "0")
+
+    def start_service(self, nas: VM, sc: Scenario, ends: Ends) -> str:
+        return self._tpg_enable(nas, ends, "1")

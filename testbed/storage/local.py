@@ -36,3 +36,9 @@ class Local:
 
     def counters(self, client: VM) -> dict[str, Any]:
         return {}
+
+    def stop_service(self, nas: VM, sc: Scenario, ends: Ends) -> str:
+        raise NotImplementedError("local storage has no service")
+
+    def start_service(self, nas: VM, sc: Scenario, ends: Ends) -> str:
+        raise NotImplementedError("local storage has no service")

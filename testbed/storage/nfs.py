@@ -93,3 +93,11 @@ class Nfs:
 
     def counters(self, client: VM) -> dict[str, Any]:
         return parse_mountstats(client.exec(["cat", "/proc/self/mountstats"], 10, check=True).stdout)
+
+    def stop_service(self, nas: VM, sc: Scenario, ends: Ends) -> str:
+        nas.sh("rpc.nfsd 0", 30)
+        return "rpc.nfsd 0 (all nfsd threads stopped)"
+
+    def start_service(self, nas: VM, sc: Scenario, ends: Ends) -> str:
+        nas.sh("rpc.nfsd 8", 30)
+        return "rpc.nfsd 8"

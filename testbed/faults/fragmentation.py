@@ -1,0 +1,105 @@
+"""fragmentation: change the client's link MTU mid-run (host tap and guest NIC together), or flood
+the client with incomplete fragment trains (first fragments only) so reassembly queues hold memory
+until they time out. Records ipfrag_high_thresh and the Ip Reasm*/Frag* counters around it."""
+
+from __future__ import annotations
+
+import random
+import socket
+import struct
+import threading
+import time
+from typing import Any
+
+from testbed.faults import BaseFault, FaultContext
+from testbed.net.netns import socket_in
+
+
+def first_fragment(src: str, dst: str, ident: int, payload: int = 1200) -> bytes:
+    """An IPv4 UDP first fragment (MF set, offset 0) whose rest never comes."""
+    total = 20 + payload
+    header = struct.pack("!BBHHHBBH4s4s", 0x45, 0, total, ident, 0x2000, 64, socket.IPPROTO_UDP, 0,
+                         socket.inet_aton(src), socket.inet_aton(dst))
+    return header + b"\xa5" * payload
+
+
+def ip_counters(ctx: FaultContext) -> dict[str, Any]:
+    ip = (ctx.client.agent.telemetry or {}).get("snmp", {}).get("Ip", {})
+    return {k: ip.get(k) for k in ("ReasmReqds", "ReasmFails", "ReasmTimeout", "ReasmOKs", "FragFails")}
+
+
+class Fragmentation(BaseFault):
+    def __init__(self, spec: Any):
+        super().__init__(spec)
+        self.stop = threading.Event()
+        self.thread: threading.Thread | None = None
+        self.sent = 0
+        self.before: dict[str, Any] = {}
+        self.old_mtu = 0
+
+    def setup(self, ctx: FaultContext) -> dict[str, object]:
+        res = ctx.client.sh("cat /proc/sys/net/ipv4/ipfrag_high_thresh /proc/sys/net/ipv4/ipfrag_time", 10)
+        thresh, ftime = (res.stdout.split() + ["", ""])[:2]
+        return {"ipfrag_high_thresh": thresh, "ipfrag_time": ftime}
+
+    def inject(self, ctx: FaultContext) -> dict[str, object]:
+        s, net = self.spec, ctx.net
+        self.before = ip_counters(ctx)
+        if s.mode == "mtu-change":
+            port = net.port_of("client")
+            self.old_mtu = port.mtu
+            self._set_mtu(ctx, s.mtu)
+            return {"mode": s.mode, "from_mtu": self.old_mtu, "to_mtu": s.mtu}
+        sock = socket_in(net.netns, socket.AF_INET, socket.SOCK_RAW, socket.IPPROTO_RAW)
+        src = str(net.switch_addresses[net.port_of("client").switch].ip)
+        self.thread = threading.Thread(target=self._flood, args=(sock, src, ctx.ends.client_ip), daemon=True)
+        self.thread.start()
+        return {"mode": "flood", "rate_pps": s.rate_pps, **{f"before_{k}": v for k, v in self.before.items()}}
+
+    def _set_mtu(self, ctx: FaultContext, mtu: int) -> None:
+        # Lowering: guest first (so it never sends frames the tap drops); raising: tap first.
+        port = ctx.net.port_of("client")
+        dev = ctx.client.net_devs[0]
+        if mtu < port.mtu:
+            ctx.client.exec(["ip", "link", "set", dev, "mtu", str(mtu)], 15, check=True)
+            ctx.net.set_mtu("client", mtu)
+        else:
+            ctx.net.set_mtu("client", mtu)
+            ctx.client.exec(["ip", "link", "set", dev, "mtu", str(mtu)], 15, check=True)
+        port.mtu = mtu
+
+    def _flood(self, sock: socket.socket, src: str, dst: str) -> None:
+        per_tick = max(1, self.spec.rate_pps // 100)
+        try:
+            while not self.stop.is_set():
+                t = time.monotonic()
+                for _ in range(per_tick):
+                    try:
+                        sock.sendto(first_fragment(src, dst, random.randrange(65536)), (dst, 0))
+                        self.sent += 1
+                    except OSError:
+                        pass
+                time.sleep(max(0.0, 0.01 - (time.monotonic() - t)))
+        finally:
+            sock.close()
+
+    def heal(self, ctx: FaultContext) -> dict[str, object]:
+        out: dict[str, object] = {"mode": self.spec.mode}
+        if self.spec.mode == "mtu-change":
+            self._set_mtu(ctx, self.old_mtu)
+            out["restored_mtu"] = self.old_mtu
+            out["visible"] = True
+            return out
+        self.stop.set()
+        if self.thread:
+            self.thread.join(5)
+        out["fragments_sent"] = self.sent
+        after = ip_counters(ctx)
+        delta = {k: (after[k] - self.before[k]) if after.get(k) is not None and self.before.get(k) is not None else None for k in after}
+        out.update({f"delta_{k}": v for k, v in delta.items()})
+        out["visible"] = bool(delta.get("ReasmReqds"))
+        return out
+
+    def teardown(self, ctx: FaultContext) -> dict[str, object]:
+        self.stop.set()
+        return {}

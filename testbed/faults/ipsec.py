@@ -1,0 +1,139 @@
+"""ipsec: ESP in transport mode between client and NAS on the storage path, with static keys set by
+`ip xfrm` on both guests, and rekeys (new SPIs and keys, then the old SAs removed) every `rekey_s`
+inside the pressure phase. A capture on the switch shows whether storage traffic is really ESP.
+
+IKEv2 with strongSwan is not implemented: with static keys there is no daemon that could be
+swapped out or throttled, so this covers the data path, not the key exchange."""
+
+from __future__ import annotations
+
+import re
+import secrets
+import subprocess
+import threading
+from pathlib import Path
+from typing import Any
+
+from testbed.faults import BaseFault, FaultContext
+from testbed.vm.machine import VM
+
+AEAD = "rfc4106(gcm(aes))"
+STORAGE_PORTS = (2049, 3260, 111)
+
+
+def sa_commands(src: str, dst: str, spi_fwd: int, spi_back: int, key_fwd: str, key_back: str) -> list[list[str]]:
+    """The two SAs (both directions) every side needs; the keys are 16-byte AES + 4-byte salt."""
+    return [
+        ["ip", "xfrm", "state", "add", "src", src, "dst", dst, "proto", "esp", "spi", hex(spi_fwd), "reqid", "1",
+         "mode", "transport", "aead", AEAD, "0x" + key_fwd, "128"],
+        ["ip", "xfrm", "state", "add", "src", dst, "dst", src, "proto", "esp", "spi", hex(spi_back), "reqid", "1",
+         "mode", "transport", "aead", AEAD, "0x" + key_back, "128"],
+    ]
+
+
+def policy_commands(me: str, peer: str) -> list[list[str]]:
+    return [
+        ["ip", "xfrm", "policy", "add", "src", f"{me}/32", "dst", f"{peer}/32", "dir", "out",
+         "tmpl", "src", me, "dst", peer, "proto", "esp", "reqid", "1", "mode", "transport"],
+        ["ip", "xfrm", "policy", "add", "src", f"{peer}/32", "dst", f"{me}/32", "dir", "in",
+         "tmpl", "src", peer, "dst", me, "proto", "esp", "reqid", "1", "mode", "transport"],
+    ]
+
+
+def sa_bytes(vm: VM) -> int:
+    text = vm.exec(["ip", "-s", "xfrm", "state"], 10).stdout
+    return sum(int(x) for x in re.findall(r"(\d+)\(bytes\)", text))
+
+
+class Ipsec(BaseFault):
+    def __init__(self, spec: Any):
+        super().__init__(spec)
+        self.generation = 0
+        self.spis: list[tuple[int, int]] = []
+        self.stop = threading.Event()
+        self.thread: threading.Thread | None = None
+        self.rekeys: list[float] = []
+
+    def _install(self, ctx: FaultContext) -> tuple[int, int]:
+        c, n = ctx.ends.client_ip, ctx.ends.nas_ip
+        self.generation += 1
+        fwd, back = 0x1000 + 2 * self.generation, 0x1001 + 2 * self.generation
+        kf, kb = secrets.token_hex(20), secrets.token_hex(20)
+        for vm in (ctx.client, ctx.nas):
+            assert vm is not None
+            for argv in sa_commands(c, n, fwd, back, kf, kb):
+                vm.exec(argv, 15, check=True)
+        return fwd, back
+
+    def _remove(self, ctx: FaultContext, spis: tuple[int, int]) -> None:
+        c, n = ctx.ends.client_ip, ctx.ends.nas_ip
+        for vm in (ctx.client, ctx.nas):
+            assert vm is not None
+            vm.exec(["ip", "xfrm", "state", "delete", "src", c, "dst", n, "proto", "esp", "spi", hex(spis[0])], 15)
+            vm.exec(["ip", "xfrm", "state", "delete", "src", n, "dst", c, "proto", "esp", "spi", hex(spis[1])], 15)
+
+    def setup(self, ctx: FaultContext) -> dict[str, object]:
+        for vm in (ctx.client, ctx.nas):
+            assert vm is not None
+            vm.exec(["modprobe", "-a", "esp4", "xfrm_user"], 30, check=True)
+        return {"mode": "static", "aead": AEAD, "ike": "not used: static keys, no IKE daemon"}
+
+    def inject(self, ctx: FaultContext) -> dict[str, object]:
+        self.spis.append(self._install(ctx))
+        c, n = ctx.ends.client_ip, ctx.ends.nas_ip
+        for vm, me, peer in ((ctx.client, c, n), (ctx.nas, n, c)):
+            assert vm is not None
+            for argv in policy_commands(me, peer):
+                vm.exec(argv, 15, check=True)
+        if self.spec.rekey_s:
+            self.thread = threading.Thread(target=self._rekeyer, args=(ctx,), daemon=True)
+            self.thread.start()
+        capture = self._capture(ctx)
+        return {"spi": [hex(x) for x in self.spis[-1]], **capture}
+
+    def _rekeyer(self, ctx: FaultContext) -> None:
+        while not self.stop.wait(self.spec.rekey_s):
+            try:
+                new = self._install(ctx)
+                old = self.spis[-1]
+                self.spis.append(new)
+                self.stop.wait(2)  # both SAs valid while traffic moves to the new one
+                self._remove(ctx, old)
+                ctx.history.add("fault", "ipsec:rekey", old_spi=[hex(x) for x in old], new_spi=[hex(x) for x in new])
+            except Exception as e:  # recorded: a failed rekey is a finding, not a crash of the case
+                ctx.history.add("fault", "ipsec:rekey-failed", error=str(e))
+
+    def _capture(self, ctx: FaultContext) -> dict[str, object]:
+        """Three seconds of the switch: ESP packets versus storage packets in clear."""
+        net = ctx.net
+        bridge = net.bridges[net.port_of("client").switch]
+        argv = ["ip", "netns", "exec", net.netns, "timeout", "4", "tcpdump", "-nn", "-l", "-i", bridge, "-c", "400", "ip"]
+        try:
+            text = subprocess.run(argv, capture_output=True, text=True, timeout=15).stdout
+        except (OSError, subprocess.TimeoutExpired) as e:
+            return {"capture": f"failed: {e}"}
+        lines = text.splitlines()
+        esp = sum("ESP(spi" in ln for ln in lines)
+        clear = sum(any(f".{p}:" in ln or f".{p} " in ln for p in STORAGE_PORTS) for ln in lines)
+        if ctx.case_dir:
+            Path(ctx.case_dir, "capture-ipsec.txt").write_text(text)
+        return {"capture_packets": len(lines), "capture_esp": esp, "capture_clear_storage": clear,
+                "capture_file": "capture-ipsec.txt"}
+
+    def heal(self, ctx: FaultContext) -> dict[str, object]:
+        self.stop.set()
+        if self.thread:
+            self.thread.join(10)
+        out: dict[str, object] = {"rekeys": len(self.spis) - 1}
+        assert ctx.nas is not None
+        out["sa_bytes_client"] = sa_bytes(ctx.client)
+        out["sa_bytes_nas"] = sa_bytes(ctx.nas)
+        for vm in (ctx.client, ctx.nas):
+            vm.exec(["ip", "xfrm", "policy", "flush"], 15)
+            vm.exec(["ip", "xfrm", "state", "flush"], 15)
+        out["visible"] = bool(out["sa_bytes_client"])
+        return out
+
+    def teardown(self, ctx: FaultContext) -> dict[str, object]:
+        self.stop.set()
+        return {"rekeys": len(self.spis) - 1 if self.spis else 0}

@@ -1,0 +1,118 @@
+"""competing-traffic: the switch's own namespace (the run's netns, a host on the switch) sends to the
+client: iperf3 TCP or UDP at a rate and parallelism, or a UDP flood to a closed port or to an open one
+whose reader is stopped. The point is receive memory spent on sockets that are not memalloc."""
+
+from __future__ import annotations
+
+import signal
+import socket
+import subprocess
+import threading
+import time
+from typing import Any
+
+from testbed import proc
+from testbed.faults import BaseFault, FaultContext
+from testbed.net.netns import socket_in
+
+FLOOD_PORT_OPEN = 9999
+FLOOD_PORT_CLOSED = 9
+
+
+def client_counters(ctx: FaultContext) -> dict[str, Any]:
+    tel = ctx.client.agent.telemetry or {}
+    devs = {k: v for k, v in tel.get("netdev", {}).items() if k != "lo"}
+    udp = tel.get("snmp", {}).get("Udp", {})
+    return {
+        "PFMemallocDrop": tel.get("netstat", {}).get("TcpExt", {}).get("PFMemallocDrop"),
+        "rx_bytes": sum(d.get("rx_bytes", 0) for d in devs.values()),
+        "rx_drop": sum(d.get("rx_drop", 0) for d in devs.values()),
+        "udp_rcvbuf_errors": udp.get("RcvbufErrors"),
+        "udp_no_ports": udp.get("NoPorts"),
+    }
+
+
+class CompetingTraffic(BaseFault):
+    def __init__(self, spec: Any):
+        super().__init__(spec)
+        self.iperf: subprocess.Popen[str] | None = None
+        self.flood_stop = threading.Event()
+        self.flood_thread: threading.Thread | None = None
+        self.sent = 0
+        self.before: dict[str, Any] = {}
+
+    def setup(self, ctx: FaultContext) -> dict[str, object]:
+        if self.spec.mode in ("tcp", "udp"):
+            proc.need("iperf3")
+            ctx.client.sh("iperf3 -s -D", 15)
+            return {"server": "iperf3 -s on the client"}
+        if self.spec.port_open:
+            # A UDP socket nobody reads: its receive queue fills with non-memalloc buffers.
+            ctx.client.agent.start(["busybox", "nc", "-u", "-l", "-p", str(FLOOD_PORT_OPEN)], on_line=lambda line: None)
+            time.sleep(0.3)
+            ctx.client.sh("pkill -STOP -f 'nc -u -l'", 10, check=False)
+            return {"listener": f"udp/{FLOOD_PORT_OPEN}, stopped (never reads)"}
+        return {}
+
+    def inject(self, ctx: FaultContext) -> dict[str, object]:
+        s, net = self.spec, ctx.net
+        self.before = client_counters(ctx)
+        client_ip = ctx.ends.client_ip
+        if s.mode in ("tcp", "udp"):
+            argv = ["ip", "netns", "exec", net.netns, "iperf3", "-c", client_ip, "-P", str(s.parallel),
+                    "-t", str(int(s.duration_s) + 5), "-b", f"{s.rate_mbit}M", "--json"]
+            if s.mode == "udp":
+                argv.append("-u")
+            self.iperf = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                                          start_new_session=True)
+            return {"mode": s.mode, "argv": argv, **{f"before_{k}": v for k, v in self.before.items()}}
+        port = FLOOD_PORT_OPEN if s.port_open else FLOOD_PORT_CLOSED
+        sock = socket_in(net.netns, socket.AF_INET, socket.SOCK_DGRAM)
+        self.flood_thread = threading.Thread(target=self._flood, args=(sock, client_ip, port), daemon=True)
+        self.flood_thread.start()
+        return {"mode": "udp-flood", "port": port, "open": s.port_open, **{f"before_{k}": v for k, v in self.before.items()}}
+
+    def _flood(self, sock: socket.socket, ip: str, port: int) -> None:
+        payload = b"\0" * 1400
+        per_tick = max(1, int(self.spec.rate_mbit * 1e6 / 8 / len(payload) / 100))  # packets per 10 ms
+        try:
+            while not self.flood_stop.is_set():
+                t = time.monotonic()
+                for _ in range(per_tick):
+                    try:
+                        sock.sendto(payload, (ip, port))
+                        self.sent += 1
+                    except OSError:
+                        pass
+                time.sleep(max(0.0, 0.01 - (time.monotonic() - t)))
+        finally:
+            sock.close()
+
+    def heal(self, ctx: FaultContext) -> dict[str, object]:
+        out: dict[str, object] = {"mode": self.spec.mode}
+        if self.iperf:
+            if self.iperf.poll() is None:
+                self.iperf.send_signal(signal.SIGINT)
+            try:
+                stdout, _ = self.iperf.communicate(timeout=15)
+            except subprocess.TimeoutExpired:
+                self.iperf.kill()
+                stdout, _ = self.iperf.communicate()
+            self.iperf = None
+            out["iperf3_tail"] = stdout[-300:]
+        if self.flood_thread:
+            self.flood_stop.set()
+            self.flood_thread.join(5)
+            out["datagrams_sent"] = self.sent
+        after = client_counters(ctx)
+        delta = {k: (after[k] - self.before[k]) if isinstance(after.get(k), int) and isinstance(self.before.get(k), int) else None
+                 for k in after}
+        out.update({f"delta_{k}": v for k, v in delta.items()})
+        out["visible"] = bool(delta.get("rx_bytes")) and delta["rx_bytes"] > 1_000_000
+        return out
+
+    def teardown(self, ctx: FaultContext) -> dict[str, object]:
+        self.flood_stop.set()
+        if self.iperf and self.iperf.poll() is None:
+            self.iperf.kill()
+        return {}
