@@ -1,0 +1,130 @@
+import socket
+import struct
+import time
+from pathlib import Path
+
+import pytest
+
+from testbed.config.scenario import LinkSpec, NasOutageSpec, load_scenario
+from testbed.errors import ConfigError
+from testbed.faults import FaultContext, Scheduler
+from testbed.faults.fragmentation import first_fragment
+from testbed.faults.ipsec import policy_commands, sa_commands
+from testbed.faults.link import nft_loss_ruleset
+from testbed.history import History
+
+REPO = Path(__file__).parents[3]
+
+
+class Recorder:
+    """Stands in for a fault module to observe the scheduler's timing; touches no system."""
+
+    def __init__(self, spec, log):
+        self.spec, self.log = spec, log
+
+    def setup(self, ctx):
+        self.log.append(("setup", self.spec.kind))
+        return {}
+
+    def inject(self, ctx):
+        self.log.append(("inject", round(ctx.history.now(), 1)))
+        return {}
+
+    def heal(self, ctx):
+        self.log.append(("heal", round(ctx.history.now(), 1)))
+        return {}
+
+    def teardown(self, ctx):
+        self.log.append(("teardown", self.spec.kind))
+        return {}
+
+
+def scheduler(specs, log, monkeypatch):
+    import testbed.faults as faults
+
+    monkeypatch.setattr(faults, "make", lambda spec: Recorder(spec, log))
+    h = History(None)
+    return Scheduler(tuple(specs), FaultContext(client=None, nas=None, history=h)), h
+
+
+def test_inject_and_heal_on_schedule(monkeypatch) -> None:
+    log: list = []
+    s, h = scheduler([NasOutageSpec(kind="nas-outage", at_s=0.2, duration_s=0.3)], log, monkeypatch)
+    s.setup()
+    s.start()
+    time.sleep(0.8)
+    s.stop()
+    assert log[0] == ("setup", "nas-outage") and log[-1] == ("teardown", "nas-outage")
+    t_inject = next(t for op, t in log if op == "inject")
+    t_heal = next(t for op, t in log if op == "heal")
+    assert abs(t_inject - 0.2) <= 0.15 and abs(t_heal - 0.5) <= 0.15
+    names = [e.name for e in h.events]
+    assert names == ["nas-outage:setup", "nas-outage:inject", "nas-outage:heal", "nas-outage:teardown"]
+    assert "teardown" not in h.events[2].data
+
+
+def test_unhealed_fault_is_healed_at_stop_and_marked(monkeypatch) -> None:
+    log: list = []
+    s, h = scheduler([LinkSpec(kind="link", at_s=0.0)], log, monkeypatch)
+    s.start()
+    time.sleep(0.3)
+    s.stop()
+    heal = [e for e in h.events if e.name == "link:heal"]
+    assert heal and heal[0].data["teardown"] is True
+
+
+def test_stop_before_injection_injects_nothing(monkeypatch) -> None:
+    log: list = []
+    s, h = scheduler([LinkSpec(kind="link", at_s=30, duration_s=5)], log, monkeypatch)
+    s.start()
+    s.stop()
+    assert [op for op, _ in log] == []
+
+
+@pytest.mark.parametrize("override,message", [
+    ("faults=[{kind: link, at_s: 1, loss_pct: 0, mode: loss}]", "faults[0].loss_pct: must be in (0, 100]"),
+    ("faults=[{kind: link, at_s: -1}]", "faults[0].at_s: must be >= 0"),
+    ("faults=[{kind: competing-traffic, at_s: 1, duration_s: null}]", "faults[0].duration_s: competing traffic needs a duration"),
+    ("faults=[{kind: fragmentation, at_s: 1, mtu: 100}]", "faults[0].mtu: must be between 576 and 9000"),
+    ("faults=[{kind: ipsec, rekey_s: 1}]", "faults[0].rekey_s: must be at least 2 s"),
+    ("faults=[{kind: link, at_s: 1, colour: red}]", "faults[0].colour: unknown field"),
+    ("faults=[{kind: dhcp, at_s: 1}]", "faults[0].kind: must be one of"),
+])
+def test_fault_validation(override: str, message: str) -> None:
+    with pytest.raises(ConfigError) as e:
+        load_scenario(REPO / "scenarios/nfs-swap.yaml", [override])
+    assert message in str(e.value)
+
+
+def test_ipsec_cannot_cover_aoe() -> None:
+    with pytest.raises(ConfigError, match="ipsec cannot cover AoE: AoE is not IP"):
+        load_scenario(REPO / "scenarios/aoe-swap.yaml", ["faults=[{kind: ipsec}]"])
+
+
+def test_shipped_fault_scenarios_validate() -> None:
+    files = sorted((REPO / "scenarios/faults").glob("*.yaml"))
+    kinds = {f.kind for p in files for f in load_scenario(p).scenario.faults}
+    assert kinds == {"competing-traffic", "fragmentation", "multiplexed", "ipsec", "link", "nas-outage"}
+
+
+def test_first_fragment_is_an_unfinished_train() -> None:
+    pkt = first_fragment("10.201.0.254", "10.201.0.1", 4242, payload=1200)
+    ver_ihl, _, total, ident, flags_off, ttl, proto, _, src, dst = struct.unpack("!BBHHHBBH4s4s", pkt[:20])
+    assert ver_ihl == 0x45 and total == len(pkt) == 1220 and ident == 4242
+    assert flags_off == 0x2000  # more fragments, offset 0: reassembly waits for the rest forever
+    assert proto == socket.IPPROTO_UDP and socket.inet_ntoa(dst) == "10.201.0.1"
+
+
+def test_nft_loss_rules() -> None:
+    rules = nft_loss_ruleset("tbfault_loss", "tb123abc-c0", 5)
+    assert "type filter hook forward priority 0" in rules
+    assert 'iifname "tb123abc-c0" numgen random mod 10000 < 500 counter drop' in rules
+    assert 'oifname "tb123abc-c0" numgen random mod 10000 < 500 counter drop' in rules
+
+
+def test_ipsec_commands_cover_both_directions() -> None:
+    sas = sa_commands("10.0.0.1", "10.0.0.2", 0x1002, 0x1003, "aa" * 20, "bb" * 20)
+    assert [a[a.index("src") + 1] for a in sas] == ["10.0.0.1", "10.0.0.2"]
+    assert all("transport" in a and "rfc4106(gcm(aes))" in a for a in sas)
+    pol = policy_commands("10.0.0.1", "10.0.0.2")
+    assert [p[p.index("dir") + 1] for p in pol] == ["out", "in"]
