@@ -88,8 +88,9 @@ class Ipsec(BaseFault):
         if self.spec.rekey_s:
             self.thread = threading.Thread(target=self._rekeyer, args=(ctx,), daemon=True)
             self.thread.start()
-        capture = self._capture(ctx)
-        return {"spi": [hex(x) for x in self.spis[-1]], **capture}
+        # The capture runs beside the case so the injection is recorded at its real time.
+        threading.Thread(target=lambda: ctx.history.add("fault", "ipsec:capture", **self._capture(ctx)), daemon=True).start()
+        return {"spi": [hex(x) for x in self.spis[-1]]}
 
     def _rekeyer(self, ctx: FaultContext) -> None:
         while not self.stop.wait(self.spec.rekey_s):
@@ -107,7 +108,7 @@ class Ipsec(BaseFault):
         """Three seconds of the switch: ESP packets versus storage packets in clear."""
         net = ctx.net
         bridge = net.bridges[net.port_of("client").switch]
-        argv = ["ip", "netns", "exec", net.netns, "timeout", "4", "tcpdump", "-nn", "-l", "-i", bridge, "-c", "400", "ip"]
+        argv = ["ip", "netns", "exec", net.netns, "timeout", "5", "tcpdump", "-nn", "-l", "-i", bridge, "-c", "400", "ip"]
         try:
             text = subprocess.run(argv, capture_output=True, text=True, timeout=15).stdout
         except (OSError, subprocess.TimeoutExpired) as e:
