@@ -35,11 +35,11 @@ def parse_shard(text: str) -> tuple[int, int]:
 
 def shard_cases(cases: tuple[MatrixCase, ...], shard: tuple[int, int] | None) -> list[MatrixCase]:
     """Deterministic 1/N of the cases by sorted id: N machines together run each case exactly once."""
-    ordered = sorted(cases, key=lambda c: c.id)
     if not shard:
-        return ordered
+        return list(cases)
     i, n = shard
-    return [c for k, c in enumerate(ordered) if k % n == i - 1]
+    mine = {c.id for k, c in enumerate(sorted(cases, key=lambda c: c.id)) if k % n == i - 1}
+    return [c for c in cases if c.id in mine]  # chosen by sorted id, run in the matrix's order
 
 
 def allowed_jobs(cases: list[MatrixCase]) -> tuple[int, str]:
