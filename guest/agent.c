@@ -83,9 +83,16 @@ static void flush_out(void)
     while (off < wlen) {
         ssize_t n = write(port, wbuf + off, wlen - off);
         if (n < 0) {
-            if (errno == EINTR || errno == EAGAIN)
+            if (errno == EINTR)
                 continue;
-            break; /* host gone: drop, keep running */
+            if (errno == EAGAIN) {
+                /* Wait for the host, but not forever: a host that stopped reading must not turn
+                 * PID 1 into a busy loop (that CPU would look like a reclaim livelock). */
+                struct pollfd pf = {.fd = port, .events = POLLOUT};
+                if (poll(&pf, 1, 2000) > 0 && (pf.revents & POLLOUT))
+                    continue;
+            }
+            break; /* host gone or stuck: drop this message, keep running */
         }
         off += n;
     }
@@ -408,8 +415,11 @@ static int parse_req(const char *line, struct req *r)
                 p = parse_string(p, &val, &store, end);
                 if (!p)
                     return -1;
-                if (!strcmp(key, "argv") && r->argc < MAXARGS)
+                if (!strcmp(key, "argv")) {
+                    if (r->argc == MAXARGS)
+                        return -2; /* never run a silently shortened command */
                     r->argv[r->argc++] = val;
+                }
                 p = skip_ws(p);
                 if (*p == ',')
                     p = skip_ws(p + 1);
@@ -497,7 +507,11 @@ static void start_job(struct req *r)
     sigemptyset(&none);
     posix_spawnattr_setsigmask(&at, &none);
     posix_spawnattr_setpgroup(&at, 0);
-    posix_spawnattr_setflags(&at, POSIX_SPAWN_SETSIGMASK | POSIX_SPAWN_SETPGROUP);
+    sigset_t deflt; /* the agent ignores SIGPIPE; its children must not inherit that */
+    sigemptyset(&deflt);
+    sigaddset(&deflt, SIGPIPE);
+    posix_spawnattr_setsigdefault(&at, &deflt);
+    posix_spawnattr_setflags(&at, POSIX_SPAWN_SETSIGMASK | POSIX_SPAWN_SETPGROUP | POSIX_SPAWN_SETSIGDEF);
     r->argv[r->argc] = NULL;
     pid_t pid;
     /* oom_score_adj is inherited: children must be ordinary OOM candidates, or the kernel panics
@@ -525,6 +539,7 @@ static void start_job(struct req *r)
     j->fds[1] = pe[0];
     j->stream = r->stream;
     j->outlen = j->errlen = j->linelen = 0;
+    j->outtrunc = j->errtrunc = 0;
     j->deadline = r->timeout > 0 ? now() + r->timeout : 0;
     fcntl(po[0], F_SETFL, O_NONBLOCK);
     fcntl(pe[0], F_SETFL, O_NONBLOCK);
@@ -627,7 +642,12 @@ static void reap(void)
 static void handle_line(char *line)
 {
     struct req r;
-    if (parse_req(line, &r) < 0) {
+    int rc = parse_req(line, &r);
+    if (rc == -2) {
+        send_error(r.id, "argv has more than 64 arguments");
+        return;
+    }
+    if (rc < 0) {
         send_error(-1, "malformed request");
         return;
     }
@@ -757,8 +777,10 @@ int main(void)
         if (rc < 0 && errno != EINTR)
             usleep(10000);
         if (rc > 0) {
-            if (pf[0].revents)
+            if (pf[0].revents & POLLIN)
                 read_port();
+            else if (pf[0].revents & (POLLHUP | POLLERR))
+                usleep(100000); /* host side closed: wait for it to come back without spinning */
             if (pf[1].revents) {
                 struct signalfd_siginfo si;
                 while (read(sfd, &si, sizeof(si)) > 0)

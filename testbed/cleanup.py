@@ -53,16 +53,16 @@ class Cleanup:
 
     def close(self) -> list[str]:
         """Undo everything in reverse order; a second Ctrl-C cannot cut teardown short."""
-        old = signal.getsignal(signal.SIGINT)
         in_main = _in_main_thread()
-        if in_main:
-            signal.signal(signal.SIGINT, signal.SIG_IGN)
+        old = {sig: signal.getsignal(sig) for sig in (signal.SIGINT, signal.SIGTERM)} if in_main else {}
+        for sig in old:
+            signal.signal(sig, signal.SIG_IGN)
         try:
             while self._stack:
                 self._run(self._stack.pop())
         finally:
-            if in_main:
-                signal.signal(signal.SIGINT, old)
+            for sig, handler in old.items():
+                signal.signal(sig, handler)
         return self.errors
 
     def __enter__(self) -> Cleanup:
@@ -149,8 +149,41 @@ def find_our_rundirs() -> list[str]:
     return sorted(str(p) for p in root.iterdir() if TAG_RE.match(p.name))
 
 
+def make_rundir(tag: str, undo: Cleanup):  # type: ignore[no-untyped-def]
+    """The run's runtime folder (sockets, overlays), with the owner's pid so `clean` spares live runs."""
+    import os
+    import shutil
+
+    from testbed.paths import runtime_dir
+
+    path = runtime_dir() / tag
+    path.mkdir(parents=True, exist_ok=True)
+    undo.push(f"runtime folder {path}", shutil.rmtree, path, True)
+    (path / "owner.pid").write_text(f"{os.getpid()}\n")
+    return path
+
+
+def live_owner(tag: str) -> int | None:
+    """The pid of the testbed process that owns `tag`, if it is still running."""
+    from pathlib import Path
+
+    from testbed.paths import runtime_dir
+
+    try:
+        pid = int((runtime_dir() / tag / "owner.pid").read_text())
+        cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
+    except (OSError, ValueError):
+        return None
+    return pid if b"testbed" in cmdline else None
+
+
+def _is_our_qemu(pid: int, name: str) -> bool:
+    return any(p == pid and n == name for p, n in find_our_qemus())
+
+
 def clean_leftovers(dry_run: bool = False) -> list[str]:
-    """Remove our QEMUs, namespaces and runtime folders; returns what was (or would be) removed."""
+    """Remove our QEMUs, namespaces and runtime folders of runs whose owner is gone; returns what
+    was (or would be) removed. A run whose testbed process still lives is left alone."""
     import os
     import shutil
     import time
@@ -158,7 +191,16 @@ def clean_leftovers(dry_run: bool = False) -> list[str]:
     from testbed import proc
 
     done = []
-    qemus = find_our_qemus()
+    live: dict[str, int] = {}
+
+    def spared(tag: str) -> bool:
+        pid = live_owner(tag)
+        if pid and tag not in live:
+            live[tag] = pid
+            done.append(f"skipped live run {tag} (testbed pid {pid})")
+        return pid is not None
+
+    qemus = [(pid, name) for pid, name in find_our_qemus() if not spared(name.split("-")[0])]
     for pid, name in qemus:
         done.append(f"QEMU {name} (pid {pid})")
         if not dry_run:
@@ -168,18 +210,22 @@ def clean_leftovers(dry_run: bool = False) -> list[str]:
                 pass
     if qemus and not dry_run:
         deadline = time.monotonic() + 5
-        while time.monotonic() < deadline and any(os.path.exists(f"/proc/{pid}") for pid, _ in qemus):
+        while time.monotonic() < deadline and any(_is_our_qemu(pid, name) for pid, name in qemus):
             time.sleep(0.1)
-        for pid, _ in qemus:
-            try:
+        for pid, name in qemus:
+            if _is_our_qemu(pid, name):  # still the same process: a reused pid is never killed
                 os.kill(pid, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
     for ns in find_our_netns():
+        if spared(ns):
+            continue
         done.append(f"network namespace {ns}")
         if not dry_run:
-            proc.run(["ip", "netns", "delete", ns], check=False)
+            res = proc.run(["ip", "netns", "delete", ns], check=False)
+            if res.returncode != 0:
+                done[-1] += f" (failed: {res.stderr.strip()})"
     for d in find_our_rundirs():
+        if spared(os.path.basename(d)):
+            continue
         done.append(f"runtime folder {d}")
         if not dry_run:
             shutil.rmtree(d, ignore_errors=True)

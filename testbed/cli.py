@@ -154,7 +154,7 @@ def cmd_matrix(args: argparse.Namespace) -> int:
     from testbed.config.matrix import load_matrix
     from testbed.matrix import parse_shard, run_matrix
     from testbed.report.progress import summary_table
-    from testbed.report.runs import load_cases, pivot
+    from testbed.report.runs import load_cases
 
     matrix = load_matrix(Path(args.file))
     shard = parse_shard(args.shard) if args.shard else None

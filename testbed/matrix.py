@@ -103,7 +103,7 @@ def run_matrix(matrix: Matrix, *, jobs: int = 1, resume: str | None = None, shar
         raise UsageError(f"{matrix.path}: shard {shard} holds no case")
     ui = MatrixUi(len(cases), quiet)
     if resume:
-        path = Path(resume) if "/" in resume else results_dir() / resume
+        path = (Path(resume) if "/" in resume else results_dir() / resume).resolve()  # `latest` -> its run
         if not (path / "run.json").exists():
             raise UsageError(f"--resume {resume}: no run at {path}")
         run = RunDir(path)
@@ -115,6 +115,9 @@ def run_matrix(matrix: Matrix, *, jobs: int = 1, resume: str | None = None, shar
     todo: list[MatrixCase] = []
     for c in cases:
         done = _result_from_folder(run.path / c.id)
+        if done and done.data.get("axes", {}) != c.assignments:
+            raise UsageError(f"--resume {run.id}: case {c.id} was run with {done.data.get('axes')}, the matrix now "
+                             f"says {c.assignments}: the matrix changed; start a new run")
         if done:
             results.append(done)
             skipped.append(c.id)

@@ -3,7 +3,6 @@ verdict, evidence, teardown (reverse order, always). A testbed failure becomes `
 
 from __future__ import annotations
 
-import shutil
 import subprocess
 import time
 import traceback
@@ -14,7 +13,7 @@ from typing import Any
 from testbed import guests, storage, workload
 from testbed.check.evidence import sysrq_dump
 from testbed.check.verdict import Judgement, Observations, fault_windows, judge
-from testbed.cleanup import Cleanup
+from testbed.cleanup import Cleanup, make_rundir
 from testbed.config.scenario import LoadedScenario
 from testbed.config.strict import to_dict
 from testbed.errors import GuestError, TestbedError
@@ -26,7 +25,6 @@ from testbed.monitor.ping import Pinger
 from testbed.monitor.timeline import Timeline
 from testbed.nas import vm as nas_vm
 from testbed.net.build import build as build_net
-from testbed.paths import runtime_dir
 from testbed.report.progress import Ui
 from testbed.store import RunDir
 from testbed.tags import new_tag
@@ -122,9 +120,7 @@ class Case:
         self.history.add("fact", "accel", accel=choice.accel, reason=choice.reason)
 
         self.phase("network", self.topo.name)
-        rundir = runtime_dir() / self.tag
-        rundir.mkdir(parents=True, exist_ok=True)
-        undo.push(f"runtime folder {rundir}", shutil.rmtree, rundir, True)
+        rundir = make_rundir(self.tag, undo)
         net = build_net(self.topo, self.tag, undo)
         self.history.add("fact", "network", **net.describe())
         client_node, nas_node = self.topo.node_for("client"), self.topo.node_for("nas")

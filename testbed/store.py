@@ -22,9 +22,22 @@ from testbed.paths import results_dir
 
 
 def write_atomic(path: Path, text: str) -> None:
+    """Write, fsync, rename, fsync the folder: after a host crash the file is whole or absent."""
     tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(text)
+    with open(tmp, "w") as f:
+        f.write(text)
+        f.flush()
+        os.fsync(f.fileno())
     os.replace(tmp, path)
+    _fsync_dir(path.parent)
+
+
+def _fsync_dir(folder: Path) -> None:
+    fd = os.open(folder, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
 
 
 def host_facts() -> dict[str, Any]:
@@ -72,6 +85,7 @@ class CaseDir:
         if self.final.exists():
             shutil.rmtree(self.final)
         os.replace(self.path, self.final)
+        _fsync_dir(self.final.parent)
         self.path = self.final
         return self.final
 

@@ -47,23 +47,25 @@ def _effect(data: dict[str, Any]) -> str:
     return ", ".join(f"{k}={data[k]}" for k in keys) or "no counter moved"
 
 
-def _console(events: list[Event], *names: str) -> list[Event]:
-    return [e for e in events if e.kind == "console" and e.name in names]
+def _console(events: list[Event], *names: str, vm: str = "client") -> list[Event]:
+    """The client's console findings (the NAS's own trouble is not the client's verdict)."""
+    return [e for e in events if e.kind == "console" and e.name in names and e.data.get("vm", vm) == vm]
 
 
 def fault_windows(events: list[Event]) -> list[tuple[str, float, float | None]]:
     """(kind, injected at, healed at or None) for every injection."""
     out: list[tuple[str, float, float | None]] = []
-    open_: dict[str, int] = {}
+    open_: dict[tuple[str, object], int] = {}
     for e in events:
         if e.kind != "fault" or ":" not in e.name:
             continue
         kind, op = e.name.split(":", 1)
+        key = (kind, e.data.get("index"))  # two faults of one kind are told apart by their index
         if op == "inject":
-            open_[kind] = len(out)
+            open_[key] = len(out)
             out.append((kind, e.t, None))
-        elif op == "heal" and kind in open_:
-            i = open_.pop(kind)
+        elif op == "heal" and key in open_:
+            i = open_.pop(key)
             if not e.data.get("teardown"):
                 out[i] = (out[i][0], out[i][1], e.t)
     return out
@@ -184,16 +186,21 @@ def _judge(obs: Observations) -> Judgement:
                            else "no fault healed during the workload")
         reasons.append("client answered after the pressure")
         return Judgement("recovered", reasons, {"time_to_recover_s": ttr})
+    failed = [e for e in ev if e.kind == "fault" and e.name.endswith("-failed")]
+    if failed:
+        return Judgement("unknown", reasons + [f"fault operation {failed[0].name} failed: {failed[0].data.get('error')}; "
+                                               "the testbed cannot say what state it left the path in"])
     if obs.ended_by == "stall":
-        since = obs.stall_since
-        unhealed = [w for w in windows if w[2] is None]
+        since = obs.stall_since if obs.stall_since is not None else 0.0
+        # Only a fault already in place when progress stopped (1 s of slack) can explain the stall.
+        unhealed = [w for w in windows if w[2] is None and w[1] <= since + 1.0]
         if unhealed:
             kinds = ", ".join(sorted({w[0] for w in unhealed}))
             return Judgement("stalled", reasons + [
                 f"no progress since t={since:.0f} s while a fault ({kinds}) kept the NAS or link down and never healed"])
-        nas_down = [r for r in obs.rows if since is not None and r["t"] >= since and r.get("nas_status") not in ("running", "", None)]
-        if nas_down:
-            return Judgement("stalled", reasons + [f"no progress since t={since:.0f} s while the NAS was {nas_down[-1]['nas_status']}"])
+        last = next((r.get("nas_status") for r in reversed(obs.rows) if r.get("nas_status")), "")
+        if last and last not in ("running", "no-qmp"):
+            return Judgement("stalled", reasons + [f"no progress since t={since:.0f} s and the NAS was still {last} at the end"])
         busy = cpu_busy_fraction(obs.rows, since)
         healed = [w for w in windows if w[2] is not None]
         context = (f"no progress since t={since:.0f} s" + (f", {len(healed)} fault(s) healed" if healed else "")

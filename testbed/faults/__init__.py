@@ -105,7 +105,7 @@ class Scheduler:
     def _run(self) -> None:
         for at, op, fault in self._plan():
             wait = self.t_start + at - self.ctx.history.now()
-            if wait > 0 and self._stop.wait(wait):
+            if self._stop.is_set() or (wait > 0 and self._stop.wait(wait)):
                 return
             self._do(op, fault, at)
 
@@ -113,15 +113,23 @@ class Scheduler:
         with self._lock:
             if op == "heal" and fault not in self.active:
                 return
+            if op == "inject" and self._stop.is_set():
+                return  # the case is ending: nothing new may start after teardown began
             h = self.ctx.history
+            index = self.faults.index(fault)
             try:
                 info = fault.inject(self.ctx) if op == "inject" else fault.heal(self.ctx)
             except Exception as e:  # recorded: the checker must know the fault did not happen as planned
-                h.add("fault", f"{fault.spec.kind}:{op}-failed", error=str(e), scheduled_s=scheduled)
+                h.add("fault", f"{fault.spec.kind}:{op}-failed", error=str(e), scheduled_s=scheduled, index=index)
+                if op == "inject":  # half-applied: undo what may be in place
+                    try:
+                        fault.heal(self.ctx)
+                    except Exception as e2:
+                        h.add("fault", f"{fault.spec.kind}:rollback-failed", error=str(e2), index=index)
                 return
             if teardown:
                 info["teardown"] = True  # healed because the case ended, not as scheduled
-            h.add("fault", f"{fault.spec.kind}:{op}", scheduled_s=round(self.t_start + scheduled, 3), **info)
+            h.add("fault", f"{fault.spec.kind}:{op}", scheduled_s=round(self.t_start + scheduled, 3), index=index, **info)
             if op == "inject":
                 self.active.append(fault)
             else:

@@ -4,7 +4,10 @@ inside the NAS VM, egress plus ingress through ifb). The mechanism used is recor
 
 from __future__ import annotations
 
+import errno
 import re
+
+from pyroute2 import NetlinkError
 
 from testbed import proc
 from testbed.errors import TestbedError
@@ -52,8 +55,9 @@ class Link(BaseFault):
             net.ns.tc("add", "netem", index=idx, handle="1:", delay=delay, jitter=jitter)
             self.where = "host"
             return f"netem {s.delay_ms} ms +- {s.jitter_ms} ms on host tap {tap} (toward {s.node})"
-        except Exception:  # the host kernel has no sch_netem: shape inside the NAS VM instead
-            pass
+        except NetlinkError as e:
+            if e.code not in (errno.ENOENT, errno.EOPNOTSUPP):  # anything but "no sch_netem here" is real
+                raise TestbedError(f"link delay: netem on host tap {tap} failed: {e}") from None
         if ctx.nas is None:
             raise TestbedError("link delay: the host has no netem and there is no NAS VM to shape in")
         dev = ctx.nas.net_devs[0]

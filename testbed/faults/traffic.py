@@ -63,8 +63,8 @@ class CompetingTraffic(BaseFault):
                     "-t", str(int(s.duration_s) + 5), "-b", f"{s.rate_mbit}M", "--json"]
             if s.mode == "udp":
                 argv.append("-u")
-            self.iperf = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                                          start_new_session=True)
+            # Same session as the testbed: a Ctrl-C reaches iperf3 too, and teardown kills it.
+            self.iperf = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
             return {"mode": s.mode, "argv": argv, **{f"before_{k}": v for k, v in self.before.items()}}
         port = FLOOD_PORT_OPEN if s.port_open else FLOOD_PORT_CLOSED
         sock = socket_in(net.netns, socket.AF_INET, socket.SOCK_DGRAM)

@@ -4,6 +4,7 @@ our guest programs and overlay, a tiny initramfs, and a raw ext4 root made with 
 
 from __future__ import annotations
 
+import fcntl
 import os
 import shutil
 import time
@@ -82,10 +83,20 @@ def build(name: str, *, rebuild: bool = False, say: Say = print) -> tuple[cache.
     found = cache.lookup(name, digest)
     if found and not rebuild:
         return found, True
+    cache.images_dir().mkdir(parents=True, exist_ok=True)
+    # One builder per image at a time (matrix jobs, two terminals); the others then find it cached.
+    with open(cache.images_dir() / f"{name}-{digest}.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        found = cache.lookup(name, digest)
+        if found and not rebuild:
+            return found, True
+        return _build(name, recipe, digest, say), False
+
+
+def _build(name: str, recipe: Recipe, digest: str, say: Say) -> cache.Image:
     for tool in ("mmdebstrap", "mkfs.ext4", "dpkg-deb", "depmod"):
         proc.need(tool)
     started = time.monotonic()
-    cache.images_dir().mkdir(parents=True, exist_ok=True)
     tmp = cache.images_dir() / f".tmp-{name}-{digest}-{os.getpid()}"
     shutil.rmtree(tmp, ignore_errors=True)
     with Cleanup() as undo:
@@ -155,7 +166,7 @@ def build(name: str, *, rebuild: bool = False, say: Say = print) -> tuple[cache.
     result = cache.read_entry(final)
     if result is None:
         raise TestbedError(f"{name}: built image at {final} is incomplete")
-    return result, False
+    return result
 
 
 def ensure(name: str, say: Say = print) -> cache.Image:

@@ -75,8 +75,14 @@ def all_entries() -> list[Image]:
 
 
 def remove_stale_temps() -> None:
-    """Temporary folders of builds that were killed (not interrupted: those clean up themselves)."""
+    """Temporary folders of builds that were killed (not interrupted: those clean up themselves).
+    A folder whose builder (the pid in its name) still runs is left alone."""
+    import os
+
     root = images_dir()
     if root.is_dir():
         for p in root.glob(".tmp-*"):
+            pid = p.name.rsplit("-", 1)[-1]
+            if pid.isdigit() and os.path.exists(f"/proc/{pid}"):
+                continue
             shutil.rmtree(p, ignore_errors=True)

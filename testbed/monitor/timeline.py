@@ -69,7 +69,7 @@ class Timeline:
 
     def stop(self) -> None:
         self._stop.set()
-        self._thread.join(10)
+        self._thread.join(30)  # one sample can take two QMP timeouts and a ping
         self._file.close()
 
     def _status(self, vm: VM | None) -> str:
@@ -98,7 +98,12 @@ class Timeline:
     def _run(self) -> None:
         next_t = time.monotonic()
         while not self._stop.is_set():
-            row = self.sample()
+            try:
+                row = self.sample()
+            except Exception as e:  # recorded; sampling goes on (a gap in the timeline, not its end)
+                self.history.add("error", "timeline-sample", message=repr(e))
+                self._stop.wait(1.0)
+                continue
             self.rows.append(row)
             self._csv.writerow({k: row.get(k) for k in COLUMNS})
             self._file.flush()

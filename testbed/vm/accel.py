@@ -10,17 +10,16 @@ from __future__ import annotations
 import json
 import os
 import platform
-import shutil
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 
-from testbed.cleanup import Cleanup
+from testbed.cleanup import Cleanup, make_rundir
 from testbed.errors import AccelError, GuestError
 from testbed.images.cache import Image
-from testbed.paths import cache_dir, runtime_dir
+from testbed.paths import cache_dir
 from testbed.tags import new_tag, vm_name
 from testbed.vm.argv import VMSpec
 from testbed.vm.caps import host_caps
@@ -69,10 +68,8 @@ def probe_kvm(image: Image, timeout: float = PROBE_TIMEOUT) -> tuple[bool, str, 
     from testbed.vm.machine import VM
 
     tag = new_tag()
-    rundir = runtime_dir() / tag
     with Cleanup() as undo:
-        rundir.mkdir(parents=True, exist_ok=True)
-        undo.push(f"probe folder {rundir}", shutil.rmtree, rundir, True)
+        rundir = make_rundir(tag, undo)
         spec = VMSpec(
             name=vm_name(tag, "probe"),
             kernel=image.kernel,

@@ -65,6 +65,7 @@ class Agent:
         self._ids = itertools.count(1)
         self._pending: dict[int, _Pending] = {}
         self._lock = threading.Lock()
+        self._send_lock = threading.Lock()
         self._thread: threading.Thread | None = None
 
     def connect(self, deadline: float) -> None:
@@ -101,8 +102,13 @@ class Agent:
                 except ValueError:
                     log.warning("%s: unparsable agent line %r", self.name, raw[:200])
                     continue
+                if not isinstance(msg, dict):
+                    continue
                 self.last_seen = time.monotonic()
-                self._dispatch(msg)
+                try:
+                    self._dispatch(msg)
+                except Exception:  # a broken callback must not end the channel: the guest is fine
+                    log.exception("%s: handling %s failed", self.name, msg.get("type"))
         except OSError:
             pass
         finally:
@@ -141,7 +147,8 @@ class Agent:
         if not self.sock or self.closed.is_set():
             raise GuestError(f"{self.name}: agent channel is closed (did the VM die?)")
         try:
-            self.sock.sendall((json.dumps(obj) + "\n").encode())
+            with self._send_lock:  # runner, fault scheduler and rekeyer threads all send
+                self.sock.sendall((json.dumps(obj) + "\n").encode())
         except OSError as e:
             raise GuestError(f"{self.name}: cannot write to agent: {e}") from None
 

@@ -19,9 +19,12 @@ from testbed.vm.qmp import Qmp
 _PR_SET_PDEATHSIG = 1
 
 
+_prctl = ctypes.CDLL(None, use_errno=True).prctl  # resolved here: the forked child must not dlopen
+
+
 def _die_with_parent() -> None:
     # If the testbed is SIGKILLed its QEMUs go too (`testbed clean` covers the rest).
-    ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
+    _prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
 
 
 def tail(path: Path | None, lines: int = 6) -> str:

@@ -2,11 +2,10 @@
 
 from __future__ import annotations
 
-import shutil
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from testbed.cleanup import Cleanup
+from testbed.cleanup import Cleanup, make_rundir
 from testbed.images.build import ensure
 from testbed.paths import runtime_dir
 from testbed.tags import new_tag, vm_name
@@ -55,9 +54,8 @@ def run(req: OneShot, say: Callable[[str], None]) -> tuple[ExecResult, float]:
     say(f"accelerator: {choice.accel} ({choice.reason})")
     tag = new_tag()
     with Cleanup() as undo:
+        make_rundir(tag, undo)
         spec = spec_for(req, tag, choice.accel, say)
-        spec.rundir.mkdir(parents=True, exist_ok=True)
-        undo.push(f"runtime folder {spec.rundir}", shutil.rmtree, spec.rundir, True)
         vm = VM(spec, undo)
         say(f"booting {spec.name} ({req.mem_mb} MB, {choice.accel})")
         vm.start()

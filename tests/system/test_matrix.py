@@ -1,6 +1,5 @@
 """Issue 5 on real guests: the smoke matrix, Ctrl-C in case 2, --resume, report, JUnit."""
 
-import json
 import os
 import signal
 import subprocess

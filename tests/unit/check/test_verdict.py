@@ -111,3 +111,39 @@ def test_client_death_without_cause_is_unknown() -> None:
     ev = [Event(20.1, "console", "panic", {"line": "Kernel panic - not syncing: Attempted to kill init!"})]
     j = judge(obs(ended_by="client-died", events=ev))
     assert j.verdict == "unknown" and "Attempted to kill init" in j.reasons[-1]
+
+
+def test_healed_freeze_never_recovered_is_deadlocked() -> None:
+    """The seed's deadlock: the NAS came back, the client did not."""
+    events = [Event(10.0, "fault", "nas-outage:inject", {"index": 0}), Event(30.0, "fault", "nas-outage:heal", {"index": 0})]
+    r = rows(200, 10, cpu_per_s=0.05)
+    for row in r:
+        row["nas_status"] = "paused" if 10 <= row["t"] < 30 else "running"
+    j = judge(obs(ended_by="stall", stall_since=10.0, events=events, rows=r))
+    assert j.verdict == "deadlocked", j.reasons
+
+
+def test_fault_injected_after_the_stall_does_not_explain_it() -> None:
+    events = [Event(100.0, "fault", "link:inject", {"index": 0})]
+    j = judge(obs(ended_by="stall", stall_since=50.0, events=events, rows=rows(160, 50, cpu_per_s=0.05)))
+    assert j.verdict == "deadlocked"
+
+
+def test_two_faults_of_one_kind_are_paired_by_index() -> None:
+    events = [Event(10.0, "fault", "link:inject", {"index": 0}), Event(12.0, "fault", "link:inject", {"index": 1}),
+              Event(20.0, "fault", "link:heal", {"index": 1}), Event(25.0, "fault", "link:heal", {"index": 0})]
+    from testbed.check.verdict import fault_windows
+
+    assert fault_windows(events) == [("link", 10.0, 25.0), ("link", 12.0, 20.0)]
+
+
+def test_nas_console_trouble_is_not_the_clients() -> None:
+    ev = [Event(20.0, "console", "io-error", {"vm": "nas", "line": "Buffer I/O error on dev vdb"})]
+    j = judge(obs(progress=finished(), ended_by="finished", workload_status=0, client_answers=True, events=ev))
+    assert j.verdict == "recovered"
+
+
+def test_failed_fault_injection_is_unknown() -> None:
+    ev = [Event(10.0, "fault", "ipsec:inject-failed", {"error": "ip xfrm policy add timed out"})]
+    j = judge(obs(ended_by="stall", stall_since=10.0, events=ev))
+    assert j.verdict == "unknown" and "ipsec:inject-failed" in j.reasons[-1]

@@ -4,7 +4,6 @@ import json
 from pathlib import Path
 
 import pytest
-import yaml
 from junitparser import JUnitXml
 
 from testbed import index, store
