@@ -77,11 +77,17 @@ static double now(void)
 
 /* ---- output ---------------------------------------------------------- */
 
+/* virtio_console kmallocs a kernel buffer of each write's size (GFP_KERNEL). Small writes come from
+ * a small slab that recycles as the host reads; a 16 KB write needs fresh order-2 pages, and under
+ * memory pressure that blocked PID 1 in direct reclaim. */
+#define WRITE_CHUNK 1024
+
 static void flush_out(void)
 {
     size_t off = 0;
     while (off < wlen) {
-        ssize_t n = write(port, wbuf + off, wlen - off);
+        size_t len = wlen - off < WRITE_CHUNK ? wlen - off : WRITE_CHUNK;
+        ssize_t n = write(port, wbuf + off, len);
         if (n < 0) {
             if (errno == EINTR)
                 continue;

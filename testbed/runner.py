@@ -145,6 +145,10 @@ class Case:
         self.history.add("fact", "client-ready", boot_s=round(self.client.ready_at - self.client.started_at, 2),
                          memtotal_kb=(self.client.agent.telemetry or {}).get("meminfo", {}).get("MemTotal"))
 
+        if sc.client.sysctl:
+            for key, value in sc.client.sysctl.items():
+                self.client.exec(["sysctl", "-w", f"{key}={value}"], 10, check=True)
+            self.history.add("fact", "client-sysctl", **sc.client.sysctl)
         self.phase("storage", f"{sc.storage.protocol}, {'swap' if sc.workload.uses_swap else 'filesystem'}")
         self.history.add("fact", "storage-attached", protocol=sc.storage.protocol, **store.attach(self.client, sc, ends))
         self.store = store

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import copy
 import math
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -30,8 +31,12 @@ class ClientSpec:
     mem_mb: int = 128
     vcpus: int = 1
     kernel: str = "default"  # the client recipe's pinned kernel; other kernels are a later matrix axis
+    sysctl: dict[str, str] = field(default_factory=dict)  # e.g. vm.min_free_kbytes: 8192, set before swapon
 
     def validate(self, source: str, path: str) -> None:
+        for key, value in self.sysctl.items():
+            if not re.fullmatch(r"[a-z0-9_]+(\.[a-z0-9_]+)+", key) or not re.fullmatch(r"[0-9A-Za-z_ .-]+", value):
+                raise ConfigError(source, f"{path}.sysctl.{key}", "must be a dotted sysctl name with a plain value")
         if self.mem_mb < MIN_CLIENT_MB:
             raise ConfigError(source, f"{path}.mem_mb", f"{self.mem_mb} MB is below {MIN_CLIENT_MB} MB, the least the guest kernel boots with")
         if not 1 <= self.vcpus <= 8:

@@ -1,5 +1,6 @@
 """Issue 5 on real guests: the smoke matrix, Ctrl-C in case 2, --resume, report, JUnit."""
 
+import json
 import os
 import signal
 import subprocess
@@ -39,16 +40,19 @@ def test_smoke_matrix_interrupt_resume_report(results: dict[str, str], tmp_path:
     stamp = first.stat().st_mtime
 
     cp = cli("matrix", "scenarios/matrix/smoke.yaml", "--resume", run.name, env=results)
-    assert cp.returncode == 0, cp.stderr[-3000:]
-    assert "1 case(s) already complete, 2 to run" in cp.stderr
+    assert "1 case(s) already complete, 2 to run" in cp.stderr, cp.stderr[-3000:]
     assert first.stat().st_mtime == stamp  # case 1 was not rerun
     assert {p.name for p in run.iterdir() if p.is_dir()} == {"nfs", "iscsi", "aoe"}
-    assert "nfs" in cp.stdout and "recovered:1" in cp.stdout
+    verdicts = {c: json.loads((run / c / "verdict.json").read_text())["verdict"] for c in ("nfs", "iscsi", "aoe")}
+    assert set(verdicts.values()) <= {"recovered", "deadlocked", "livelocked"}, verdicts  # judged, never unknown
+    bad = sum(v != "recovered" for v in verdicts.values())
+    assert cp.returncode == (1 if bad else 0)
+    assert "storage.protocol" in cp.stdout and f"{verdicts['aoe']}:1" in cp.stdout
 
     junit = tmp_path / "junit.xml"
     cp = cli("report", str(run), "--junit", str(junit), env=results)
     assert cp.returncode == 0 and "aoe" in cp.stdout
     suite = next(iter(JUnitXml.fromfile(str(junit))))
-    assert suite.tests == 3 and suite.failures == 0 and suite.errors == 0
+    assert suite.tests == 3 and suite.failures == bad and suite.errors == 0
     show = cli("show", f"{run.name}/aoe", env=results)
-    assert show.returncode == 0 and "aoe: recovered" in show.stdout and "console-client.log" in show.stdout
+    assert show.returncode == 0 and f"aoe: {verdicts['aoe']}" in show.stdout and "console-client.log" in show.stdout
