@@ -82,9 +82,13 @@ static double now(void)
  * memory pressure that blocked PID 1 in direct reclaim. */
 #define WRITE_CHUNK 1024
 
+static int broken_line; /* a message was cut short: end its line before the next one */
+
 static void flush_out(void)
 {
     size_t off = 0;
+    if (broken_line && write(port, "\n", 1) == 1)
+        broken_line = 0;
     while (off < wlen) {
         size_t len = wlen - off < WRITE_CHUNK ? wlen - off : WRITE_CHUNK;
         ssize_t n = write(port, wbuf + off, len);
@@ -98,6 +102,7 @@ static void flush_out(void)
                 if (poll(&pf, 1, 2000) > 0 && (pf.revents & POLLOUT))
                     continue;
             }
+            broken_line = off > 0;
             break; /* host gone or stuck: drop this message, keep running */
         }
         off += n;
