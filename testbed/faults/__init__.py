@@ -4,6 +4,7 @@ start of the pressure phase; every operation is recorded in the history."""
 from __future__ import annotations
 
 import threading
+import time
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -54,6 +55,25 @@ class BaseFault:
 
     def teardown(self, ctx: FaultContext) -> dict[str, object]:
         return {}
+
+
+def paced_send(sock: Any, packet: Any, dest: tuple[str, int], per_second: float, stop: threading.Event) -> int:
+    """Send packet() to dest at about per_second, in 10 ms ticks, until stop; closes sock; returns the count."""
+    per_tick = max(1, int(per_second / 100))
+    sent = 0
+    try:
+        while not stop.is_set():
+            t = time.monotonic()
+            for _ in range(per_tick):
+                try:
+                    sock.sendto(packet(), dest)
+                    sent += 1
+                except OSError:  # a full queue or an unreachable peer: the flood goes on
+                    pass
+            time.sleep(max(0.0, 0.01 - (time.monotonic() - t)))
+    finally:
+        sock.close()
+    return sent
 
 
 def make(spec: FaultSpec) -> Fault:

@@ -8,10 +8,9 @@ import random
 import socket
 import struct
 import threading
-import time
 from typing import Any
 
-from testbed.faults import BaseFault, FaultContext
+from testbed.faults import BaseFault, FaultContext, paced_send
 from testbed.net.netns import socket_in
 
 
@@ -69,19 +68,8 @@ class Fragmentation(BaseFault):
         port.mtu = mtu
 
     def _flood(self, sock: socket.socket, src: str, dst: str) -> None:
-        per_tick = max(1, self.spec.rate_pps // 100)
-        try:
-            while not self.stop.is_set():
-                t = time.monotonic()
-                for _ in range(per_tick):
-                    try:
-                        sock.sendto(first_fragment(src, dst, random.randrange(65536)), (dst, 0))
-                        self.sent += 1
-                    except OSError:
-                        pass
-                time.sleep(max(0.0, 0.01 - (time.monotonic() - t)))
-        finally:
-            sock.close()
+        packet = lambda: first_fragment(src, dst, random.randrange(65536))  # noqa: E731
+        self.sent = paced_send(sock, packet, (dst, 0), self.spec.rate_pps, self.stop)
 
     def heal(self, ctx: FaultContext) -> dict[str, object]:
         out: dict[str, object] = {"mode": self.spec.mode}

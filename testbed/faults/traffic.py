@@ -12,7 +12,7 @@ import time
 from typing import Any
 
 from testbed import proc
-from testbed.faults import BaseFault, FaultContext
+from testbed.faults import BaseFault, FaultContext, paced_send
 from testbed.net.netns import socket_in
 
 FLOOD_PORT_OPEN = 9999
@@ -74,19 +74,8 @@ class CompetingTraffic(BaseFault):
 
     def _flood(self, sock: socket.socket, ip: str, port: int) -> None:
         payload = b"\0" * 1400
-        per_tick = max(1, int(self.spec.rate_mbit * 1e6 / 8 / len(payload) / 100))  # packets per 10 ms
-        try:
-            while not self.flood_stop.is_set():
-                t = time.monotonic()
-                for _ in range(per_tick):
-                    try:
-                        sock.sendto(payload, (ip, port))
-                        self.sent += 1
-                    except OSError:
-                        pass
-                time.sleep(max(0.0, 0.01 - (time.monotonic() - t)))
-        finally:
-            sock.close()
+        rate = self.spec.rate_mbit * 1e6 / 8 / len(payload)
+        self.sent = paced_send(sock, lambda: payload, (ip, port), rate, self.flood_stop)
 
     def heal(self, ctx: FaultContext) -> dict[str, object]:
         out: dict[str, object] = {"mode": self.spec.mode}

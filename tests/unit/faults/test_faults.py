@@ -128,3 +128,27 @@ def test_ipsec_commands_cover_both_directions() -> None:
     assert all("transport" in a and "rfc4106(gcm(aes))" in a for a in sas)
     pol = policy_commands("10.0.0.1", "10.0.0.2")
     assert [p[p.index("dir") + 1] for p in pol] == ["out", "in"]
+
+
+def test_paced_send_keeps_its_rate() -> None:
+    import threading
+
+    from testbed.faults import paced_send
+
+    rx = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    rx.bind(("127.0.0.1", 0))
+    rx.setblocking(False)
+    tx = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    stop = threading.Event()
+    threading.Timer(0.5, stop.set).start()
+    sent = paced_send(tx, lambda: b"x" * 100, rx.getsockname(), 2000, stop)
+    got = 0
+    while True:
+        try:
+            rx.recv(200)
+            got += 1
+        except BlockingIOError:
+            break
+    rx.close()
+    assert 500 <= sent <= 1300 and got == sent  # ~2000/s for 0.5 s, every datagram arrived
+    assert tx.fileno() == -1  # closed when done
