@@ -9,7 +9,7 @@ import time
 from pathlib import Path
 
 import pytest
-from conftest import REPO, leftovers, cli
+from conftest import REPO, check_judged, cli, leftovers
 
 pytestmark = pytest.mark.system
 
@@ -25,21 +25,6 @@ def only_case(results: dict[str, str]) -> Path:
     cases = [p for p in run.resolve().iterdir() if p.is_dir()]
     assert len(cases) == 1, cases
     return cases[0]
-
-
-# NFS swap at 128 MB can really deadlock (seen here: virtio_net's refill_work stuck in direct reclaim
-# behind swap writeback, kswapd in mempool_alloc). The tests demand a judged verdict backed by its
-# evidence, not a particular outcome of the race.
-PRODUCT_VERDICTS = ("recovered", "deadlocked", "livelocked")
-
-
-def check_judged(out: dict, case: Path) -> None:
-    assert out["verdict"] in PRODUCT_VERDICTS, out["reasons"]
-    if out["verdict"] == "recovered":
-        assert out["figures"]["swap_out_mb"] > 50
-    else:
-        assert "Show Blocked State" in (case / "sysrq-client.txt").read_text()
-        assert "NAS was healthy" in " ".join(out["reasons"])
 
 
 @pytest.mark.parametrize("version", ["3", "4.2"])
