@@ -64,13 +64,31 @@ class MatrixRun:
 
 
 class MatrixUi(Ui):
-    """Ui plus a line per case start with done/total, elapsed and ETA."""
+    """Ui plus a line per case start with done/total, elapsed and ETA; on a terminal also a live bar
+    (cases done/total, current case and phase, elapsed, ETA) under the phase lines."""
 
     def __init__(self, total: int, quiet: bool = False):
         super().__init__(quiet)
         self.total, self.done = total, 0
         self.durations: list[float] = []
         self._lock = threading.Lock()
+        self.bar: Any = None
+        if not quiet and self.console.is_terminal:
+            from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+
+            self.bar = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
+                                TimeElapsedColumn(), TimeRemainingColumn(), console=self.console)
+            self.task = self.bar.add_task("matrix", total=total)
+            self.bar.start()
+
+    def phase(self, case: str, name: str, detail: str = "") -> None:
+        super().phase(case, name, detail)
+        if self.bar:
+            self.bar.update(self.task, description=f"{case}: {name}")
+
+    def close(self) -> None:
+        if self.bar:
+            self.bar.stop()
 
     def case_started(self, case_id: str) -> None:
         with self._lock:
@@ -86,6 +104,8 @@ class MatrixUi(Ui):
         with self._lock:
             self.done += 1
             self.durations.append(seconds)
+            if self.bar:
+                self.bar.update(self.task, completed=self.done)
 
 
 def _result_from_folder(folder: Path) -> CaseResult | None:
@@ -101,7 +121,6 @@ def run_matrix(matrix: Matrix, *, jobs: int = 1, resume: str | None = None, shar
     cases = shard_cases(matrix.cases, shard)
     if not cases:
         raise UsageError(f"{matrix.path}: shard {shard} holds no case")
-    ui = MatrixUi(len(cases), quiet)
     if resume:
         path = (Path(resume) if "/" in resume else results_dir() / resume).resolve()  # `latest` -> its run
         if not (path / "run.json").exists():
@@ -124,7 +143,18 @@ def run_matrix(matrix: Matrix, *, jobs: int = 1, resume: str | None = None, shar
         else:
             shutil.rmtree(run.path / f"{c.id}.incomplete", ignore_errors=True)
             todo.append(c)
+    ui = MatrixUi(len(cases), quiet)  # after every check that can fail: its live bar must be closed
     ui.done = len(skipped)
+    try:
+        return _run_cases(matrix, cases, todo, skipped, results, run, ui, jobs, fail_fast, accel)
+    finally:
+        ui.close()
+
+
+def _run_cases(matrix: Matrix, cases: list[MatrixCase], todo: list[MatrixCase], skipped: list[str],
+               results: list[CaseResult], run: RunDir, ui: MatrixUi, jobs: int, fail_fast: bool, accel: str) -> MatrixRun:
+    if ui.bar:
+        ui.bar.update(ui.task, completed=ui.done)
     if skipped:
         ui.note(matrix.spec.name, f"resuming {run.id}: {len(skipped)} case(s) already complete, {len(todo)} to run")
     cap, why = allowed_jobs(cases)
