@@ -137,6 +137,7 @@ class Scheduler:
                 return  # the case is ending: nothing new may start after teardown began
             h = self.ctx.history
             index = self.faults.index(fault)
+            begun = h.now()
             try:
                 info = fault.inject(self.ctx) if op == "inject" else fault.heal(self.ctx)
             except Exception as e:  # recorded: the checker must know the fault did not happen as planned
@@ -149,7 +150,10 @@ class Scheduler:
                 return
             if teardown:
                 info["teardown"] = True  # healed because the case ended, not as scheduled
-            h.add("fault", f"{fault.spec.kind}:{op}", scheduled_s=round(self.t_start + scheduled, 3), index=index, **info)
+            # started_t is when the operation began (the schedule's promise); the event's own t is
+            # when it was done, which in a starved guest can be seconds later.
+            h.add("fault", f"{fault.spec.kind}:{op}", scheduled_s=round(self.t_start + scheduled, 3), index=index,
+                  started_t=round(begun, 3), took_s=round(h.now() - begun, 3), **info)
             if op == "inject":
                 self.active.append(fault)
             else:

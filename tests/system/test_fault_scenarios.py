@@ -28,7 +28,7 @@ def test_fault_scenario(name: str, results: dict[str, str]) -> None:
     start = next(e["t"] for e in events if e["kind"] == "phase" and e["name"] == "workload")
     for e in faults:
         if e["name"].endswith((":inject", ":heal")) and not e.get("teardown"):
-            assert abs(e["t"] - e["scheduled_s"]) <= 1.0, e
+            assert abs(e["started_t"] - e["scheduled_s"]) <= 1.0, e
             assert e["scheduled_s"] >= start
     heals = [e for e in faults if e["name"].endswith(":heal")]
     assert all(h.get("visible", True) for h in heals), heals

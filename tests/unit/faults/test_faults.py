@@ -61,6 +61,8 @@ def test_inject_and_heal_on_schedule(monkeypatch) -> None:
     names = [e.name for e in h.events]
     assert names == ["nas-outage:setup", "nas-outage:inject", "nas-outage:heal", "nas-outage:teardown"]
     assert "teardown" not in h.events[2].data
+    inj = h.events[1].data
+    assert abs(inj["started_t"] - inj["scheduled_s"]) <= 0.15 and inj["took_s"] >= 0
 
 
 def test_unhealed_fault_is_healed_at_stop_and_marked(monkeypatch) -> None:
