@@ -52,8 +52,10 @@ def _console(events: list[Event], *names: str, vm: str = "client") -> list[Event
     return [e for e in events if e.kind == "console" and e.name in names and e.data.get("vm", vm) == vm]
 
 
-def fault_windows(events: list[Event]) -> list[tuple[str, float, float | None]]:
-    """(kind, injected at, healed at or None) for every injection."""
+def fault_windows(events: list[Event], path_down_only: bool = False) -> list[tuple[str, float, float | None]]:
+    """(kind, injected at, healed at or None) for every injection; with `path_down_only`, only the
+    faults that take the NAS or the link away (an outage, a cut), not conditions such as IPsec,
+    competing traffic or loss, under which the client is expected to keep working."""
     out: list[tuple[str, float, float | None]] = []
     open_: dict[tuple[str, object], int] = {}
     for e in events:
@@ -62,6 +64,8 @@ def fault_windows(events: list[Event]) -> list[tuple[str, float, float | None]]:
         kind, op = e.name.split(":", 1)
         key = (kind, e.data.get("index"))  # two faults of one kind are told apart by their index
         if op == "inject":
+            if path_down_only and not e.data.get("path_down"):
+                continue
             open_[key] = len(out)
             out.append((kind, e.t, None))
         elif op == "heal" and key in open_:
@@ -193,7 +197,7 @@ def _judge(obs: Observations) -> Judgement:
     if obs.ended_by == "stall":
         since = obs.stall_since if obs.stall_since is not None else 0.0
         # Only a fault already in place when progress stopped (1 s of slack) can explain the stall.
-        unhealed = [w for w in windows if w[2] is None and w[1] <= since + 1.0]
+        unhealed = [w for w in fault_windows(ev, path_down_only=True) if w[2] is None and w[1] <= since + 1.0]
         if unhealed:
             kinds = ", ".join(sorted({w[0] for w in unhealed}))
             return Judgement("stalled", reasons + [

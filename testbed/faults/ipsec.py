@@ -46,9 +46,12 @@ def run_all(vm: VM, commands: list[list[str]]) -> None:
     vm.sh(" && ".join(shlex.join(c) for c in commands), 30)
 
 
-def sa_bytes(vm: VM) -> int:
-    text = vm.exec(["ip", "-s", "xfrm", "state"], 10).stdout
-    return sum(int(x) for x in re.findall(r"(\d+)\(bytes\)", text))
+def sa_bytes(vm: VM) -> int | None:
+    """Bytes through the SAs, or None when the guest could not say (a stuck guest cannot start `ip`)."""
+    res = vm.exec(["ip", "-s", "xfrm", "state"], 10)
+    if not res.ok:
+        return None
+    return sum(int(x) for x in re.findall(r"(\d+)\(bytes\)", res.stdout))
 
 
 class Ipsec(BaseFault):
@@ -136,7 +139,8 @@ class Ipsec(BaseFault):
         for vm in (ctx.client, ctx.nas):
             vm.exec(["ip", "xfrm", "policy", "flush"], 15)
             vm.exec(["ip", "xfrm", "state", "flush"], 15)
-        out["visible"] = bool(out["sa_bytes_client"])
+        if out["sa_bytes_client"] is not None:  # unknown is not "no effect"
+            out["visible"] = bool(out["sa_bytes_client"])
         return out
 
     def teardown(self, ctx: FaultContext) -> dict[str, object]:

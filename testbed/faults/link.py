@@ -45,7 +45,7 @@ class Link(BaseFault):
             self.mechanism = f"nftables numgen {s.loss_pct}% drop on {tap}, bridge forward hook in namespace {net.netns}"
         else:
             self.mechanism = self._delay(ctx, tap)
-        return {"mode": s.mode, "node": s.node, "mechanism": self.mechanism}
+        return {"mode": s.mode, "node": s.node, "mechanism": self.mechanism, "path_down": s.mode == "cut"}
 
     def _delay(self, ctx: FaultContext, tap: str) -> str:
         s, net = self.spec, ctx.net

@@ -14,10 +14,10 @@ class NasOutage(BaseFault):
             raise TestbedError("nas-outage needs a NAS VM (this scenario's storage has none)")
         if self.spec.mode == "freeze":
             ctx.nas.qmp.stop()
-            return {"mode": "freeze", "nas_status": ctx.nas.qmp.status()}
+            return {"mode": "freeze", "nas_status": ctx.nas.qmp.status(), "path_down": True}
         assert ctx.sc
         done = storage.get(ctx.sc.storage.protocol).stop_service(ctx.nas, ctx.sc, ctx.ends)
-        return {"mode": self.spec.mode, "action": done}
+        return {"mode": self.spec.mode, "action": done, "path_down": True}
 
     def heal(self, ctx: FaultContext) -> dict[str, object]:
         assert ctx.nas is not None

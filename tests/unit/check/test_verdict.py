@@ -46,7 +46,8 @@ def test_recovered_measures_time_to_recover_after_heal() -> None:
 
 
 def test_stall_with_an_unhealed_fault_is_stalled() -> None:
-    events = [Event(10.0, "fault", "nas-outage:inject"), Event(80.0, "fault", "nas-outage:heal", {"teardown": True})]
+    events = [Event(10.0, "fault", "nas-outage:inject", {"path_down": True}),
+              Event(80.0, "fault", "nas-outage:heal", {"teardown": True})]
     j = judge(obs(ended_by="stall", stall_since=10.0, events=events, rows=rows(60, 10)))
     assert j.verdict == "stalled"
     assert "never healed" in j.reasons[-1]
@@ -124,7 +125,7 @@ def test_healed_freeze_never_recovered_is_deadlocked() -> None:
 
 
 def test_fault_injected_after_the_stall_does_not_explain_it() -> None:
-    events = [Event(100.0, "fault", "link:inject", {"index": 0})]
+    events = [Event(100.0, "fault", "link:inject", {"index": 0, "path_down": True})]
     j = judge(obs(ended_by="stall", stall_since=50.0, events=events, rows=rows(160, 50, cpu_per_s=0.05)))
     assert j.verdict == "deadlocked"
 
@@ -147,3 +148,10 @@ def test_failed_fault_injection_is_unknown() -> None:
     ev = [Event(10.0, "fault", "ipsec:inject-failed", {"error": "ip xfrm policy add timed out"})]
     j = judge(obs(ended_by="stall", stall_since=10.0, events=ev))
     assert j.verdict == "unknown" and "ipsec:inject-failed" in j.reasons[-1]
+
+
+def test_stall_under_ipsec_with_the_nas_healthy_is_deadlocked() -> None:
+    """IPsec is a condition the client must cope with, not an outage: a stall under it is the seed's deadlock."""
+    events = [Event(15.0, "fault", "ipsec:inject", {"index": 0}), Event(120.0, "fault", "ipsec:heal", {"teardown": True})]
+    j = judge(obs(ended_by="stall", stall_since=36.0, events=events, rows=rows(130, 36, cpu_per_s=0.05)))
+    assert j.verdict == "deadlocked"
