@@ -132,7 +132,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         for r in range(ls.scenario.repeat):
             case_id = ls.scenario.name + (f"-r{r + 1}" if ls.scenario.repeat > 1 else "")
             results.append(run_case(ls, run, case_id, args.accel, ui))
-    if len(results) > 1 and not args.json:
+    if len(results) > 1 and not (args.json or args.quiet):
         from testbed.report.progress import summary_table
 
         summary_table([r.data for r in results])
