@@ -253,6 +253,13 @@ def cmd_merge(args: argparse.Namespace) -> int:
 # ---- parser -------------------------------------------------------------------------------------
 
 
+def _case_options(p: argparse.ArgumentParser) -> None:
+    """The options every verb that runs cases shares (run, matrix)."""
+    p.add_argument("--accel", choices=["auto", "kvm", "tcg"], default="auto")
+    p.add_argument("--quiet", action="store_true", help="only the verdict lines")
+    p.add_argument("--json", action="store_true", help="print the results as JSON on stdout")
+
+
 def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="testbed", description=__doc__)
     p.add_argument("--debug", action="store_true", help="show tracebacks and debug logs")
@@ -288,9 +295,7 @@ def parser() -> argparse.ArgumentParser:
     r = sub.add_parser("run", help="run scenarios end to end and judge each case")
     r.add_argument("files", nargs="+")
     r.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a field, e.g. storage.nfs.version=4.2")
-    r.add_argument("--accel", choices=["auto", "kvm", "tcg"], default="auto")
-    r.add_argument("--quiet", action="store_true", help="only the verdict lines")
-    r.add_argument("--json", action="store_true", help="print the results as JSON on stdout")
+    _case_options(r)
     r.set_defaults(func=cmd_run)
 
     m = sub.add_parser("matrix", help="run every case of a matrix file")
@@ -299,9 +304,7 @@ def parser() -> argparse.ArgumentParser:
     m.add_argument("--resume", metavar="RUN_ID", help="finish an interrupted run: complete cases are kept")
     m.add_argument("--shard", metavar="I/N", help="run a deterministic 1/N of the cases (shard I)")
     m.add_argument("--fail-fast", action="store_true", help="stop after the first case not as expected")
-    m.add_argument("--accel", choices=["auto", "kvm", "tcg"], default="auto")
-    m.add_argument("--quiet", action="store_true")
-    m.add_argument("--json", action="store_true")
+    _case_options(m)
     m.set_defaults(func=cmd_matrix)
 
     rp = sub.add_parser("report", help="pivot table of a run's verdicts; JUnit XML")
