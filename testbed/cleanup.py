@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import logging
 import signal
+import threading
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -73,9 +74,18 @@ class Cleanup:
 
 
 def _in_main_thread() -> bool:
-    import threading
-
     return threading.current_thread() is threading.main_thread()
+
+
+# Ctrl-C reaches only the main thread. A matrix running cases in worker threads sets this, and each
+# worker's case raises KeyboardInterrupt at its next check (between phases, every poll of the
+# pressure loop), so its own Cleanup undoes what it made.
+INTERRUPTED = threading.Event()
+
+
+def check_interrupted() -> None:
+    if INTERRUPTED.is_set() and not _in_main_thread():
+        raise KeyboardInterrupt
 
 
 _MAIN_PID = 0
@@ -188,7 +198,7 @@ def clean_leftovers(dry_run: bool = False) -> list[str]:
     import shutil
     import time
 
-    from testbed import proc
+    from testbed.net.netns import delete_netns
 
     done = []
     live: dict[str, int] = {}
@@ -220,7 +230,7 @@ def clean_leftovers(dry_run: bool = False) -> list[str]:
             continue
         done.append(f"network namespace {ns}")
         if not dry_run:
-            res = proc.run(["ip", "netns", "delete", ns], check=False)
+            res = delete_netns(ns)  # its helper processes (dnsmasq, iperf3, tcpdump) go with it
             if res.returncode != 0:
                 done[-1] += f" (failed: {res.stderr.strip()})"
     for d in find_our_rundirs():

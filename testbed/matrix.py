@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from testbed.cleanup import INTERRUPTED
 from testbed.config.matrix import Matrix, MatrixCase
 from testbed.errors import UsageError
 from testbed.index import read_case
@@ -181,18 +182,26 @@ def _run_cases(matrix: Matrix, cases: list[MatrixCase], todo: list[MatrixCase], 
             pending: set[Future[CaseResult]] = set()
             queue = list(todo)
             stop = False
-            while queue or pending:
-                while queue and len(pending) < jobs and not stop:
-                    pending.add(pool.submit(one, queue.pop(0)))
-                if not pending:
-                    break
-                finished, pending = wait(pending, return_when=FIRST_COMPLETED)
-                for f in finished:
-                    r = f.result()
-                    results.append(r)
-                    if fail_fast and not r.ok:
-                        stop = True
-                        queue.clear()
+            try:
+                while queue or pending:
+                    while queue and len(pending) < jobs and not stop:
+                        pending.add(pool.submit(one, queue.pop(0)))
+                    if not pending:
+                        break
+                    finished, pending = wait(pending, return_when=FIRST_COMPLETED)
+                    for f in finished:
+                        r = f.result()
+                        results.append(r)
+                        if fail_fast and not r.ok:
+                            stop = True
+                            queue.clear()
+            except KeyboardInterrupt:
+                # The workers' cases stop at their next check and undo what they made; wait for them.
+                INTERRUPTED.set()
+                queue.clear()
+                ui.note(matrix.spec.name, f"interrupted: stopping {len(pending)} running case(s) and cleaning up")
+                wait(pending)
+                raise
     order = {c.id: i for i, c in enumerate(cases)}
     results.sort(key=lambda r: order.get(r.case_id, 0))
     return MatrixRun(run, results, skipped)

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import ctypes
 import shutil
+import signal
 import subprocess
 from pathlib import Path
 
@@ -18,8 +20,21 @@ PACKAGES = {
     "musl-gcc": "musl-tools",
     "ip": "iproute2",
     "nft": "nftables",
+    "dnsmasq": "dnsmasq-base",
+    "tcpdump": "tcpdump",
+    "iperf3": "iperf3",
     "tc": "iproute2",
 }
+
+
+_prctl = ctypes.CDLL(None, use_errno=True).prctl  # resolved here: a forked child must not dlopen
+_PR_SET_PDEATHSIG = 1
+
+
+def die_with_parent() -> None:
+    """preexec_fn: SIGKILL the child when the thread that started it dies (start it from a thread
+    that lives as long as the child should: the main thread)."""
+    _prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
 
 
 def need(tool: str) -> str:

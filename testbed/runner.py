@@ -13,7 +13,7 @@ from typing import Any
 from testbed import guests, storage, workload
 from testbed.check.evidence import sysrq_dump
 from testbed.check.verdict import Judgement, Observations, fault_windows, judge
-from testbed.cleanup import Cleanup, make_rundir
+from testbed.cleanup import Cleanup, check_interrupted, make_rundir
 from testbed.config.scenario import LoadedScenario
 from testbed.config.strict import to_dict
 from testbed.errors import GuestError, TestbedError
@@ -71,6 +71,8 @@ class Case:
         self.counters: dict[str, dict[str, Any]] = {}
 
     def phase(self, name: str, detail: str = "", **data: Any) -> None:
+        if name != "teardown":
+            check_interrupted()
         self.history.add("phase", name, **data)
         self.ui.phase(self.case_id, name, detail)
         if self.timeline:
@@ -187,6 +189,7 @@ class Case:
         self.scheduler.start()
         while True:
             time.sleep(POLL_S)
+            check_interrupted()
             now = self.history.now()
             if job.done() and self.client.agent.closed.is_set():
                 # The channel closed under a running job: QEMU is exiting (panic, poweroff).

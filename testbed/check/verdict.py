@@ -54,8 +54,9 @@ def _console(events: list[Event], *names: str, vm: str = "client") -> list[Event
 
 def fault_windows(events: list[Event], path_down_only: bool = False) -> list[tuple[str, float, float | None]]:
     """(kind, injected at, healed at or None) for every injection; with `path_down_only`, only the
-    faults that take the NAS or the link away (an outage, a cut), not conditions such as IPsec,
-    competing traffic or loss, under which the client is expected to keep working."""
+    faults that take the NAS or the link away (an outage, a cut, an expired DHCP lease: from its
+    `path-down` event), not conditions such as IPsec, competing traffic or loss, under which the
+    client is expected to keep working."""
     out: list[tuple[str, float, float | None]] = []
     open_: dict[tuple[str, object], int] = {}
     for e in events:
@@ -66,6 +67,10 @@ def fault_windows(events: list[Event], path_down_only: bool = False) -> list[tup
         if op == "inject":
             if path_down_only and not e.data.get("path_down"):
                 continue
+            open_[key] = len(out)
+            out.append((kind, e.t, None))
+        elif op == "path-down" and path_down_only and key not in open_:
+            # A fault whose injection takes the path down only later (a DHCP lease running out).
             open_[key] = len(out)
             out.append((kind, e.t, None))
         elif op == "heal" and key in open_:
@@ -177,6 +182,8 @@ def _judge(obs: Observations) -> Judgement:
     for e in ev:
         if e.kind == "fault" and e.data.get("visible") is False:
             reasons.append(f"fault {e.name.split(':')[0]} had no visible effect ({_effect(e.data)})")
+        elif e.kind == "fault" and e.data.get("effect_unknown"):
+            reasons.append(f"fault {e.name.split(':')[0]}: {e.data['effect_unknown']}")
     if victims:
         reasons.append(f"the OOM killer killed {', '.join(victims)} (not on the storage path)")
     windows = fault_windows(ev)

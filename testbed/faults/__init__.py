@@ -30,6 +30,7 @@ class Fault(Protocol):
     """setup before the pressure phase, inject/heal on schedule, teardown always (even after Ctrl-C)."""
 
     spec: FaultSpec
+    index: int  # its place in the scenario's faults list: events carry it
 
     def setup(self, ctx: FaultContext) -> dict[str, object]:
         ...
@@ -49,12 +50,24 @@ class BaseFault:
 
     def __init__(self, spec: Any):
         self.spec = spec
+        self.index = 0
 
     def setup(self, ctx: FaultContext) -> dict[str, object]:
         return {}
 
     def teardown(self, ctx: FaultContext) -> dict[str, object]:
         return {}
+
+
+STALE = "the client's telemetry was stale (its agent stuck in the kernel): the effect could not be measured"
+
+
+def deltas(before: dict[str, Any] | None, after: dict[str, Any] | None) -> dict[str, int | None] | None:
+    """after - before per counter (None where either side lacks it); None when either reading is missing."""
+    if before is None or after is None:
+        return None
+    return {k: (after[k] - before[k]) if isinstance(after.get(k), int) and isinstance(before.get(k), int) else None
+            for k in after}
 
 
 def paced_send(sock: Any, packet: Any, dest: tuple[str, int], per_second: float, stop: threading.Event) -> int:
@@ -77,6 +90,7 @@ def paced_send(sock: Any, packet: Any, dest: tuple[str, int], per_second: float,
 
 
 def make(spec: FaultSpec) -> Fault:
+    from testbed.faults.dhcp import Dhcp
     from testbed.faults.fragmentation import Fragmentation
     from testbed.faults.ipsec import Ipsec
     from testbed.faults.link import Link
@@ -85,7 +99,8 @@ def make(spec: FaultSpec) -> Fault:
     from testbed.faults.traffic import CompetingTraffic
 
     kinds: dict[str, Any] = {"nas-outage": NasOutage, "link": Link, "competing-traffic": CompetingTraffic,
-                             "fragmentation": Fragmentation, "multiplexed": Multiplexed, "ipsec": Ipsec}
+                             "fragmentation": Fragmentation, "multiplexed": Multiplexed, "ipsec": Ipsec,
+                             "dhcp": Dhcp}
     return kinds[spec.kind](spec)
 
 
@@ -94,6 +109,8 @@ class Scheduler:
 
     def __init__(self, specs: tuple[FaultSpec, ...], ctx: FaultContext):
         self.faults = [make(s) for s in specs]
+        for i, f in enumerate(self.faults):
+            f.index = i
         self.ctx = ctx
         self.active: list[Fault] = []
         self._stop = threading.Event()
@@ -136,7 +153,7 @@ class Scheduler:
             if op == "inject" and self._stop.is_set():
                 return  # the case is ending: nothing new may start after teardown began
             h = self.ctx.history
-            index = self.faults.index(fault)
+            index = fault.index
             begun = h.now()
             try:
                 info = fault.inject(self.ctx) if op == "inject" else fault.heal(self.ctx)

@@ -10,7 +10,7 @@ import struct
 import threading
 from typing import Any
 
-from testbed.faults import BaseFault, FaultContext, paced_send
+from testbed.faults import STALE, BaseFault, FaultContext, deltas, paced_send
 from testbed.net.netns import socket_in
 
 
@@ -22,8 +22,11 @@ def first_fragment(src: str, dst: str, ident: int, payload: int = 1200) -> bytes
     return header + b"\xa5" * payload
 
 
-def ip_counters(ctx: FaultContext) -> dict[str, Any]:
-    ip = (ctx.client.agent.telemetry or {}).get("snmp", {}).get("Ip", {})
+def ip_counters(ctx: FaultContext) -> dict[str, Any] | None:
+    tel = ctx.client.agent.fresh_telemetry()
+    if tel is None:
+        return None
+    ip = tel.get("snmp", {}).get("Ip", {})
     return {k: ip.get(k) for k in ("ReasmReqds", "ReasmFails", "ReasmTimeout", "ReasmOKs", "FragFails")}
 
 
@@ -33,7 +36,7 @@ class Fragmentation(BaseFault):
         self.stop = threading.Event()
         self.thread: threading.Thread | None = None
         self.sent = 0
-        self.before: dict[str, Any] = {}
+        self.before: dict[str, Any] | None = None
         self.old_mtu = 0
 
     def setup(self, ctx: FaultContext) -> dict[str, object]:
@@ -53,7 +56,7 @@ class Fragmentation(BaseFault):
         src = str(net.switch_addresses[net.port_of("client").switch].ip)
         self.thread = threading.Thread(target=self._flood, args=(sock, src, ctx.ends.client_ip), daemon=True)
         self.thread.start()
-        return {"mode": "flood", "rate_pps": s.rate_pps, **{f"before_{k}": v for k, v in self.before.items()}}
+        return {"mode": "flood", "rate_pps": s.rate_pps, **{f"before_{k}": v for k, v in (self.before or {}).items()}}
 
     def _set_mtu(self, ctx: FaultContext, mtu: int) -> None:
         # Lowering: guest first (so it never sends frames the tap drops); raising: tap first.
@@ -82,8 +85,10 @@ class Fragmentation(BaseFault):
         if self.thread:
             self.thread.join(5)
         out["fragments_sent"] = self.sent
-        after = ip_counters(ctx)
-        delta = {k: (after[k] - self.before[k]) if after.get(k) is not None and self.before.get(k) is not None else None for k in after}
+        delta = deltas(self.before, ip_counters(ctx))
+        if delta is None:
+            out["effect_unknown"] = STALE
+            return out
         out.update({f"delta_{k}": v for k, v in delta.items()})
         out["visible"] = bool(delta.get("ReasmReqds"))
         return out

@@ -1,9 +1,7 @@
-"""ipsec: ESP in transport mode between client and NAS on the storage path, with static keys set by
-`ip xfrm` on both guests, and rekeys (new SPIs and keys, then the old SAs removed) every `rekey_s`
-inside the pressure phase. A capture on the switch shows whether storage traffic is really ESP.
-
-IKEv2 with strongSwan is not implemented: with static keys there is no daemon that could be
-swapped out or throttled, so this covers the data path, not the key exchange."""
+"""ipsec: ESP in transport mode between client and NAS on the storage path, either with static keys
+set by `ip xfrm` on both guests and rekeyed (new SPIs and keys, then the old SAs removed) every
+`rekey_s` (mode static), or negotiated by IKEv2 with strongSwan and rekeyed by it (mode ikev2, in
+testbed/faults/ike.py). A capture on the switch shows whether storage traffic is really ESP."""
 
 from __future__ import annotations
 
@@ -16,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from testbed.faults import BaseFault, FaultContext
+from testbed.faults.ike import Ikev2
 from testbed.vm.machine import VM
 
 AEAD = "rfc4106(gcm(aes))"
@@ -62,6 +61,7 @@ class Ipsec(BaseFault):
         self.stop = threading.Event()
         self.thread: threading.Thread | None = None
         self.rekeys: list[float] = []
+        self.ike = Ikev2(spec) if spec.mode == "ikev2" else None
 
     def _install(self, ctx: FaultContext) -> tuple[int, int]:
         c, n = ctx.ends.client_ip, ctx.ends.nas_ip
@@ -81,12 +81,18 @@ class Ipsec(BaseFault):
             vm.exec(["ip", "xfrm", "state", "delete", "src", n, "dst", c, "proto", "esp", "spi", hex(spis[1])], 15)
 
     def setup(self, ctx: FaultContext) -> dict[str, object]:
+        if self.ike:
+            return self.ike.setup(ctx)
         for vm in (ctx.client, ctx.nas):
             assert vm is not None
             vm.exec(["modprobe", "-a", "esp4", "xfrm_user"], 30, check=True)
         return {"mode": "static", "aead": AEAD, "ike": "not used: static keys, no IKE daemon"}
 
     def inject(self, ctx: FaultContext) -> dict[str, object]:
+        if self.ike:
+            info = self.ike.inject(ctx)
+            self._start_capture(ctx)
+            return info
         self.spis.append(self._install(ctx))
         c, n = ctx.ends.client_ip, ctx.ends.nas_ip
         for vm, me, peer in ((ctx.client, c, n), (ctx.nas, n, c)):
@@ -95,9 +101,12 @@ class Ipsec(BaseFault):
         if self.spec.rekey_s:
             self.thread = threading.Thread(target=self._rekeyer, args=(ctx,), daemon=True)
             self.thread.start()
+        self._start_capture(ctx)
+        return {"spi": [hex(x) for x in self.spis[-1]]}
+
+    def _start_capture(self, ctx: FaultContext) -> None:
         # The capture runs beside the case so the injection is recorded at its real time.
         threading.Thread(target=lambda: ctx.history.add("fault", "ipsec:capture", **self._capture(ctx)), daemon=True).start()
-        return {"spi": [hex(x) for x in self.spis[-1]]}
 
     def _rekeyer(self, ctx: FaultContext) -> None:
         while not self.stop.wait(self.spec.rekey_s):
@@ -132,10 +141,12 @@ class Ipsec(BaseFault):
         self.stop.set()
         if self.thread:
             self.thread.join(10)
-        out: dict[str, object] = {"rekeys": len(self.spis) - 1}
         assert ctx.nas is not None
+        out: dict[str, object] = self.ike.heal(ctx) if self.ike else {"rekeys": len(self.spis) - 1}
         out["sa_bytes_client"] = sa_bytes(ctx.client)
         out["sa_bytes_nas"] = sa_bytes(ctx.nas)
+        if self.ike:
+            self.ike.stop(ctx)
         for vm in (ctx.client, ctx.nas):
             vm.exec(["ip", "xfrm", "policy", "flush"], 15)
             vm.exec(["ip", "xfrm", "state", "flush"], 15)
@@ -145,4 +156,6 @@ class Ipsec(BaseFault):
 
     def teardown(self, ctx: FaultContext) -> dict[str, object]:
         self.stop.set()
+        if self.ike:
+            self.ike.stop(ctx)
         return {"rekeys": len(self.spis) - 1 if self.spis else 0}

@@ -12,15 +12,18 @@ import time
 from typing import Any
 
 from testbed import proc
-from testbed.faults import BaseFault, FaultContext, paced_send
+from testbed.faults import STALE, BaseFault, FaultContext, deltas, paced_send
 from testbed.net.netns import socket_in
 
 FLOOD_PORT_OPEN = 9999
 FLOOD_PORT_CLOSED = 9
 
 
-def client_counters(ctx: FaultContext) -> dict[str, Any]:
-    tel = ctx.client.agent.telemetry or {}
+def client_counters(ctx: FaultContext) -> dict[str, Any] | None:
+    """The client's receive counters from fresh telemetry; None when the agent has gone quiet."""
+    tel = ctx.client.agent.fresh_telemetry()
+    if tel is None:
+        return None
     devs = {k: v for k, v in tel.get("netdev", {}).items() if k != "lo"}
     udp = tel.get("snmp", {}).get("Udp", {})
     return {
@@ -39,7 +42,8 @@ class CompetingTraffic(BaseFault):
         self.flood_stop = threading.Event()
         self.flood_thread: threading.Thread | None = None
         self.sent = 0
-        self.before: dict[str, Any] = {}
+        self.before: dict[str, Any] | None = None
+        self.tap_before: dict[str, int] = {}
 
     def setup(self, ctx: FaultContext) -> dict[str, object]:
         if self.spec.mode in ("tcp", "udp"):
@@ -57,6 +61,7 @@ class CompetingTraffic(BaseFault):
     def inject(self, ctx: FaultContext) -> dict[str, object]:
         s, net = self.spec, ctx.net
         self.before = client_counters(ctx)
+        self.tap_before = net.tap_bytes("client")
         client_ip = ctx.ends.client_ip
         if s.mode in ("tcp", "udp"):
             argv = ["ip", "netns", "exec", net.netns, "iperf3", "-c", client_ip, "-P", str(s.parallel),
@@ -65,12 +70,12 @@ class CompetingTraffic(BaseFault):
                 argv.append("-u")
             # Same session as the testbed: a Ctrl-C reaches iperf3 too, and teardown kills it.
             self.iperf = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-            return {"mode": s.mode, "argv": argv, **{f"before_{k}": v for k, v in self.before.items()}}
+            return {"mode": s.mode, "argv": argv, **{f"before_{k}": v for k, v in (self.before or {}).items()}}
         port = FLOOD_PORT_OPEN if s.port_open else FLOOD_PORT_CLOSED
         sock = socket_in(net.netns, socket.AF_INET, socket.SOCK_DGRAM)
         self.flood_thread = threading.Thread(target=self._flood, args=(sock, client_ip, port), daemon=True)
         self.flood_thread.start()
-        return {"mode": "udp-flood", "port": port, "open": s.port_open, **{f"before_{k}": v for k, v in self.before.items()}}
+        return {"mode": "udp-flood", "port": port, "open": s.port_open, **{f"before_{k}": v for k, v in (self.before or {}).items()}}
 
     def _flood(self, sock: socket.socket, ip: str, port: int) -> None:
         payload = b"\0" * 1400
@@ -93,11 +98,15 @@ class CompetingTraffic(BaseFault):
             self.flood_stop.set()
             self.flood_thread.join(5)
             out["datagrams_sent"] = self.sent
-        after = client_counters(ctx)
-        delta = {k: (after[k] - self.before[k]) if isinstance(after.get(k), int) and isinstance(self.before.get(k), int) else None
-                 for k in after}
+        # What the switch delivered toward the client is measured on the host, whatever the guest's state.
+        tap = ctx.net.tap_bytes("client")
+        out["delta_switch_to_client_bytes"] = tap["to_node"] - self.tap_before.get("to_node", 0)
+        delta = deltas(self.before, client_counters(ctx))
+        if delta is None:
+            out["effect_unknown"] = STALE
+            return out
         out.update({f"delta_{k}": v for k, v in delta.items()})
-        out["visible"] = bool(delta.get("rx_bytes")) and delta["rx_bytes"] > 1_000_000
+        out["visible"] = (delta.get("rx_bytes") or 0) > 1_000_000
         return out
 
     def teardown(self, ctx: FaultContext) -> dict[str, object]:

@@ -18,7 +18,7 @@ from testbed import proc
 from testbed.cleanup import Cleanup
 from testbed.config.topology import Topology
 from testbed.errors import TestbedError
-from testbed.net.netns import NetnsWorker
+from testbed.net.netns import NetnsWorker, delete_netns
 from testbed.tags import link_name
 from testbed.vm.argv import Nic
 
@@ -56,6 +56,12 @@ class BuiltNet:
 
     def set_up(self, node: str, up: bool) -> None:
         self.ns.link("set", index=self.ns.link_lookup(ifname=self.port_of(node).tap)[0], state="up" if up else "down")
+
+    def tap_bytes(self, node: str) -> dict[str, int]:
+        """Bytes through the node's host-side tap: toward the node (the tap's tx) and from it (rx)."""
+        link = self.ns.link("get", index=self.ns.link_lookup(ifname=self.port_of(node).tap)[0])[0]
+        stats = link.get_attr("IFLA_STATS64")
+        return {"to_node": int(stats["tx_bytes"]), "from_node": int(stats["rx_bytes"])}
 
     def address_of(self, node: str) -> str:
         return str(self.ports_of(node)[0].address.ip)
@@ -99,7 +105,9 @@ def _delete_link(ns: Netlink, name: str) -> None:
 
 
 def _delete_netns(name: str) -> None:
-    proc.run(["ip", "netns", "delete", name], timeout=30)
+    res = delete_netns(name)
+    if res.returncode != 0:
+        raise TestbedError(f"ip netns delete {name} failed: {res.stderr.strip()}")
 
 
 def build(topo: Topology, tag: str, undo: Cleanup) -> BuiltNet:

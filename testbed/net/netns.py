@@ -8,8 +8,11 @@ from __future__ import annotations
 
 import ctypes
 import os
+import signal
 import socket
+import subprocess
 import threading
+import time
 
 CLONE_NEWNET = 0x40000000
 
@@ -61,3 +64,23 @@ class NetnsWorker:
 
     def close(self) -> None:
         self._ex.shutdown(wait=True)
+
+
+def delete_netns(name: str) -> subprocess.CompletedProcess[str]:
+    """Delete a namespace after ending every process still inside it (a fault's helper: dnsmasq,
+    iperf3, tcpdump): `ip netns delete` only unmounts the name, and its processes would live on."""
+    def pids() -> list[int]:
+        out = subprocess.run(["ip", "netns", "pids", name], capture_output=True, text=True).stdout
+        return [int(x) for x in out.split() if x.isdigit()]
+
+    for sig in (signal.SIGTERM, signal.SIGKILL):
+        found = pids()
+        for pid in found:
+            try:
+                os.kill(pid, sig)
+            except ProcessLookupError:
+                pass
+        deadline = time.monotonic() + 3
+        while found and pids() and time.monotonic() < deadline:
+            time.sleep(0.1)
+    return subprocess.run(["ip", "netns", "delete", name], capture_output=True, text=True, timeout=30)

@@ -61,6 +61,7 @@ class Agent:
         self.closed = threading.Event()
         self.last_seen = 0.0
         self.telemetry: dict[str, Any] | None = None
+        self.telemetry_at = 0.0  # monotonic time the last telemetry arrived
         self.on_telemetry: list[Callable[[dict[str, Any]], None]] = []
         self._ids = itertools.count(1)
         self._pending: dict[int, _Pending] = {}
@@ -122,6 +123,7 @@ class Agent:
         kind = msg.get("type")
         if kind == "telemetry":
             self.telemetry = msg
+            self.telemetry_at = time.monotonic()
             for cb in list(self.on_telemetry):
                 try:
                     cb(msg)
@@ -151,6 +153,12 @@ class Agent:
                 self.sock.sendall((json.dumps(obj) + "\n").encode())
         except OSError as e:
             raise GuestError(f"{self.name}: cannot write to agent: {e}") from None
+
+    def fresh_telemetry(self, max_age_s: float = 3.0) -> dict[str, Any] | None:
+        """The last telemetry if it is recent; None when the agent has gone quiet (stuck in the kernel)."""
+        if self.telemetry is None or time.monotonic() - self.telemetry_at > max_age_s:
+            return None
+        return self.telemetry
 
     def start(self, argv: list[str], *, timeout: float = 0, on_line: Callable[[str], None] | None = None) -> Job:
         """Start argv in the guest; with `on_line`, stdout is streamed line by line instead of collected."""

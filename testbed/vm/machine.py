@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-import ctypes
 import os
-import signal
 import subprocess
 import time
 from pathlib import Path
 
+from testbed import proc
 from testbed.cleanup import Cleanup
 from testbed.errors import GuestError
 from testbed.vm import argv as qargv
@@ -16,15 +15,8 @@ from testbed.vm.agent import Agent, ExecResult
 from testbed.vm.caps import host_caps
 from testbed.vm.qmp import Qmp
 
-_PR_SET_PDEATHSIG = 1
-
-
-_prctl = ctypes.CDLL(None, use_errno=True).prctl  # resolved here: the forked child must not dlopen
-
-
-def _die_with_parent() -> None:
-    # If the testbed is SIGKILLed its QEMUs go too (`testbed clean` covers the rest).
-    _prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
+# If the testbed is SIGKILLed its QEMUs go too (`testbed clean` covers the rest).
+_die_with_parent = proc.die_with_parent
 
 
 def tail(path: Path | None, lines: int = 6) -> str:

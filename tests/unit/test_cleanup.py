@@ -34,3 +34,31 @@ def test_release_runs_one_undo_now() -> None:
         undo.release(a)
         assert done == ["a"]
     assert done == ["a", "b"]
+
+
+def test_interrupt_reaches_worker_threads_only() -> None:
+    import threading
+
+    from testbed.cleanup import INTERRUPTED, check_interrupted
+
+    seen: list[str] = []
+
+    def worker() -> None:
+        try:
+            check_interrupted()
+            seen.append("ran on")
+        except KeyboardInterrupt:
+            seen.append("interrupted")
+
+    t = threading.Thread(target=worker)
+    t.start()
+    t.join()
+    INTERRUPTED.set()
+    try:
+        check_interrupted()  # the main thread gets its own KeyboardInterrupt from the signal, not from here
+        t = threading.Thread(target=worker)
+        t.start()
+        t.join()
+    finally:
+        INTERRUPTED.clear()
+    assert seen == ["ran on", "interrupted"]

@@ -155,3 +155,20 @@ def test_stall_under_ipsec_with_the_nas_healthy_is_deadlocked() -> None:
     events = [Event(15.0, "fault", "ipsec:inject", {"index": 0}), Event(120.0, "fault", "ipsec:heal", {"teardown": True})]
     j = judge(obs(ended_by="stall", stall_since=36.0, events=events, rows=rows(130, 36, cpu_per_s=0.05)))
     assert j.verdict == "deadlocked"
+
+
+def test_expired_dhcp_lease_is_a_path_down_from_its_expiry() -> None:
+    inject = Event(5.0, "fault", "dhcp:inject", {"index": 0, "mode": "server-stop"})
+    expired = Event(120.0, "fault", "dhcp:path-down", {"index": 0, "path_down": True})
+    # Progress stopped when the lease ran out: the expired lease explains it.
+    j = judge(obs(ended_by="stall", stall_since=120.0, events=[inject, expired], rows=rows(230, 120, cpu_per_s=0.05)))
+    assert j.verdict == "stalled" and "dhcp" in j.reasons[-1], j.reasons
+    # Progress stopped long before the lease ran out: the server being away does not explain it.
+    j = judge(obs(ended_by="stall", stall_since=30.0, events=[inject, expired], rows=rows(140, 30, cpu_per_s=0.05)))
+    assert j.verdict == "deadlocked", j.reasons
+
+
+def test_stale_telemetry_is_said_not_taken_for_no_effect() -> None:
+    heal = Event(40.0, "fault", "competing-traffic:heal", {"index": 0, "effect_unknown": "the client's telemetry was stale"})
+    j = judge(obs(progress=finished(), ended_by="finished", workload_status=0, client_answers=True, events=[heal]))
+    assert any("telemetry was stale" in r for r in j.reasons) and not any("no visible effect" in r for r in j.reasons)

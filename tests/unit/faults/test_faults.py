@@ -8,7 +8,9 @@ import pytest
 from testbed.config.scenario import LinkSpec, NasOutageSpec, load_scenario
 from testbed.errors import ConfigError
 from testbed.faults import FaultContext, Scheduler
+from testbed.faults.dhcp import Exchanges, parse_frame
 from testbed.faults.fragmentation import first_fragment
+from testbed.faults.ike import rekey_lateness, swanctl_conf
 from testbed.faults.ipsec import policy_commands, sa_commands
 from testbed.faults.link import nft_loss_ruleset
 from testbed.history import History
@@ -88,9 +90,12 @@ def test_stop_before_injection_injects_nothing(monkeypatch) -> None:
     ("faults=[{kind: link, at_s: -1}]", "faults[0].at_s: must be >= 0"),
     ("faults=[{kind: competing-traffic, at_s: 1, duration_s: null}]", "faults[0].duration_s: competing traffic needs a duration"),
     ("faults=[{kind: fragmentation, at_s: 1, mtu: 100}]", "faults[0].mtu: must be between 576 and 9000"),
-    ("faults=[{kind: ipsec, rekey_s: 1}]", "faults[0].rekey_s: must be at least 2 s"),
+    ("faults=[{kind: ipsec, rekey_s: 1}]", "faults[0].rekey_s: must be at least 2 s for mode static"),
     ("faults=[{kind: link, at_s: 1, colour: red}]", "faults[0].colour: unknown field"),
-    ("faults=[{kind: dhcp, at_s: 1}]", "faults[0].kind: must be one of"),
+    ("faults=[{kind: tornado, at_s: 1}]", "faults[0].kind: must be one of"),
+    ("faults=[{kind: dhcp, lease_s: 30}]", "faults[0].lease_s: dnsmasq grants no lease shorter than 120 s"),
+    ("faults=[{kind: dhcp, mode: server-stop, renew_s: 5}]", "faults[0].renew_s: only for mode renew"),
+    ("faults=[{kind: dhcp, renew_s: 1}]", "faults[0].renew_s: must be at least 2 s"),
 ])
 def test_fault_validation(override: str, message: str) -> None:
     with pytest.raises(ConfigError) as e:
@@ -106,7 +111,52 @@ def test_ipsec_cannot_cover_aoe() -> None:
 def test_shipped_fault_scenarios_validate() -> None:
     files = sorted((REPO / "scenarios/faults").glob("*.yaml"))
     kinds = {f.kind for p in files for f in load_scenario(p).scenario.faults}
-    assert kinds == {"competing-traffic", "fragmentation", "multiplexed", "ipsec", "link", "nas-outage"}
+    assert kinds == {"competing-traffic", "fragmentation", "multiplexed", "ipsec", "link", "nas-outage", "dhcp"}
+
+
+def test_dhcp_needs_network_storage() -> None:
+    with pytest.raises(ConfigError, match="dhcp needs network storage"):
+        load_scenario(REPO / "scenarios/controls/local-swap.yaml", ["faults=[{kind: dhcp}]"])
+
+
+def dhcp_frame(mtype: int, xid: int, *, to_client: bool, ciaddr: str = "0.0.0.0", broadcast: bool = False,
+               lease: int | None = None) -> bytes:
+    """An Ethernet/IPv4/UDP DHCP frame as a client or server would send it."""
+    opts = bytes([53, 1, mtype]) + (bytes([51, 4]) + struct.pack("!I", lease) if lease else b"") + b"\xff"
+    bootp = (struct.pack("!BBBBIHH", 2 if to_client else 1, 1, 6, 0, xid, 0, 0) + socket.inet_aton(ciaddr)
+             + socket.inet_aton("10.1.0.5") + bytes(8) + bytes(16) + bytes(192) + b"\x63\x82\x53\x63" + opts)
+    sport, dport = (67, 68) if to_client else (68, 67)
+    udp = struct.pack("!HHHH", sport, dport, 8 + len(bootp), 0) + bootp
+    dst = "255.255.255.255" if broadcast else ("10.1.0.5" if to_client else "10.1.0.254")
+    ip = struct.pack("!BBHHHBBH4s4s", 0x45, 0, 20 + len(udp), 1, 0, 64, 17, 0, socket.inet_aton("10.1.0.254"),
+                     socket.inet_aton(dst))
+    return bytes(6) + bytes(6) + b"\x08\x00" + ip + udp
+
+
+def test_dhcp_frames_parse() -> None:
+    m = parse_frame(dhcp_frame(5, 0xABCD, to_client=True, lease=120))
+    assert m is not None and (m.type, m.xid, m.to_client, m.lease_s, m.yiaddr) == ("ack", 0xABCD, True, 120, "10.1.0.5")
+    req = parse_frame(dhcp_frame(3, 7, to_client=False, ciaddr="10.1.0.5"))
+    assert req is not None and (req.type, req.ciaddr, req.broadcast) == ("request", "10.1.0.5", False)
+    assert parse_frame(dhcp_frame(5, 1, to_client=True)[:100]) is None  # truncated
+    arp = bytes(12) + b"\x08\x06" + bytes(300)
+    assert parse_frame(arp) is None
+
+
+def test_dhcp_exchanges_pair_requests_with_acks() -> None:
+    ex = Exchanges()
+    renew = parse_frame(dhcp_frame(3, 1, to_client=False, ciaddr="10.1.0.5"))
+    rebind = parse_frame(dhcp_frame(3, 2, to_client=False, ciaddr="10.1.0.5", broadcast=True))
+    assert ex.feed(10.0, renew) == [] and ex.feed(11.5, renew) == []  # a retry of the same xid
+    (name, data), = ex.feed(12.0, parse_frame(dhcp_frame(5, 1, to_client=True, lease=120)))
+    assert name == "renewal" and data["exchange"] == "renew" and data["requests"] == 2 and data["latency_s"] == 2.0
+    assert ex.last_ack_t == 12.0 and ex.lease_s == 120
+    ex.feed(20.0, rebind)
+    (name, data), = ex.feed(20.25, parse_frame(dhcp_frame(6, 2, to_client=True)))
+    assert name == "nak" and data["exchange"] == "rebind" and ex.acks == 1 and ex.requests == 3
+    first = parse_frame(dhcp_frame(3, 3, to_client=False))
+    ex.feed(30.0, first)
+    assert ex.feed(30.1, parse_frame(dhcp_frame(5, 3, to_client=True, lease=120)))[0][0] == "bound"
 
 
 def test_first_fragment_is_an_unfinished_train() -> None:
@@ -160,3 +210,22 @@ def test_paced_send_keeps_its_rate() -> None:
     assert 500 <= sent <= 1300  # ~2000/s for 0.5 s
     assert len(got) >= sent * 0.9 and set(got) == {100}  # they went where they were sent
     assert tx.fileno() == -1  # closed when done
+
+
+def test_ikev2_config_is_transport_mode_with_exact_rekeys() -> None:
+    conf = swanctl_conf("10.1.0.1", "10.1.0.2", "ab" * 32, 20, 40, initiator=True)
+    assert "mode = transport" in conf and "rekey_time = 20s" in conf and "rekey_time = 40s" in conf
+    assert "rand_time = 0s" in conf and "start_action = trap" in conf
+    assert "local_ts = 10.1.0.1/32" in conf and "remote_ts = 10.1.0.2/32" in conf
+    assert conf.count("{") == conf.count("}")
+    assert "start_action = none" in swanctl_conf("10.1.0.2", "10.1.0.1", "ab" * 32, 20, 40, initiator=False)
+
+
+def test_rekey_lateness() -> None:
+    assert rekey_lateness([10.0, 30.5, 58.0], 20) == {"child_sa_intervals_s": [20.5, 27.5], "worst_late_s": 7.5}
+    assert rekey_lateness([10.0], 20)["worst_late_s"] is None
+
+
+def test_ikev2_rekeys_need_time() -> None:
+    with pytest.raises(ConfigError, match="rekey_s: must be at least 10 s for mode ikev2"):
+        load_scenario(REPO / "scenarios/nfs-swap.yaml", ["faults=[{kind: ipsec, mode: ikev2, rekey_s: 5}]"])

@@ -1,0 +1,288 @@
+"""dhcp: the client's storage address comes from dnsmasq running on the switch (the run's namespace),
+a fixed lease for the client's MAC on its usual address, so the storage path stays the same.
+busybox udhcpc on the client applies it with the lease as the address lifetime
+(images/client/overlay/usr/local/sbin/tb-udhcpc): when renewals fail, the kernel itself drops the
+address at expiry, as networkd does.
+
+mode renew: forced renewals (SIGUSR1 to udhcpc) every renew_s inside the window, besides udhcpc's
+own at lease/2. mode server-stop: dnsmasq is stopped at at_s and started at the heal, so renewals go
+unanswered and the lease expires lease_s after the last ACK: the path is down from then on.
+
+A sniffer on the client's host-side tap sees every exchange, whatever state the client is in: each
+renewal with its latency (first REQUEST to ACK) and how many REQUESTs it took.
+"""
+
+from __future__ import annotations
+
+import socket
+import struct
+import subprocess
+import threading
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from testbed import proc
+from testbed.errors import TestbedError
+from testbed.faults import BaseFault, FaultContext
+from testbed.net.netns import socket_in
+
+SCRIPT = "/usr/local/sbin/tb-udhcpc"
+PIDFILE = "/run/tb-udhcpc.pid"
+ETH_P_ALL = 0x0003
+MAGIC = b"\x63\x82\x53\x63"
+TYPES = {1: "discover", 2: "offer", 3: "request", 4: "decline", 5: "ack", 6: "nak", 7: "release", 8: "inform"}
+
+
+@dataclass(frozen=True)
+class DhcpMessage:
+    type: str
+    xid: int
+    ciaddr: str
+    yiaddr: str
+    to_client: bool
+    broadcast: bool
+    lease_s: int | None = None
+
+
+def parse_frame(frame: bytes) -> DhcpMessage | None:
+    """A DHCP message from an Ethernet frame, or None for anything else."""
+    if len(frame) < 14 + 20 + 8 + 240 or frame[12:14] != b"\x08\x00" or frame[23] != socket.IPPROTO_UDP:
+        return None
+    ihl = (frame[14] & 0x0F) * 4
+    udp = 14 + ihl
+    sport, dport = struct.unpack("!HH", frame[udp : udp + 4])
+    if {sport, dport} != {67, 68}:
+        return None
+    b = frame[udp + 8 :]
+    if len(b) < 240 or b[236:240] != MAGIC:
+        return None
+    xid = struct.unpack("!I", b[4:8])[0]
+    mtype, lease, i = None, None, 240
+    while i < len(b) and b[i] != 255:
+        if b[i] == 0:
+            i += 1
+            continue
+        if i + 1 >= len(b):
+            break
+        code, n = b[i], b[i + 1]
+        val = b[i + 2 : i + 2 + n]
+        if code == 53 and n == 1:
+            mtype = val[0]
+        elif code == 51 and n == 4:
+            lease = struct.unpack("!I", val)[0]
+        i += 2 + n
+    if mtype not in TYPES:
+        return None
+    return DhcpMessage(TYPES[mtype], xid, socket.inet_ntoa(b[12:16]), socket.inet_ntoa(b[16:20]),
+                       to_client=dport == 68, broadcast=frame[30:34] == b"\xff\xff\xff\xff", lease_s=lease)
+
+
+@dataclass
+class Exchanges:
+    """Pairs the client's REQUESTs with the server's answers; each completed exchange is one event."""
+
+    pending: dict[int, tuple[float, int, str]] = field(default_factory=dict)  # xid -> first t, count, kind
+    last_ack_t: float | None = None
+    lease_s: int | None = None
+    requests: int = 0
+    acks: int = 0
+
+    def feed(self, t: float, m: DhcpMessage) -> list[tuple[str, dict[str, Any]]]:
+        if m.type == "request" and not m.to_client:
+            self.requests += 1
+            kind = "request" if m.ciaddr == "0.0.0.0" else ("rebind" if m.broadcast else "renew")
+            first, count, _ = self.pending.get(m.xid, (t, 0, kind))
+            self.pending[m.xid] = (first, count + 1, kind)
+            return []
+        if m.type == "discover" and not m.to_client:
+            return [("discover", {"xid": hex(m.xid)})]
+        if m.type in ("ack", "nak") and m.to_client:
+            first, count, kind = self.pending.pop(m.xid, (None, 0, "unsolicited"))
+            data: dict[str, Any] = {"xid": hex(m.xid), "exchange": kind, "requests": count,
+                                    "latency_s": round(t - first, 3) if first is not None else None}
+            if m.type == "nak":
+                return [("nak", data)]
+            self.acks += 1
+            self.last_ack_t, self.lease_s = t, m.lease_s
+            data.update(address=m.yiaddr, lease_s=m.lease_s)
+            return [("renewal" if kind in ("renew", "rebind") else "bound", data)]
+        return []
+
+
+class Dhcp(BaseFault):
+    def __init__(self, spec: Any):
+        super().__init__(spec)
+        self.server: subprocess.Popen[bytes] | None = None
+        self.server_argv: list[str] = []
+        self.client_job: Any = None
+        self.ex = Exchanges()
+        self.stop = threading.Event()
+        self.renew_stop = threading.Event()
+        self.threads: list[threading.Thread] = []
+        self.sock: socket.socket | None = None
+        self.lock = threading.Lock()
+        self.watch_expiry = False
+        self.expired_at: float | None = None
+        self.window_start = (0, 0)  # requests, acks when the window opened
+        self.forced = 0
+
+    # -- the server ----------------------------------------------------------------------------
+    def _start_server(self, ctx: FaultContext) -> None:
+        log = Path(ctx.case_dir or ".") / "dnsmasq.out"
+        with open(log, "ab") as out:
+            self.server = subprocess.Popen(self.server_argv, stdin=subprocess.DEVNULL, stdout=out, stderr=out,
+                                           preexec_fn=proc.die_with_parent)
+        try:
+            code = self.server.wait(0.5)
+        except subprocess.TimeoutExpired:
+            return
+        text = log.read_text(errors="replace").strip().splitlines()[-5:]
+        raise TestbedError(f"dnsmasq exited with status {code}: {' | '.join(text)} (argv: {' '.join(self.server_argv)})")
+
+    def _stop_server(self) -> int | None:
+        if self.server is None:
+            return None
+        if self.server.poll() is None:
+            self.server.terminate()
+            try:
+                self.server.wait(5)
+            except subprocess.TimeoutExpired:
+                self.server.kill()
+                self.server.wait(5)
+        code, self.server = self.server.returncode, None
+        return code
+
+    # -- watching the wire -----------------------------------------------------------------------
+    def _sniff(self, ctx: FaultContext) -> None:
+        h, sock = ctx.history, self.sock
+        assert sock is not None
+        while not self.stop.is_set():
+            try:
+                frame = sock.recv(4096)
+            except socket.timeout:
+                frame = b""
+            except OSError:
+                return
+            msg = parse_frame(frame) if frame else None
+            with self.lock:
+                if msg:
+                    for name, data in self.ex.feed(h.now(), msg):
+                        if name in ("renewal", "bound") and self.expired_at is not None:
+                            h.add("fault", "dhcp:lease-regained", index=self.index, expired_t=round(self.expired_at, 3))
+                            self.expired_at = None
+                        h.add("fault", f"dhcp:{name}", index=self.index, **data)
+                self._check_expiry(ctx)
+
+    def _check_expiry(self, ctx: FaultContext) -> None:
+        ex = self.ex
+        if not self.watch_expiry or self.expired_at is not None or ex.last_ack_t is None or not ex.lease_s:
+            return
+        if ctx.history.now() < ex.last_ack_t + ex.lease_s:
+            return
+        self.expired_at = ex.last_ack_t + ex.lease_s
+        aoe = ctx.sc is not None and ctx.sc.storage.protocol == "aoe"
+        # The address goes at expiry (the kernel enforces its lifetime); AoE does not use it.
+        ctx.history.add("fault", "dhcp:path-down" if not aoe else "dhcp:lease-expired", index=self.index,
+                        path_down=not aoe, last_ack_t=round(ex.last_ack_t, 3), lease_s=ex.lease_s,
+                        cause="lease expired: no ACK since last_ack_t; the kernel removed the address")
+
+    def _on_client_line(self, ctx: FaultContext, line: str) -> None:
+        line = line.strip()
+        if line:
+            ctx.history.add("fault", "dhcp:client", index=self.index, line=line[:300])
+
+    # -- the fault -------------------------------------------------------------------------------
+    def setup(self, ctx: FaultContext) -> dict[str, object]:
+        proc.need("dnsmasq")
+        net = ctx.net
+        port = net.port_of("client")
+        bridge = net.bridges[port.switch]
+        lease = self.spec.lease_s
+        case_dir = Path(ctx.case_dir or ".")
+        self.server_argv = [
+            "ip", "netns", "exec", net.netns, "dnsmasq", "--conf-file=/dev/null", "--keep-in-foreground",
+            "--port=0", f"--interface={bridge}", "--bind-interfaces", "--except-interface=lo", "--no-ping",
+            "--no-resolv", "--no-hosts", "--dhcp-authoritative", "--user=root", "--group=root", "--pid-file=",
+            f"--dhcp-range={port.address.network.network_address},static,{port.address.netmask},{lease}s",
+            f"--dhcp-host={port.mac},{port.address.ip},{lease}s",
+            f"--dhcp-leasefile={case_dir / 'dnsmasq.leases'}", f"--log-facility={case_dir / 'dnsmasq.log'}", "--log-dhcp",
+        ]
+        dev = ctx.client.net_devs[0]
+        argv = ["busybox", "udhcpc", "-f", "-i", dev, "-s", SCRIPT, "-r", str(port.address.ip), "-p", PIDFILE, "-T", "2"]
+        t0 = ctx.history.now()
+        try:  # a setup that fails half-way undoes itself: the scheduler tears down only what was set up
+            self.sock = socket_in(net.netns, socket.AF_PACKET, socket.SOCK_RAW, socket.htons(ETH_P_ALL))
+            self.sock.bind((port.tap, 0))
+            self.sock.settimeout(0.5)
+            self._start_server(ctx)
+            sniffer = threading.Thread(target=self._sniff, args=(ctx,), name="dhcp-sniff", daemon=True)
+            sniffer.start()
+            self.threads.append(sniffer)
+            self.client_job = ctx.client.agent.start(argv, on_line=lambda line: self._on_client_line(ctx, line))
+            while self.ex.acks == 0:
+                if self.client_job.done() or ctx.history.now() - t0 > 30:
+                    raise TestbedError(f"dhcp: the client got no lease from dnsmasq within 30 s; see dnsmasq.log and "
+                                       f"the dhcp:client events (udhcpc argv: {' '.join(argv)})")
+                self.stop.wait(0.1)
+        except BaseException:
+            self.teardown(ctx)
+            raise
+        version = proc.run(["dnsmasq", "--version"], check=False).stdout.splitlines()[:1]
+        return {"server": f"{' '.join(version)[:40]} in namespace {net.netns} on {bridge}", "client": " ".join(argv),
+                "address": str(port.address), "lease_s": self.ex.lease_s, "bound_in_s": round(ctx.history.now() - t0, 2),
+                "watching": f"DHCP on host tap {port.tap}"}
+
+    def inject(self, ctx: FaultContext) -> dict[str, object]:
+        with self.lock:
+            self.window_start = (self.ex.requests, self.ex.acks)
+        if self.spec.mode == "renew":
+            self.renew_stop.clear()
+            t = threading.Thread(target=self._renewer, args=(ctx,), name="dhcp-renew", daemon=True)
+            t.start()
+            self.threads.append(t)
+            return {"mode": "renew", "forced_every_s": self.spec.renew_every_s}
+        code = self._stop_server()
+        with self.lock:
+            self.watch_expiry = True
+            expires = (self.ex.last_ack_t or 0) + (self.ex.lease_s or 0)
+        return {"mode": "server-stop", "server_exit": code, "lease_expires_t": round(expires, 3)}
+
+    def _renewer(self, ctx: FaultContext) -> None:
+        while not self.renew_stop.is_set():
+            begun = ctx.history.now()
+            res = ctx.client.exec(["sh", "-c", f"kill -USR1 $(cat {PIDFILE})"], 30)
+            self.forced += 1
+            ctx.history.add("fault", "dhcp:renew-forced", index=self.index, started_t=round(begun, 3),
+                            took_s=round(ctx.history.now() - begun, 3), ok=res.ok, error=res.stderr.strip()[:200])
+            if self.renew_stop.wait(max(0.0, self.spec.renew_every_s - (ctx.history.now() - begun))):
+                return
+
+    def heal(self, ctx: FaultContext) -> dict[str, object]:
+        out: dict[str, object] = {"mode": self.spec.mode}
+        if self.spec.mode == "renew":
+            self.renew_stop.set()
+            out["forced"] = self.forced
+        else:
+            self._start_server(ctx)
+            out["server"] = "started again"
+        with self.lock:
+            self.watch_expiry = False
+            out["delta_requests"] = self.ex.requests - self.window_start[0]
+            out["delta_acks"] = self.ex.acks - self.window_start[1]
+            out["unanswered_xids"] = len(self.ex.pending)
+            out["lease_expired"] = self.expired_at is not None
+        out["visible"] = bool(out["delta_requests"]) or bool(out["lease_expired"])
+        return out
+
+    def teardown(self, ctx: FaultContext) -> dict[str, object]:
+        self.renew_stop.set()
+        self.stop.set()
+        if self.client_job is not None and not self.client_job.done():
+            self.client_job.kill()
+        code = self._stop_server()
+        for t in self.threads:
+            t.join(5)
+        if self.sock is not None:
+            self.sock.close()
+        return {"requests": self.ex.requests, "acks": self.ex.acks, "server_exit": code}

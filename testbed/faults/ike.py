@@ -1,0 +1,168 @@
+"""IKEv2 for the ipsec fault: strongSwan's charon in both guests, configured through swanctl with a
+pre-shared key and short lifetimes so CHILD_SA (and IKE_SA) rekeys fall inside the pressure phase.
+The client's charon runs under the agent with its log on stdout: every IKE event it prints becomes
+an event in the history. At the heal the client's charon is examined: how much of it was swapped
+out, how long it waited for a CPU, and how late its rekeys came against the planned interval.
+
+Policies are trap policies on the client (installed at injection, before the first exchange): from
+then on storage traffic is ESP or dropped, never clear, so an IKE exchange that cannot complete
+under memory pressure blocks the storage path - the seed's "key exchange before the ACK" problem.
+"""
+
+from __future__ import annotations
+
+import re
+import secrets
+import shlex
+import threading
+from typing import Any
+
+from testbed.errors import TestbedError
+from testbed.faults import FaultContext
+from testbed.vm.machine import VM
+
+CHARON = "/usr/lib/ipsec/charon"
+CONF = "/etc/swanctl/conf.d/tb.conf"
+LOGCONF = "/etc/strongswan.d/tb-log.conf"
+IKE_PROPOSAL = "aes128-sha256-modp2048"
+ESP_PROPOSAL = "aes128gcm16"
+
+EVENT_LINE = re.compile(r"(IKE_SA|CHILD_SA) \S+ (established|rekeyed)|rekeying|retransmit|giving up|deleting|"
+                        r"failed|initiating|received DELETE|closing")
+CHILD_UP = re.compile(r"CHILD_SA \S+ established")
+
+
+def swanctl_conf(me: str, peer: str, psk: str, child_rekey_s: float, ike_rekey_s: float, initiator: bool) -> str:
+    """One connection, transport mode between the two storage addresses, exact (unrandomised) rekeys."""
+    return (
+        "connections {\n"
+        "  tb {\n"
+        "    version = 2\n"
+        f"    local_addrs = {me}\n"
+        f"    remote_addrs = {peer}\n"
+        f"    proposals = {IKE_PROPOSAL}\n"
+        f"    rekey_time = {int(ike_rekey_s)}s\n"
+        "    reauth_time = 0s\n"
+        "    over_time = 10s\n"
+        "    rand_time = 0s\n"
+        f"    local {{\n      auth = psk\n      id = {me}\n    }}\n"
+        f"    remote {{\n      auth = psk\n      id = {peer}\n    }}\n"
+        "    children {\n"
+        "      tb {\n"
+        "        mode = transport\n"
+        f"        esp_proposals = {ESP_PROPOSAL}\n"
+        f"        rekey_time = {int(child_rekey_s)}s\n"
+        f"        life_time = {int(child_rekey_s) + 30}s\n"
+        "        rand_time = 0s\n"
+        f"        local_ts = {me}/32\n"
+        f"        remote_ts = {peer}/32\n"
+        f"        start_action = {'trap' if initiator else 'none'}\n"
+        "      }\n"
+        "    }\n"
+        "  }\n"
+        "}\n"
+        "secrets {\n"
+        f"  ike-tb {{\n    id-1 = {me}\n    id-2 = {peer}\n    secret = 0x{psk}\n  }}\n"
+        "}\n"
+    )
+
+
+LOG_CONF = ("charon {\n  filelog {\n    stdout {\n      path = /dev/stdout\n      time_format = %s\n      default = 1\n"
+            "      ike = 1\n      knl = 1\n      flush_line = yes\n    }\n  }\n}\n")
+
+
+def write_file(vm: VM, path: str, text: str) -> None:
+    vm.sh(f"mkdir -p {shlex.quote(path.rsplit('/', 1)[0])} && printf %s {shlex.quote(text)} > {shlex.quote(path)}", 30)
+
+
+def charon_state(vm: VM) -> dict[str, Any]:
+    """The client's charon as the kernel sees it: swapped-out memory, CPU waits, state."""
+    res = vm.sh("p=$(pidof charon) && grep -E '^(State|VmRSS|VmSwap):' /proc/$p/status && cat /proc/$p/schedstat", 20, check=False)
+    if not res.ok:
+        return {"charon": f"not readable: {(res.stderr or res.stdout).strip()[:200]}"}
+    out: dict[str, Any] = {}
+    for line in res.stdout.splitlines():
+        if ":" in line:
+            k, v = line.split(":", 1)
+            out[f"charon_{k.strip().lower()}"] = v.strip()
+        elif len(line.split()) == 3:
+            run_ns, wait_ns, slices = (int(x) for x in line.split())
+            out.update(charon_cpu_s=round(run_ns / 1e9, 3), charon_runqueue_wait_s=round(wait_ns / 1e9, 3))
+    return out
+
+
+def rekey_lateness(established: list[float], planned_s: float) -> dict[str, Any]:
+    """Intervals between CHILD_SA establishments against the planned rekey time."""
+    gaps = [round(b - a, 1) for a, b in zip(established, established[1:])]
+    return {"child_sa_intervals_s": gaps, "worst_late_s": round(max(gaps) - planned_s, 1) if gaps else None}
+
+
+class Ikev2:
+    def __init__(self, spec: Any):
+        self.spec = spec
+        self.jobs: list[Any] = []
+        self.established: list[float] = []
+        self.lock = threading.Lock()
+        self.ike_rekey_s = max(2 * (spec.rekey_s or 20), 30)
+
+    def _on_line(self, ctx: FaultContext, role: str, line: str) -> None:
+        line = line.strip()
+        if not line or not EVENT_LINE.search(line):
+            return
+        if role == "client" and CHILD_UP.search(line):
+            with self.lock:
+                self.established.append(ctx.history.now())
+                n = len(self.established)
+            name = "ipsec:child-sa" if n == 1 else "ipsec:rekey"
+            ctx.history.add("fault", name, via="ikev2", vm=role, line=line[:300])
+            return
+        ctx.history.add("fault", "ipsec:ike", vm=role, line=line[:300])
+
+    def setup(self, ctx: FaultContext) -> dict[str, object]:
+        """charon started in both guests; nothing loaded yet (the storage path is untouched)."""
+        for role, vm in (("client", ctx.client), ("nas", ctx.nas)):
+            assert vm is not None
+            write_file(vm, LOGCONF, LOG_CONF)
+            vm.exec(["modprobe", "-a", "esp4", "xfrm_user"], 30, check=True)
+            job = vm.agent.start([CHARON], on_line=lambda line, r=role: self._on_line(ctx, r, line))
+            self.jobs.append(job)
+        for vm in (ctx.client, ctx.nas):
+            assert vm is not None
+            res = vm.sh("for i in $(seq 50); do [ -S /var/run/charon.vici ] && exit 0; sleep 0.2; done; exit 1", 30, check=False)
+            if not res.ok:
+                raise TestbedError(f"{vm.name}: charon did not open its vici socket in 10 s")
+        return {"ike": f"IKEv2, strongSwan charon, PSK, IKE {IKE_PROPOSAL}, ESP {ESP_PROPOSAL}",
+                "child_rekey_s": self.spec.rekey_s, "ike_rekey_s": self.ike_rekey_s}
+
+    def inject(self, ctx: FaultContext) -> dict[str, object]:
+        c, n = ctx.ends.client_ip, ctx.ends.nas_ip
+        psk = secrets.token_hex(32)
+        rekey = self.spec.rekey_s or 3600
+        assert ctx.nas is not None
+        write_file(ctx.nas, CONF, swanctl_conf(n, c, psk, rekey, self.ike_rekey_s, initiator=False))
+        ctx.nas.exec(["swanctl", "--load-all", "--noprompt"], 30, check=True)
+        write_file(ctx.client, CONF, swanctl_conf(c, n, psk, rekey, self.ike_rekey_s, initiator=True))
+        ctx.client.exec(["swanctl", "--load-all", "--noprompt"], 30, check=True)  # trap policies from here on
+        t0 = ctx.history.now()
+        res = ctx.client.exec(["swanctl", "--initiate", "--child", "tb", "--timeout", "30"], 40)
+        return {"mode": "ikev2", "initiate_ok": res.ok, "initiate_s": round(ctx.history.now() - t0, 2),
+                "initiate_tail": (res.stdout or res.stderr).strip().splitlines()[-1:]}
+
+    def heal(self, ctx: FaultContext) -> dict[str, object]:
+        out: dict[str, object] = charon_state(ctx.client)
+        with self.lock:
+            out.update(rekey_lateness(self.established, self.spec.rekey_s or 0))
+            out["rekeys"] = max(0, len(self.established) - 1)
+        return out
+
+    def stop(self, ctx: FaultContext) -> None:
+        """charon goes (it removes its SAs and policies on the way out)."""
+        for job in self.jobs:
+            if not job.done():
+                job.kill(15)
+        for job in self.jobs:
+            try:
+                job.wait(10)
+            except Exception:
+                job.kill(9)
+        self.jobs.clear()
