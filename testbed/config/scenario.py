@@ -286,9 +286,12 @@ class IpsecSpec(FaultSpec):
     duration_s: float | None = None
     mode: Literal["static", "ikev2"] = "static"
     rekey_s: float | None = 20  # replace the SAs (new SPIs and keys) this often
+    trap: bool = False  # ikev2: policies before the first exchange (no clear packet; traffic waits for IKE)
 
     def validate(self, source: str, path: str) -> None:
         self.check_times(source, path)
+        if self.trap and self.mode != "ikev2":
+            raise ConfigError(source, f"{path}.trap", "only for mode ikev2 (static keys install their policies at once)")
         least = 10 if self.mode == "ikev2" else 2  # an IKE exchange in a starved TCG guest takes seconds
         if self.rekey_s is not None and self.rekey_s < least:
             raise ConfigError(source, f"{path}.rekey_s", f"must be at least {least} s for mode {self.mode}")

@@ -18,6 +18,7 @@ import socket
 import struct
 import subprocess
 import threading
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -157,6 +158,14 @@ class Dhcp(BaseFault):
     def _sniff(self, ctx: FaultContext) -> None:
         h, sock = ctx.history, self.sock
         assert sock is not None
+        pcap = open(Path(ctx.case_dir or ".") / "dhcp.pcap", "wb")  # the exchanges, for wireshark/tcpdump -r
+        pcap.write(struct.pack("<IHHiIII", 0xA1B2C3D4, 2, 4, 0, 0, 65535, 1))
+        try:
+            self._sniff_loop(ctx, h, sock, pcap)
+        finally:
+            pcap.close()
+
+    def _sniff_loop(self, ctx: FaultContext, h: Any, sock: socket.socket, pcap: Any) -> None:
         while not self.stop.is_set():
             try:
                 frame = sock.recv(4096)
@@ -165,6 +174,10 @@ class Dhcp(BaseFault):
             except OSError:
                 return
             msg = parse_frame(frame) if frame else None
+            if msg:
+                now = time.time()
+                pcap.write(struct.pack("<IIII", int(now), int(now % 1 * 1e6), len(frame), len(frame)) + frame)
+                pcap.flush()
             with self.lock:
                 if msg:
                     for name, data in self.ex.feed(h.now(), msg):
@@ -209,7 +222,9 @@ class Dhcp(BaseFault):
             f"--dhcp-leasefile={case_dir / 'dnsmasq.leases'}", f"--log-facility={case_dir / 'dnsmasq.log'}", "--log-dhcp",
         ]
         dev = ctx.client.net_devs[0]
-        argv = ["busybox", "udhcpc", "-f", "-i", dev, "-s", SCRIPT, "-r", str(port.address.ip), "-p", PIDFILE, "-T", "2"]
+        udhcpc = ["busybox", "udhcpc", "-f", "-i", dev, "-s", SCRIPT, "-r", str(port.address.ip), "-p", PIDFILE, "-T", "2"]
+        # udhcpc tells its story on stderr; the agent streams stdout: one stream, every line an event.
+        argv = ["/bin/sh", "-c", 'exec "$@" 2>&1', "udhcpc", *udhcpc]
         t0 = ctx.history.now()
         try:  # a setup that fails half-way undoes itself: the scheduler tears down only what was set up
             self.sock = socket_in(net.netns, socket.AF_PACKET, socket.SOCK_RAW, socket.htons(ETH_P_ALL))

@@ -4,9 +4,11 @@ The client's charon runs under the agent with its log on stdout: every IKE event
 an event in the history. At the heal the client's charon is examined: how much of it was swapped
 out, how long it waited for a CPU, and how late its rekeys came against the planned interval.
 
-Policies are trap policies on the client (installed at injection, before the first exchange): from
-then on storage traffic is ESP or dropped, never clear, so an IKE exchange that cannot complete
-under memory pressure blocks the storage path - the seed's "key exchange before the ACK" problem.
+The exchange happens at the injection. By default storage traffic flows in clear until the first
+CHILD_SA is up (charon installs the policies with it). With `trap: true` the client's policies are
+installed first: from then on storage traffic is ESP or held, never clear, so an IKE exchange that
+cannot complete under memory pressure (charon's own pages swapped out to the NAS behind that very
+policy) blocks the storage path - the seed's "key exchange before the ACK" problem.
 """
 
 from __future__ import annotations
@@ -15,9 +17,10 @@ import re
 import secrets
 import shlex
 import threading
+from pathlib import Path
 from typing import Any
 
-from testbed.errors import TestbedError
+from testbed.errors import GuestError, TestbedError
 from testbed.faults import FaultContext
 from testbed.vm.machine import VM
 
@@ -32,8 +35,11 @@ EVENT_LINE = re.compile(r"(IKE_SA|CHILD_SA) \S+ (established|rekeyed)|rekeying|r
 CHILD_UP = re.compile(r"CHILD_SA \S+ established")
 
 
-def swanctl_conf(me: str, peer: str, psk: str, child_rekey_s: float, ike_rekey_s: float, initiator: bool) -> str:
-    """One connection, transport mode between the two storage addresses, exact (unrandomised) rekeys."""
+def swanctl_conf(me: str, peer: str, psk: str, child_rekey_s: float, ike_rekey_s: float, initiator: bool,
+                 trap: bool = False) -> str:
+    """One connection, transport mode between the two storage addresses, exact (unrandomised) rekeys.
+    With `trap`, the initiator's policies are installed at load: nothing leaves in clear before the
+    first CHILD_SA, so the exchange itself stands between the client and its storage."""
     return (
         "connections {\n"
         "  tb {\n"
@@ -56,7 +62,7 @@ def swanctl_conf(me: str, peer: str, psk: str, child_rekey_s: float, ike_rekey_s
         "        rand_time = 0s\n"
         f"        local_ts = {me}/32\n"
         f"        remote_ts = {peer}/32\n"
-        f"        start_action = {'trap' if initiator else 'none'}\n"
+        f"        start_action = {'trap' if initiator and trap else 'none'}\n"
         "      }\n"
         "    }\n"
         "  }\n"
@@ -107,6 +113,9 @@ class Ikev2:
 
     def _on_line(self, ctx: FaultContext, role: str, line: str) -> None:
         line = line.strip()
+        if ctx.case_dir and line:  # charon's whole log is evidence; the IKE milestones are also events
+            with open(Path(ctx.case_dir) / f"charon-{role}.log", "a") as f:
+                f.write(line + "\n")
         if not line or not EVENT_LINE.search(line):
             return
         if role == "client" and CHILD_UP.search(line):
@@ -135,18 +144,33 @@ class Ikev2:
                 "child_rekey_s": self.spec.rekey_s, "ike_rekey_s": self.ike_rekey_s}
 
     def inject(self, ctx: FaultContext) -> dict[str, object]:
+        """The key exchange, now: the NAS (responder) loads the connection, then the client loads it
+        and initiates. A client that cannot finish (charon waiting on a swap-in) is an outcome,
+        recorded, not a testbed failure: the case goes on and is judged by its progress."""
         c, n = ctx.ends.client_ip, ctx.ends.nas_ip
         psk = secrets.token_hex(32)
         rekey = self.spec.rekey_s or 3600
+        trap = self.spec.trap
         assert ctx.nas is not None
-        write_file(ctx.nas, CONF, swanctl_conf(n, c, psk, rekey, self.ike_rekey_s, initiator=False))
+        write_file(ctx.nas, CONF, swanctl_conf(n, c, psk, rekey, self.ike_rekey_s, initiator=False, trap=False))
         ctx.nas.exec(["swanctl", "--load-all", "--noprompt"], 30, check=True)
-        write_file(ctx.client, CONF, swanctl_conf(c, n, psk, rekey, self.ike_rekey_s, initiator=True))
-        ctx.client.exec(["swanctl", "--load-all", "--noprompt"], 30, check=True)  # trap policies from here on
+        write_file(ctx.client, CONF, swanctl_conf(c, n, psk, rekey, self.ike_rekey_s, initiator=True, trap=trap))
+        out: dict[str, object] = {"mode": "ikev2", "trap": trap}
         t0 = ctx.history.now()
-        res = ctx.client.exec(["swanctl", "--initiate", "--child", "tb", "--timeout", "30"], 40)
-        return {"mode": "ikev2", "initiate_ok": res.ok, "initiate_s": round(ctx.history.now() - t0, 2),
-                "initiate_tail": (res.stdout or res.stderr).strip().splitlines()[-1:]}
+        for step, argv in (("load", ["swanctl", "--load-all", "--noprompt"]),
+                           ("initiate", ["swanctl", "--initiate", "--child", "tb", "--timeout", "30"])):
+            try:
+                res = ctx.client.exec(argv, 45)
+            except GuestError as e:  # no answer: swanctl (or charon behind it) is stuck in the client
+                out[f"{step}_ok"] = False
+                out["stuck"] = f"{' '.join(argv)}: {e}"
+                break
+            out[f"{step}_ok"] = res.ok
+            if not res.ok:
+                out[f"{step}_error"] = (res.stderr or res.stdout).strip()[-300:]
+                break
+        out["ike_s"] = round(ctx.history.now() - t0, 2)
+        return out
 
     def heal(self, ctx: FaultContext) -> dict[str, object]:
         out: dict[str, object] = charon_state(ctx.client)

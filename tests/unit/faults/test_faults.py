@@ -93,6 +93,7 @@ def test_stop_before_injection_injects_nothing(monkeypatch) -> None:
     ("faults=[{kind: ipsec, rekey_s: 1}]", "faults[0].rekey_s: must be at least 2 s for mode static"),
     ("faults=[{kind: link, at_s: 1, colour: red}]", "faults[0].colour: unknown field"),
     ("faults=[{kind: tornado, at_s: 1}]", "faults[0].kind: must be one of"),
+    ("faults=[{kind: ipsec, trap: true}]", "faults[0].trap: only for mode ikev2"),
     ("faults=[{kind: dhcp, lease_s: 30}]", "faults[0].lease_s: dnsmasq grants no lease shorter than 120 s"),
     ("faults=[{kind: dhcp, mode: server-stop, renew_s: 5}]", "faults[0].renew_s: only for mode renew"),
     ("faults=[{kind: dhcp, renew_s: 1}]", "faults[0].renew_s: must be at least 2 s"),
@@ -213,9 +214,10 @@ def test_paced_send_keeps_its_rate() -> None:
 
 
 def test_ikev2_config_is_transport_mode_with_exact_rekeys() -> None:
-    conf = swanctl_conf("10.1.0.1", "10.1.0.2", "ab" * 32, 20, 40, initiator=True)
+    conf = swanctl_conf("10.1.0.1", "10.1.0.2", "ab" * 32, 20, 40, initiator=True, trap=True)
     assert "mode = transport" in conf and "rekey_time = 20s" in conf and "rekey_time = 40s" in conf
     assert "rand_time = 0s" in conf and "start_action = trap" in conf
+    assert "start_action = none" in swanctl_conf("10.1.0.1", "10.1.0.2", "ab" * 32, 20, 40, initiator=True)
     assert "local_ts = 10.1.0.1/32" in conf and "remote_ts = 10.1.0.2/32" in conf
     assert conf.count("{") == conf.count("}")
     assert "start_action = none" in swanctl_conf("10.1.0.2", "10.1.0.1", "ab" * 32, 20, 40, initiator=False)
