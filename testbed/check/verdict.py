@@ -73,6 +73,9 @@ def fault_windows(events: list[Event], path_down_only: bool = False) -> list[tup
             # A fault whose injection takes the path down only later (a DHCP lease running out).
             open_[key] = len(out)
             out.append((kind, e.t, None))
+        elif op == "path-up" and path_down_only and key in open_:
+            i = open_.pop(key)  # the path came back (a new lease) before the fault was healed
+            out[i] = (out[i][0], out[i][1], e.t)
         elif op == "heal" and key in open_:
             i = open_.pop(key)
             if not e.data.get("teardown"):
@@ -184,6 +187,8 @@ def _judge(obs: Observations) -> Judgement:
             reasons.append(f"fault {e.name.split(':')[0]} had no visible effect ({_effect(e.data)})")
         elif e.kind == "fault" and e.data.get("effect_unknown"):
             reasons.append(f"fault {e.name.split(':')[0]}: {e.data['effect_unknown']}")
+        if e.kind == "fault" and e.data.get("stuck"):  # a guest-side step of the fault never returned
+            reasons.append(f"fault {e.name.split(':')[0]}: the client could not finish it: {e.data['stuck']}")
     if victims:
         reasons.append(f"the OOM killer killed {', '.join(victims)} (not on the storage path)")
     windows = fault_windows(ev)

@@ -95,7 +95,7 @@ class Exchanges:
             kind = "request" if m.ciaddr == "0.0.0.0" else ("rebind" if m.broadcast else "renew")
             first, count, _ = self.pending.get(m.xid, (t, 0, kind))
             self.pending[m.xid] = (first, count + 1, kind)
-            return []
+            return [("request", {"xid": hex(m.xid), "exchange": kind, "attempt": count + 1})]
         if m.type == "discover" and not m.to_client:
             return [("discover", {"xid": hex(m.xid)})]
         if m.type in ("ack", "nak") and m.to_client:
@@ -124,7 +124,8 @@ class Dhcp(BaseFault):
         self.sock: socket.socket | None = None
         self.lock = threading.Lock()
         self.watch_expiry = False
-        self.expired_at: float | None = None
+        self.expired_at: float | None = None  # since when the client has had no address (None: it has one)
+        self.address_losses = 0
         self.window_start = (0, 0)  # requests, acks when the window opened
         self.forced = 0
 
@@ -182,7 +183,7 @@ class Dhcp(BaseFault):
                 if msg:
                     for name, data in self.ex.feed(h.now(), msg):
                         if name in ("renewal", "bound") and self.expired_at is not None:
-                            h.add("fault", "dhcp:lease-regained", index=self.index, expired_t=round(self.expired_at, 3))
+                            h.add("fault", "dhcp:path-up", index=self.index, address_lost_t=round(self.expired_at, 3))
                             self.expired_at = None
                         h.add("fault", f"dhcp:{name}", index=self.index, **data)
                 self._check_expiry(ctx)
@@ -193,17 +194,27 @@ class Dhcp(BaseFault):
             return
         if ctx.history.now() < ex.last_ack_t + ex.lease_s:
             return
-        self.expired_at = ex.last_ack_t + ex.lease_s
+        # The address goes at expiry whatever udhcpc's state: the kernel enforces its lifetime.
+        self._address_gone(ctx, ex.last_ack_t + ex.lease_s, "the lease expired with no ACK since last_ack_t")
+
+    def _address_gone(self, ctx: FaultContext, t: float, cause: str) -> None:
+        """The client has no storage address from `t` on: the path is down (AoE does not use it)."""
+        self.expired_at = t
+        self.address_losses += 1
         aoe = ctx.sc is not None and ctx.sc.storage.protocol == "aoe"
-        # The address goes at expiry (the kernel enforces its lifetime); AoE does not use it.
-        ctx.history.add("fault", "dhcp:path-down" if not aoe else "dhcp:lease-expired", index=self.index,
-                        path_down=not aoe, last_ack_t=round(ex.last_ack_t, 3), lease_s=ex.lease_s,
-                        cause="lease expired: no ACK since last_ack_t; the kernel removed the address")
+        ctx.history.add("fault", "dhcp:path-down" if not aoe else "dhcp:address-lost", index=self.index,
+                        path_down=not aoe, since_t=round(t, 3), cause=cause,
+                        last_ack_t=round(self.ex.last_ack_t, 3) if self.ex.last_ack_t is not None else None)
 
     def _on_client_line(self, ctx: FaultContext, line: str) -> None:
         line = line.strip()
-        if line:
-            ctx.history.add("fault", "dhcp:client", index=self.index, line=line[:300])
+        if not line:
+            return
+        ctx.history.add("fault", "dhcp:client", index=self.index, line=line[:300])
+        if "deconfig: removed" in line:  # udhcpc gave up on the lease before it ran out
+            with self.lock:
+                if self.expired_at is None:
+                    self._address_gone(ctx, ctx.history.now(), f"udhcpc dropped the lease: {line[:120]}")
 
     # -- the fault -------------------------------------------------------------------------------
     def setup(self, ctx: FaultContext) -> dict[str, object]:
@@ -286,8 +297,8 @@ class Dhcp(BaseFault):
             out["delta_requests"] = self.ex.requests - self.window_start[0]
             out["delta_acks"] = self.ex.acks - self.window_start[1]
             out["unanswered_xids"] = len(self.ex.pending)
-            out["lease_expired"] = self.expired_at is not None
-        out["visible"] = bool(out["delta_requests"]) or bool(out["lease_expired"])
+            out["address_losses"] = self.address_losses
+        out["visible"] = bool(out["delta_requests"]) or bool(out["address_losses"])
         return out
 
     def teardown(self, ctx: FaultContext) -> dict[str, object]:

@@ -48,4 +48,4 @@ def test_fault_scenario(name: str, results: dict[str, str]) -> None:
         assert len(renewals) >= 2 and all(r["latency_s"] is not None for r in renewals), renewals
     if name == "dhcp-server-stop.yaml" and case["verdict"] == "recovered":
         # The lease ran out while the server was away, the address went, and came back after the heal.
-        assert named("dhcp:path-down") and named("dhcp:lease-regained")
+        assert named("dhcp:path-down") and named("dhcp:path-up")

@@ -172,3 +172,16 @@ def test_stale_telemetry_is_said_not_taken_for_no_effect() -> None:
     heal = Event(40.0, "fault", "competing-traffic:heal", {"index": 0, "effect_unknown": "the client's telemetry was stale"})
     j = judge(obs(progress=finished(), ended_by="finished", workload_status=0, client_answers=True, events=[heal]))
     assert any("telemetry was stale" in r for r in j.reasons) and not any("no visible effect" in r for r in j.reasons)
+
+
+def test_a_fault_step_the_client_could_not_finish_is_named() -> None:
+    inject = Event(16.0, "fault", "ipsec:inject", {"index": 0, "stuck": "swanctl --initiate: no answer within 45 s"})
+    j = judge(obs(ended_by="stall", stall_since=29.0, events=[inject], rows=rows(130, 29, cpu_per_s=0.05)))
+    assert j.verdict == "deadlocked" and any("could not finish it: swanctl" in r for r in j.reasons), j.reasons
+
+
+def test_a_path_that_came_back_no_longer_explains_a_stall() -> None:
+    ev = [Event(5.0, "fault", "dhcp:inject", {"index": 0}), Event(30.0, "fault", "dhcp:path-down", {"index": 0, "path_down": True}),
+          Event(34.0, "fault", "dhcp:path-up", {"index": 0})]
+    j = judge(obs(ended_by="stall", stall_since=60.0, events=ev, rows=rows(170, 60, cpu_per_s=0.05)))
+    assert j.verdict == "deadlocked", j.reasons

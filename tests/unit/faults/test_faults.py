@@ -148,7 +148,8 @@ def test_dhcp_exchanges_pair_requests_with_acks() -> None:
     ex = Exchanges()
     renew = parse_frame(dhcp_frame(3, 1, to_client=False, ciaddr="10.1.0.5"))
     rebind = parse_frame(dhcp_frame(3, 2, to_client=False, ciaddr="10.1.0.5", broadcast=True))
-    assert ex.feed(10.0, renew) == [] and ex.feed(11.5, renew) == []  # a retry of the same xid
+    assert ex.feed(10.0, renew) == [("request", {"xid": "0x1", "exchange": "renew", "attempt": 1})]
+    assert ex.feed(11.5, renew)[0][1]["attempt"] == 2  # a retry of the same xid
     (name, data), = ex.feed(12.0, parse_frame(dhcp_frame(5, 1, to_client=True, lease=120)))
     assert name == "renewal" and data["exchange"] == "renew" and data["requests"] == 2 and data["latency_s"] == 2.0
     assert ex.last_ack_t == 12.0 and ex.lease_s == 120
