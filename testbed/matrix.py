@@ -158,6 +158,7 @@ def _run_cases(matrix: Matrix, cases: list[MatrixCase], todo: list[MatrixCase], 
         ui.bar.update(ui.task, completed=ui.done)
     if skipped:
         ui.note(matrix.spec.name, f"resuming {run.id}: {len(skipped)} case(s) already complete, {len(todo)} to run")
+    INTERRUPTED.clear()  # a matrix interrupted earlier in this process does not stop this one
     cap, why = allowed_jobs(cases)
     if jobs > cap:
         ui.note(matrix.spec.name, f"--jobs {jobs} capped to {cap} ({why})")

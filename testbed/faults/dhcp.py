@@ -14,6 +14,7 @@ renewal with its latency (first REQUEST to ACK) and how many REQUESTs it took.
 
 from __future__ import annotations
 
+import ctypes
 import socket
 import struct
 import subprocess
@@ -24,13 +25,19 @@ from pathlib import Path
 from typing import Any
 
 from testbed import proc
-from testbed.errors import TestbedError
+from testbed.errors import GuestError, TestbedError
 from testbed.faults import BaseFault, FaultContext
 from testbed.net.netns import socket_in
 
 SCRIPT = "/usr/local/sbin/tb-udhcpc"
 PIDFILE = "/run/tb-udhcpc.pid"
 ETH_P_ALL = 0x0003
+SO_ATTACH_FILTER = 26
+# `tcpdump -dd 'ip and udp and (port 67 or port 68)'`: the kernel hands us DHCP only, not the storage
+# traffic that shares the tap.
+DHCP_BPF = [(0x28, 0, 0, 0x0C), (0x15, 0, 12, 0x800), (0x30, 0, 0, 0x17), (0x15, 0, 10, 0x11), (0x28, 0, 0, 0x14),
+            (0x45, 8, 0, 0x1FFF), (0xB1, 0, 0, 0x0E), (0x48, 0, 0, 0x0E), (0x15, 4, 0, 0x43), (0x15, 3, 0, 0x44),
+            (0x48, 0, 0, 0x10), (0x15, 1, 0, 0x43), (0x15, 0, 1, 0x44), (0x06, 0, 0, 0x40000), (0x06, 0, 0, 0)]
 MAGIC = b"\x63\x82\x53\x63"
 TYPES = {1: "discover", 2: "offer", 3: "request", 4: "decline", 5: "ack", 6: "nak", 7: "release", 8: "inform"}
 
@@ -44,6 +51,13 @@ class DhcpMessage:
     to_client: bool
     broadcast: bool
     lease_s: int | None = None
+
+
+def attach_dhcp_filter(sock: socket.socket) -> None:
+    code = b"".join(struct.pack("HBBI", *ins) for ins in DHCP_BPF)
+    buf = ctypes.create_string_buffer(code)
+    prog = struct.pack("HL", len(DHCP_BPF), ctypes.addressof(buf))
+    sock.setsockopt(socket.SOL_SOCKET, SO_ATTACH_FILTER, prog)
 
 
 def parse_frame(frame: bytes) -> DhcpMessage | None:
@@ -123,9 +137,10 @@ class Dhcp(BaseFault):
         self.threads: list[threading.Thread] = []
         self.sock: socket.socket | None = None
         self.lock = threading.Lock()
-        self.watch_expiry = False
         self.expired_at: float | None = None  # since when the client has had no address (None: it has one)
         self.address_losses = 0
+        self.applied_t: float | None = None  # when the client last applied a lease (its script said so)
+        self.awaiting_renewal = False
         self.window_start = (0, 0)  # requests, acks when the window opened
         self.forced = 0
 
@@ -133,8 +148,9 @@ class Dhcp(BaseFault):
     def _start_server(self, ctx: FaultContext) -> None:
         log = Path(ctx.case_dir or ".") / "dnsmasq.out"
         with open(log, "ab") as out:
-            self.server = subprocess.Popen(self.server_argv, stdin=subprocess.DEVNULL, stdout=out, stderr=out,
-                                           preexec_fn=proc.die_with_parent)
+            # No PDEATHSIG: a heal starts it from the short-lived scheduler thread, whose exit would kill it.
+            # It lives in the run's namespace, and deleting the namespace ends it (net/netns.delete_netns).
+            self.server = subprocess.Popen(self.server_argv, stdin=subprocess.DEVNULL, stdout=out, stderr=out)
         try:
             code = self.server.wait(0.5)
         except subprocess.TimeoutExpired:
@@ -189,13 +205,14 @@ class Dhcp(BaseFault):
                 self._check_expiry(ctx)
 
     def _check_expiry(self, ctx: FaultContext) -> None:
-        ex = self.ex
-        if not self.watch_expiry or self.expired_at is not None or ex.last_ack_t is None or not ex.lease_s:
+        """The address goes when the lease the client last applied runs out, whatever udhcpc's state:
+        the kernel enforces its lifetime. (An ACK seen on the wire that the client never applied
+        does not count.)"""
+        if self.expired_at is not None or self.applied_t is None or not self.ex.lease_s:
             return
-        if ctx.history.now() < ex.last_ack_t + ex.lease_s:
+        if ctx.history.now() < self.applied_t + self.ex.lease_s:
             return
-        # The address goes at expiry whatever udhcpc's state: the kernel enforces its lifetime.
-        self._address_gone(ctx, ex.last_ack_t + ex.lease_s, "the lease expired with no ACK since last_ack_t")
+        self._address_gone(ctx, self.applied_t + self.ex.lease_s, "the lease the client last applied ran out")
 
     def _address_gone(self, ctx: FaultContext, t: float, cause: str) -> None:
         """The client has no storage address from `t` on: the path is down (AoE does not use it)."""
@@ -211,10 +228,12 @@ class Dhcp(BaseFault):
         if not line:
             return
         ctx.history.add("fault", "dhcp:client", index=self.index, line=line[:300])
-        if "deconfig: removed" in line:  # udhcpc gave up on the lease before it ran out
-            with self.lock:
-                if self.expired_at is None:
-                    self._address_gone(ctx, ctx.history.now(), f"udhcpc dropped the lease: {line[:120]}")
+        with self.lock:
+            if line.startswith(("tb-udhcpc: bound:", "tb-udhcpc: renew:")):
+                self.applied_t = ctx.history.now()
+                self.awaiting_renewal = False
+            elif "deconfig: removed" in line and self.expired_at is None:  # udhcpc gave the lease up early
+                self._address_gone(ctx, ctx.history.now(), f"udhcpc dropped the lease: {line[:120]}")
 
     # -- the fault -------------------------------------------------------------------------------
     def setup(self, ctx: FaultContext) -> dict[str, object]:
@@ -239,6 +258,7 @@ class Dhcp(BaseFault):
         t0 = ctx.history.now()
         try:  # a setup that fails half-way undoes itself: the scheduler tears down only what was set up
             self.sock = socket_in(net.netns, socket.AF_PACKET, socket.SOCK_RAW, socket.htons(ETH_P_ALL))
+            attach_dhcp_filter(self.sock)
             self.sock.bind((port.tap, 0))
             self.sock.settimeout(0.5)
             self._start_server(ctx)
@@ -246,7 +266,7 @@ class Dhcp(BaseFault):
             sniffer.start()
             self.threads.append(sniffer)
             self.client_job = ctx.client.agent.start(argv, on_line=lambda line: self._on_client_line(ctx, line))
-            while self.ex.acks == 0:
+            while self.applied_t is None:
                 if self.client_job.done() or ctx.history.now() - t0 > 30:
                     raise TestbedError(f"dhcp: the client got no lease from dnsmasq within 30 s; see dnsmasq.log and "
                                        f"the dhcp:client events (udhcpc argv: {' '.join(argv)})")
@@ -270,18 +290,31 @@ class Dhcp(BaseFault):
             return {"mode": "renew", "forced_every_s": self.spec.renew_every_s}
         code = self._stop_server()
         with self.lock:
-            self.watch_expiry = True
-            expires = (self.ex.last_ack_t or 0) + (self.ex.lease_s or 0)
+            expires = (self.applied_t or 0) + (self.ex.lease_s or 0)
         return {"mode": "server-stop", "server_exit": code, "lease_expires_t": round(expires, 3)}
 
     def _renewer(self, ctx: FaultContext) -> None:
+        """SIGUSR1 to udhcpc every renew_s, but never while the last forced renewal is unfinished:
+        busybox treats a second USR1 then as "impatient, square 1" and drops the lease itself."""
+        h = ctx.history
         while not self.renew_stop.is_set():
-            begun = ctx.history.now()
-            res = ctx.client.exec(["sh", "-c", f"kill -USR1 $(cat {PIDFILE})"], 30)
-            self.forced += 1
-            ctx.history.add("fault", "dhcp:renew-forced", index=self.index, started_t=round(begun, 3),
-                            took_s=round(ctx.history.now() - begun, 3), ok=res.ok, error=res.stderr.strip()[:200])
-            if self.renew_stop.wait(max(0.0, self.spec.renew_every_s - (ctx.history.now() - begun))):
+            begun = h.now()
+            with self.lock:
+                busy = self.awaiting_renewal
+                self.awaiting_renewal = True
+            if busy:
+                h.add("fault", "dhcp:renew-skipped", index=self.index, reason="the last forced renewal has not completed")
+            else:
+                try:
+                    res = ctx.client.exec(["sh", "-c", f"kill -USR1 $(cat {PIDFILE})"], 30)
+                    ok, err = res.ok, res.stderr.strip()[:200]
+                except GuestError as e:  # a starved guest may not even start `sh`: recorded, and go on
+                    ok, err = False, str(e)
+                self.forced += 1
+                if not self.stop.is_set():
+                    h.add("fault", "dhcp:renew-forced", index=self.index, started_t=round(begun, 3),
+                          took_s=round(h.now() - begun, 3), ok=ok, error=err)
+            if self.renew_stop.wait(max(0.0, self.spec.renew_every_s - (h.now() - begun))):
                 return
 
     def heal(self, ctx: FaultContext) -> dict[str, object]:
@@ -293,7 +326,6 @@ class Dhcp(BaseFault):
             self._start_server(ctx)
             out["server"] = "started again"
         with self.lock:
-            self.watch_expiry = False
             out["delta_requests"] = self.ex.requests - self.window_start[0]
             out["delta_acks"] = self.ex.acks - self.window_start[1]
             out["unanswered_xids"] = len(self.ex.pending)

@@ -227,6 +227,8 @@ def test_ikev2_config_is_transport_mode_with_exact_rekeys() -> None:
 def test_rekey_lateness() -> None:
     assert rekey_lateness([10.0, 30.5, 58.0], 20) == {"child_sa_intervals_s": [20.5, 27.5], "worst_late_s": 7.5}
     assert rekey_lateness([10.0], 20)["worst_late_s"] is None
+    assert rekey_lateness([10.0], 20, until=70.0)["worst_late_s"] == 40.0  # the rekey that never came
+    assert rekey_lateness([10.0, 30.0], 20, until=35.0)["worst_late_s"] == 0.0
 
 
 def test_ikev2_rekeys_need_time() -> None:
