@@ -1,0 +1,48 @@
+"""`testbed image build|list`: build (or find cached) guest images, and list the cache."""
+
+from __future__ import annotations
+
+import argparse
+import time
+
+from testbed.commands.common import err
+
+
+def cmd_image_build(args: argparse.Namespace) -> int:
+    from testbed.images import cache
+    from testbed.images.build import build
+    from testbed.images.recipe import recipe_names
+
+    names = recipe_names() if args.name == "all" else [args.name]
+    cache.remove_stale_temps()
+    for name in names:
+        t = time.monotonic()
+        image, cached = build(name, rebuild=args.rebuild, say=err)
+        state = "cached" if cached else "built"
+        print(f"{name}: {state} {image.hash} kernel {image.kernel_version} in {time.monotonic() - t:.1f} s ({image.dir})")
+    return 0
+
+
+def cmd_image_list(args: argparse.Namespace) -> int:
+    from testbed.images import cache
+    from testbed.images.recipe import load_recipe, recipe_hash, recipe_names
+
+    current = {n: recipe_hash(load_recipe(n)) for n in recipe_names()}
+    rows = cache.all_entries()
+    if not rows:
+        print("no images built yet: run `testbed image build all`")
+        return 0
+    print(f"{'name':8} {'hash':16} {'kernel':16} {'size':>8}  {'built at':25} current")
+    for i in rows:
+        mark = "yes" if current.get(i.name) == i.hash else "no"
+        print(f"{i.name:8} {i.hash:16} {i.kernel_version:16} {i.size_bytes / 2**20:7.0f}M  {i.built_at:25} {mark}")
+    return 0
+
+
+def add_parser(sub: argparse._SubParsersAction) -> None:
+    img = sub.add_parser("image", help="build and list guest images").add_subparsers(dest="image_verb", required=True)
+    b = img.add_parser("build", help="build (or find cached) guest images")
+    b.add_argument("name", help="client, nas or all")
+    b.add_argument("--rebuild", action="store_true", help="build even if a cached image matches the recipe")
+    b.set_defaults(func=cmd_image_build)
+    img.add_parser("list", help="list cached images").set_defaults(func=cmd_image_list)

@@ -1,0 +1,39 @@
+"""`testbed validate`: parse scenario and matrix files strictly; touches nothing."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+
+def cmd_validate(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from testbed.config.scenario import load_scenario
+    from testbed.errors import ConfigError
+
+    from testbed.config.matrix import is_matrix_file, load_matrix
+
+    bad = 0
+    for f in args.files:
+        try:
+            if is_matrix_file(Path(f)):
+                m = load_matrix(Path(f))
+                print(f"{f}: ok (matrix {m.spec.name}: {len(m.cases)} cases: {', '.join(c.id for c in m.cases[:4])}"
+                      f"{' ...' if len(m.cases) > 4 else ''})")
+                continue
+            loaded = load_scenario(Path(f), args.set)
+            sc = loaded.scenario
+            print(f"{f}: ok ({sc.name}: {sc.storage.protocol}, client {sc.client.mem_mb} MB, "
+                  f"workload {sc.workload.total_mb(sc.client.mem_mb)} MB, topology {loaded.topology.name})")
+        except ConfigError as e:
+            bad += 1
+            print(f"testbed: error: {e}", file=sys.stderr)
+    return 3 if bad else 0
+
+
+def add_parser(sub: argparse._SubParsersAction) -> None:
+    v = sub.add_parser("validate", help="check scenario files; touches nothing")
+    v.add_argument("files", nargs="+")
+    v.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a field")
+    v.set_defaults(func=cmd_validate)
