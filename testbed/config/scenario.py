@@ -287,11 +287,16 @@ class IpsecSpec(FaultSpec):
     mode: Literal["static", "ikev2"] = "static"
     rekey_s: float | None = 20  # replace the SAs (new SPIs and keys) this often
     trap: bool = False  # ikev2: policies before the first exchange (no clear packet; traffic waits for IKE)
+    establish: Literal["at-inject", "before-pressure"] = "at-inject"  # ikev2: when the first exchange happens
 
     def validate(self, source: str, path: str) -> None:
         self.check_times(source, path)
         if self.trap and self.mode != "ikev2":
             raise ConfigError(source, f"{path}.trap", "only for mode ikev2 (static keys install their policies at once)")
+        if self.establish != "at-inject" and self.mode != "ikev2":
+            raise ConfigError(source, f"{path}.establish", "only for mode ikev2")
+        if self.establish == "before-pressure" and self.at_s != 0:
+            raise ConfigError(source, f"{path}.at_s", "must be 0 with establish: before-pressure (the tunnel is up from the start)")
         least = 10 if self.mode == "ikev2" else 2  # an IKE exchange in a starved TCG guest takes seconds
         if self.rekey_s is not None and self.rekey_s < least:
             raise ConfigError(source, f"{path}.rekey_s", f"must be at least {least} s for mode {self.mode}")

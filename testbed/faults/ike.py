@@ -4,7 +4,9 @@ The client's charon runs under the agent with its log on stdout: every IKE event
 an event in the history. At the heal the client's charon is examined: how much of it was swapped
 out, how long it waited for a CPU, and how late its rekeys came against the planned interval.
 
-The exchange happens at the injection. By default storage traffic flows in clear until the first
+With `establish: before-pressure` the tunnel comes up at setup, as on a booted system, and the
+test is charon's rekeys under pressure. With `establish: at-inject` (the default) the exchange
+happens at the injection, under pressure. Storage traffic flows in clear until the first
 CHILD_SA is up (charon installs the policies with it). With `trap: true` the client's policies are
 installed first: from then on storage traffic is ESP or held, never clear, so an IKE exchange that
 cannot complete under memory pressure (charon's own pages swapped out to the NAS behind that very
@@ -123,6 +125,7 @@ class Ikev2:
         self.established: list[float] = []
         self.lock = threading.Lock()
         self.ike_rekey_s = max(2 * (spec.rekey_s or 20), 30)
+        self.setup_exchange: dict[str, object] = {}
 
     def _on_line(self, ctx: FaultContext, role: str, line: str) -> None:
         line = line.strip()
@@ -154,13 +157,28 @@ class Ikev2:
             res = vm.sh("for i in $(seq 50); do [ -S /var/run/charon.vici ] && exit 0; sleep 0.2; done; exit 1", 30, check=False)
             if not res.ok:
                 raise TestbedError(f"{vm.name}: charon did not open its vici socket in 10 s")
-        return {"ike": f"IKEv2, strongSwan charon, PSK, IKE {IKE_PROPOSAL}, ESP {ESP_PROPOSAL}",
-                "child_rekey_s": self.spec.rekey_s, "ike_rekey_s": self.ike_rekey_s}
+        info: dict[str, object] = {"ike": f"IKEv2, strongSwan charon, PSK, IKE {IKE_PROPOSAL}, ESP {ESP_PROPOSAL}",
+                                   "child_rekey_s": self.spec.rekey_s, "ike_rekey_s": self.ike_rekey_s,
+                                   "establish": self.spec.establish}
+        if self.spec.establish == "before-pressure":
+            self.setup_exchange = self._exchange(ctx)
+            if not self.setup_exchange.get("initiate_ok"):  # before the pressure, failing is the testbed's
+                raise TestbedError(f"ikev2: the tunnel did not come up before the pressure: {self.setup_exchange}")
+            info.update(self.setup_exchange)
+        return info
 
     def inject(self, ctx: FaultContext) -> dict[str, object]:
-        """The key exchange, now: the NAS (responder) loads the connection, then the client loads it
-        and initiates. A client that cannot finish (charon waiting on a swap-in) is an outcome,
-        recorded, not a testbed failure: the case goes on and is judged by its progress."""
+        """establish at-inject: the key exchange, now. before-pressure: it was made at setup (the
+        tunnel is up when the pressure starts, as on a booted system); charon's rekeys come due
+        inside the pressure phase."""
+        if self.spec.establish == "before-pressure":
+            return {"mode": "ikev2", "established": "before the pressure (at setup)", **self.setup_exchange}
+        return self._exchange(ctx)
+
+    def _exchange(self, ctx: FaultContext) -> dict[str, object]:
+        """The NAS (responder) loads the connection, then the client loads it and initiates. A client
+        that cannot finish (charon waiting on a swap-in) is an outcome, recorded, not a testbed
+        failure: the case goes on and is judged by its progress."""
         c, n = ctx.ends.client_ip, ctx.ends.nas_ip
         psk = secrets.token_hex(32)
         rekey = self.spec.rekey_s or 3600

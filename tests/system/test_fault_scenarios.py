@@ -35,13 +35,17 @@ def test_fault_scenario(name: str, results: dict[str, str]) -> None:
     named = lambda n: [e for e in faults if e["name"] == n]  # noqa: E731
     if name.startswith("ipsec"):
         capture = named("ipsec:capture")[0]
-        assert capture["capture_esp"] > 0 and capture["capture_clear_storage"] == 0
+        if name != "ipsec-ikev2-under-pressure.yaml" or case["verdict"] == "recovered":
+            # The storage traffic is really encrypted: ESP on the switch, no clear NFS.
+            assert capture["capture_esp"] > 0 and capture["capture_clear_storage"] == 0, capture
         if case["verdict"] == "recovered":  # a client stuck early may not live to see a rekey
             assert named("ipsec:rekey")
     if name == "ipsec-ikev2.yaml":
         assert named("ipsec:child-sa"), "IKEv2 never established a CHILD_SA"
         heal = named("ipsec:heal")[0]
         assert "charon_vmswap" in heal or "charon" in heal  # how the IKE daemon fared is recorded
+    if name == "ipsec-ikev2-under-pressure.yaml":
+        assert [e for e in named("ipsec:ike") if "initiating IKE_SA" in e["line"]], "no IKE exchange began"
     if name == "dhcp-renew.yaml":
         inject, heal = named("dhcp:inject")[0], named("dhcp:heal")[0]
         renewals = [e for e in named("dhcp:renewal") if inject["t"] <= e["t"] <= heal["t"] + 1]

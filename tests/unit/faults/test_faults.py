@@ -94,6 +94,8 @@ def test_stop_before_injection_injects_nothing(monkeypatch) -> None:
     ("faults=[{kind: link, at_s: 1, colour: red}]", "faults[0].colour: unknown field"),
     ("faults=[{kind: tornado, at_s: 1}]", "faults[0].kind: must be one of"),
     ("faults=[{kind: ipsec, trap: true}]", "faults[0].trap: only for mode ikev2"),
+    ("faults=[{kind: ipsec, establish: before-pressure}]", "faults[0].establish: only for mode ikev2"),
+    ("faults=[{kind: ipsec, mode: ikev2, establish: before-pressure, at_s: 5}]", "faults[0].at_s: must be 0 with establish"),
     ("faults=[{kind: dhcp, lease_s: 30}]", "faults[0].lease_s: dnsmasq grants no lease shorter than 120 s"),
     ("faults=[{kind: dhcp, mode: server-stop, renew_s: 5}]", "faults[0].renew_s: only for mode renew"),
     ("faults=[{kind: dhcp, renew_s: 1}]", "faults[0].renew_s: must be at least 2 s"),
