@@ -187,6 +187,8 @@ def _judge(obs: Observations) -> Judgement:
             reasons.append(f"fault {e.name.split(':')[0]} had no visible effect ({_effect(e.data)})")
         elif e.kind == "fault" and e.data.get("effect_unknown"):
             reasons.append(f"fault {e.name.split(':')[0]}: {e.data['effect_unknown']}")
+        if e.kind == "fault" and e.data.get("finding"):  # what the fault saw happen to the client
+            reasons.append(f"fault {e.name.split(':')[0]}: {e.data['finding']}")
         if e.kind == "fault" and e.data.get("stuck"):  # a guest-side step of the fault never returned
             reasons.append(f"fault {e.name.split(':')[0]}: the client could not finish it: {e.data['stuck']}")
     if victims:

@@ -199,7 +199,8 @@ class Dhcp(BaseFault):
                 if msg:
                     for name, data in self.ex.feed(h.now(), msg):
                         if name in ("renewal", "bound") and self.expired_at is not None:
-                            h.add("fault", "dhcp:path-up", index=self.index, address_lost_t=round(self.expired_at, 3))
+                            h.add("fault", "dhcp:path-up", index=self.index, address_lost_t=round(self.expired_at, 3),
+                                  finding=f"the client had its address again {h.now() - self.expired_at:.0f} s later")
                             self.expired_at = None
                         h.add("fault", f"dhcp:{name}", index=self.index, **data)
                 self._check_expiry(ctx)
@@ -215,12 +216,17 @@ class Dhcp(BaseFault):
         self._address_gone(ctx, self.applied_t + self.ex.lease_s, "the lease the client last applied ran out")
 
     def _address_gone(self, ctx: FaultContext, t: float, cause: str) -> None:
-        """The client has no storage address from `t` on: the path is down (AoE does not use it)."""
+        """The client has no storage address from `t` on. While the server is stopped that is the
+        fault doing its work (path down: the client is not to blame); with the server there, the
+        client lost it by itself, and not getting it back is the client's own failure."""
         self.expired_at = t
         self.address_losses += 1
-        aoe = ctx.sc is not None and ctx.sc.storage.protocol == "aoe"
-        ctx.history.add("fault", "dhcp:path-down" if not aoe else "dhcp:address-lost", index=self.index,
-                        path_down=not aoe, since_t=round(t, 3), cause=cause,
+        aoe = ctx.sc is not None and ctx.sc.storage.protocol == "aoe"  # AoE does not use the address
+        withheld = self.server is None
+        finding = (f"the client lost its storage address at t={t:.0f} s ({cause})"
+                   + ("" if withheld else " while the DHCP server was answering"))
+        ctx.history.add("fault", "dhcp:path-down" if withheld and not aoe else "dhcp:address-lost", index=self.index,
+                        path_down=withheld and not aoe, since_t=round(t, 3), cause=cause, finding=finding,
                         last_ack_t=round(self.ex.last_ack_t, 3) if self.ex.last_ack_t is not None else None)
 
     def _on_client_line(self, ctx: FaultContext, line: str) -> None:

@@ -185,3 +185,11 @@ def test_a_path_that_came_back_no_longer_explains_a_stall() -> None:
           Event(34.0, "fault", "dhcp:path-up", {"index": 0})]
     j = judge(obs(ended_by="stall", stall_since=60.0, events=ev, rows=rows(170, 60, cpu_per_s=0.05)))
     assert j.verdict == "deadlocked", j.reasons
+
+
+def test_an_address_the_client_lost_by_itself_is_its_own_deadlock() -> None:
+    lost = Event(79.4, "fault", "dhcp:address-lost", {"index": 0, "path_down": False,
+                                                       "finding": "the client lost its storage address at t=79 s"})
+    ev = [Event(20.0, "fault", "dhcp:inject", {"index": 0}), lost, Event(80.6, "fault", "dhcp:heal", {"index": 0})]
+    j = judge(obs(ended_by="stall", stall_since=79.4, events=ev, rows=rows(170, 79, cpu_per_s=0.05)))
+    assert j.verdict == "deadlocked" and any("lost its storage address" in r for r in j.reasons), j.reasons
