@@ -34,7 +34,9 @@ ESP_PROPOSAL = "aes128gcm16"
 
 EVENT_LINE = re.compile(r"(IKE_SA|CHILD_SA) \S+ (established|rekeyed)|rekeying|retransmit|giving up|deleting|"
                         r"failed|initiating|received DELETE|closing")
-CHILD_UP = re.compile(r"CHILD_SA \S+ established")
+# charon 5.9 logs a rekeyed CHILD_SA twice ("inbound ... established", "outbound ... established"):
+# one new SA is counted once.
+CHILD_UP = re.compile(r"(?<!outbound )CHILD_SA \S+ established")
 
 
 def swanctl_conf(me: str, peer: str, psk: str, child_rekey_s: float, ike_rekey_s: float, initiator: bool,

@@ -10,7 +10,7 @@ from testbed.errors import ConfigError
 from testbed.faults import FaultContext, Scheduler
 from testbed.faults.dhcp import Exchanges, parse_frame
 from testbed.faults.fragmentation import first_fragment
-from testbed.faults.ike import rekey_lateness, swanctl_conf
+from testbed.faults.ike import CHILD_UP, rekey_lateness, swanctl_conf
 from testbed.faults.ipsec import policy_commands, sa_commands
 from testbed.faults.link import nft_loss_ruleset
 from testbed.history import History
@@ -236,3 +236,11 @@ def test_rekey_lateness() -> None:
 def test_ikev2_rekeys_need_time() -> None:
     with pytest.raises(ConfigError, match="rekey_s: must be at least 10 s for mode ikev2"):
         load_scenario(REPO / "scenarios/nfs-swap.yaml", ["faults=[{kind: ipsec, mode: ikev2, rekey_s: 5}]"])
+
+
+def test_a_rekeyed_child_sa_counts_once() -> None:
+    lines = ["11[IKE] CHILD_SA tb{1} established with SPIs c3effb87_i c1db3928_o",
+             "14[IKE] inbound CHILD_SA tb{2} established with SPIs c445626e_i cca586bd_o",
+             "07[IKE] outbound CHILD_SA tb{2} established with SPIs c445626e_i cca586bd_o",
+             "07[IKE] closing CHILD_SA tb{1} with SPIs c3effb87_i"]
+    assert [bool(CHILD_UP.search(x)) for x in lines] == [True, True, False, False]
