@@ -176,12 +176,18 @@ def _judge(obs: Observations) -> Judgement:
     if io or obs.workload_status == -7:
         why = io[0].data.get("line", "") if io else "workload killed by SIGBUS"
         return Judgement("io-error", [f"swap or file I/O failed: {why}"])
-    kills = _console(ev, "oom-kill")
+    all_kills = _console(ev, "oom-kill")
+    # A kill after the case had already stalled (while evidence was taken) did not end the workload.
+    stalled_at = obs.pressure_end if obs.ended_by == "stall" else None
+    kills = [k for k in all_kills if stalled_at is None or k.t <= stalled_at + 1.0]
+    late = [k.data.get("groups", ["", ""])[1] for k in all_kills if k not in kills]
     victims = [k.data.get("groups", ["", ""])[1] for k in kills]
     on_path = [v for v in victims if any(v.startswith(s) for s in STORAGE_PATH)]
     if on_path:
         return Judgement("oom", [f"the OOM killer killed {', '.join(on_path)} (on the workload/storage path)"])
     reasons = []
+    if late:
+        reasons.append(f"after the stall, the OOM killer killed {', '.join(late)}")
     for e in ev:
         if e.kind == "fault" and e.data.get("visible") is False:
             reasons.append(f"fault {e.name.split(':')[0]} had no visible effect ({_effect(e.data)})")

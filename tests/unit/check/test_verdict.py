@@ -193,3 +193,11 @@ def test_an_address_the_client_lost_by_itself_is_its_own_deadlock() -> None:
     ev = [Event(20.0, "fault", "dhcp:inject", {"index": 0}), lost, Event(80.6, "fault", "dhcp:heal", {"index": 0})]
     j = judge(obs(ended_by="stall", stall_since=79.4, events=ev, rows=rows(170, 79, cpu_per_s=0.05)))
     assert j.verdict == "deadlocked" and any("lost its storage address" in r for r in j.reasons), j.reasons
+
+
+def test_an_oom_kill_after_the_stall_is_not_the_cause() -> None:
+    kill = Event(181.0, "console", "oom-kill", {"vm": "client", "groups": ["156", "tb-work"], "line": "Out of memory: Killed process 156 (tb-work)"})
+    j = judge(obs(ended_by="stall", stall_since=33.0, pressure_end=123.0, events=[kill], rows=rows(130, 33, cpu_per_s=0.05)))
+    assert j.verdict == "deadlocked" and any("after the stall, the OOM killer killed tb-work" in r for r in j.reasons), j.reasons
+    j = judge(obs(ended_by="stall", stall_since=33.0, pressure_end=200.0, events=[kill], rows=rows(210, 33, cpu_per_s=0.05)))
+    assert j.verdict == "oom"
