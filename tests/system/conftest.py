@@ -29,8 +29,23 @@ def cli(*args: str, env: dict[str, str] | None = None, timeout: float = 1500) ->
                           timeout=timeout, env={**os.environ, **(env or {})})
 
 
+HELPERS = ("dnsmasq", "iperf3", "tcpdump")  # host processes the faults start inside a run's namespace
+
+
+def helper_processes() -> list[str]:
+    out = []
+    for pid in filter(str.isdigit, os.listdir("/proc")):
+        try:
+            comm = Path(f"/proc/{pid}/comm").read_text().strip()
+        except OSError:
+            continue
+        if comm in HELPERS:
+            out.append(f"{comm} {pid}")
+    return out
+
+
 def leftovers() -> list[str]:
-    return [*(f"qemu {n}" for _, n in find_our_qemus()), *find_our_netns(), *find_our_rundirs()]
+    return [*(f"qemu {n}" for _, n in find_our_qemus()), *find_our_netns(), *find_our_rundirs(), *helper_processes()]
 
 
 @pytest.fixture

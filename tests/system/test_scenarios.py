@@ -63,21 +63,26 @@ def test_controls(results: dict[str, str]) -> None:
         assert cp.returncode == 0
 
 
-def test_sigint_mid_workload_leaves_nothing(results: dict[str, str]) -> None:
+@pytest.mark.parametrize("scenario,mark", [
+    ("scenarios/nfs-swap.yaml", '"name": "workload"'),
+    # A fault in place: dnsmasq on the host (in the run's namespace), udhcpc in the guest.
+    ("scenarios/faults/dhcp-renew.yaml", '"name": "dhcp:inject"'),
+])
+def test_sigint_mid_workload_leaves_nothing(scenario: str, mark: str, results: dict[str, str]) -> None:
     import os
 
-    p = subprocess.Popen([sys.executable, "-m", "testbed", "run", "scenarios/nfs-swap.yaml"], cwd=REPO,
+    p = subprocess.Popen([sys.executable, "-m", "testbed", "run", scenario], cwd=REPO,
                          env={**os.environ, **results}, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     root = Path(results["TESTBED_RESULTS"])
     deadline = time.monotonic() + 300
     while time.monotonic() < deadline:
         ev = list(root.glob("*/*.incomplete/events.jsonl"))
-        if ev and '"name": "workload"' in ev[0].read_text():
+        if ev and mark in ev[0].read_text():
             break
         time.sleep(0.5)
     else:
         p.kill()
-        pytest.fail("the workload never started")
+        pytest.fail(f"never saw {mark}")
     time.sleep(5)
     p.send_signal(signal.SIGINT)
     _, err = p.communicate(timeout=120)
