@@ -31,7 +31,8 @@ def test_fault_scenario(name: str, results: dict[str, str]) -> None:
             assert abs(e["started_t"] - e["scheduled_s"]) <= 1.0, e
             assert e["scheduled_s"] >= start
     heals = [e for e in faults if e["name"].endswith(":heal")]
-    assert all(h.get("visible", True) for h in heals), heals
+    if not any(e.get("stuck") for e in faults):  # a fault the client could not even finish says so instead
+        assert all(h.get("visible", True) for h in heals), heals
     named = lambda n: [e for e in faults if e["name"] == n]  # noqa: E731
     if name.startswith("ipsec"):
         capture = named("ipsec:capture")[0]
