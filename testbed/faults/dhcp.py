@@ -198,10 +198,6 @@ class Dhcp(BaseFault):
             with self.lock:
                 if msg:
                     for name, data in self.ex.feed(h.now(), msg):
-                        if name in ("renewal", "bound") and self.expired_at is not None:
-                            h.add("fault", "dhcp:path-up", index=self.index, address_lost_t=round(self.expired_at, 3),
-                                  finding=f"the client had its address again {h.now() - self.expired_at:.0f} s later")
-                            self.expired_at = None
                         h.add("fault", f"dhcp:{name}", index=self.index, **data)
                 self._check_expiry(ctx)
 
@@ -236,8 +232,14 @@ class Dhcp(BaseFault):
         ctx.history.add("fault", "dhcp:client", index=self.index, line=line[:300])
         with self.lock:
             if line.startswith(("tb-udhcpc: bound:", "tb-udhcpc: renew:")):
-                self.applied_t = ctx.history.now()
+                # The path is back when the client has applied a lease, not when an ACK crossed the wire.
+                now = ctx.history.now()
+                self.applied_t = now
                 self.awaiting_renewal = False
+                if self.expired_at is not None:
+                    ctx.history.add("fault", "dhcp:path-up", index=self.index, address_lost_t=round(self.expired_at, 3),
+                                    finding=f"the client had its address again {now - self.expired_at:.0f} s later")
+                    self.expired_at = None
             elif "deconfig: removed" in line and self.expired_at is None:  # udhcpc gave the lease up early
                 self._address_gone(ctx, ctx.history.now(), f"udhcpc dropped the lease: {line[:120]}")
 
