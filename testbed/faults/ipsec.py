@@ -57,6 +57,20 @@ def sa_bytes(vm: VM) -> int | None:
     return sum(int(x) for x in re.findall(r"(\d+)\(bytes\)", res.stdout))
 
 
+def xfrm_evidence(vm: VM, role: str, case_dir: Any) -> dict[str, object]:
+    """The kernel's IPsec error counters (non-zero ones) and, into xfrm-<role>.txt, its SAs and
+    policies with their statistics: where ESP traffic died, if it did."""
+    try:
+        res = vm.sh("cat /proc/net/xfrm_stat; echo ===; ip -s xfrm state; echo ===; ip -s xfrm policy", 20, check=False)
+    except GuestError as e:
+        return {"xfrm_stat": f"not readable: {e}"}
+    if case_dir:
+        Path(case_dir, f"xfrm-{role}.txt").write_text(res.stdout + res.stderr)
+    stat = res.stdout.split("===")[0]
+    nonzero = {k: int(v) for k, v in re.findall(r"^(\w+)\s+(\d+)$", stat, re.M) if int(v)}
+    return {"xfrm_stat": nonzero}
+
+
 class Ipsec(BaseFault):
     def __init__(self, spec: Any):
         super().__init__(spec)
@@ -153,6 +167,8 @@ class Ipsec(BaseFault):
         out: dict[str, object] = self.ike.heal(ctx) if self.ike else {"rekeys": len(self.spis) - 1}
         out["sa_bytes_client"] = sa_bytes(ctx.client)
         out["sa_bytes_nas"] = sa_bytes(ctx.nas)
+        for role, vm in (("client", ctx.client), ("nas", ctx.nas)):
+            out.update({f"{k}_{role}": v for k, v in xfrm_evidence(vm, role, ctx.case_dir).items()})
         if self.ike:
             self.ike.stop(ctx)
         for vm in (ctx.client, ctx.nas):
