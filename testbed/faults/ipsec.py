@@ -87,9 +87,15 @@ class Ipsec(BaseFault):
         self.generation += 1
         fwd, back = 0x1000 + 2 * self.generation, 0x1001 + 2 * self.generation
         kf, kb = secrets.token_hex(20), secrets.token_hex(20)
-        for vm in (ctx.client, ctx.nas):
-            assert vm is not None
-            run_all(vm, sa_commands(c, n, fwd, back, kf, kb))
+        to_nas, to_client = sa_commands(c, n, fwd, back, kf, kb)
+        assert ctx.nas is not None
+        # The kernel sends on the newest SA the moment it exists: each end first learns to receive
+        # on the new SPIs, and only then do both start sending on them (as IKE does), so a rekey
+        # loses no packet to an SPI the peer does not know yet.
+        run_all(ctx.nas, [to_nas])
+        run_all(ctx.client, [to_client])
+        run_all(ctx.client, [to_nas])
+        run_all(ctx.nas, [to_client])
         return fwd, back
 
     def _remove(self, ctx: FaultContext, spis: tuple[int, int]) -> None:
@@ -114,9 +120,12 @@ class Ipsec(BaseFault):
             return info
         self.spis.append(self._install(ctx))
         c, n = ctx.ends.client_ip, ctx.ends.nas_ip
-        for vm, me, peer in ((ctx.client, c, n), (ctx.nas, n, c)):
-            assert vm is not None
-            run_all(vm, policy_commands(me, peer))
+        # Both ends start sending ESP (out policies) before either refuses clear packets (in
+        # policies): an ESP packet is taken by its SA with or without an in policy.
+        assert ctx.nas is not None
+        (out_c, in_c), (out_n, in_n) = policy_commands(c, n), policy_commands(n, c)
+        for vm, cmd in ((ctx.client, out_c), (ctx.nas, out_n), (ctx.client, in_c), (ctx.nas, in_n)):
+            run_all(vm, [cmd])
         if self.spec.rekey_s:
             self.thread = threading.Thread(target=self._rekeyer, args=(ctx,), daemon=True)
             self.thread.start()
