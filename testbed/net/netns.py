@@ -14,6 +14,8 @@ import subprocess
 import threading
 import time
 
+from testbed import proc
+
 CLONE_NEWNET = 0x40000000
 
 
@@ -70,7 +72,7 @@ def delete_netns(name: str) -> subprocess.CompletedProcess[str]:
     """Delete a namespace after ending every process still inside it (a fault's helper: dnsmasq,
     iperf3, tcpdump): `ip netns delete` only unmounts the name, and its processes would live on."""
     def pids() -> list[int]:
-        out = subprocess.run(["ip", "netns", "pids", name], capture_output=True, text=True).stdout
+        out = proc.run(["ip", "netns", "pids", name], check=False, timeout=30).stdout
         return [int(x) for x in out.split() if x.isdigit()]
 
     for sig in (signal.SIGTERM, signal.SIGKILL):
@@ -83,4 +85,4 @@ def delete_netns(name: str) -> subprocess.CompletedProcess[str]:
         deadline = time.monotonic() + 3
         while found and pids() and time.monotonic() < deadline:
             time.sleep(0.1)
-    return subprocess.run(["ip", "netns", "delete", name], capture_output=True, text=True, timeout=30)
+    return proc.run(["ip", "netns", "delete", name], check=False, timeout=30)

@@ -15,9 +15,6 @@ from testbed.vm.agent import Agent, ExecResult
 from testbed.vm.caps import host_caps
 from testbed.vm.qmp import Qmp
 
-# If the testbed is SIGKILLed its QEMUs go too (`testbed clean` covers the rest).
-_die_with_parent = proc.die_with_parent
-
 
 def tail(path: Path | None, lines: int = 6) -> str:
     """The last lines of a log, without our own `$ argv` lines; a kernel panic line wins if present."""
@@ -62,7 +59,7 @@ class VM:
                 stdout=log,
                 stderr=subprocess.STDOUT,
                 start_new_session=True,  # Ctrl-C reaches us, not QEMU: teardown stops it in order
-                preexec_fn=_die_with_parent,
+                preexec_fn=proc.die_with_parent,  # SIGKILLed testbed: its QEMUs go too
             )
         self.started_at = time.monotonic()
         self.cleanup.push(f"QEMU {self.name} (pid {self.proc.pid})", self.stop)
