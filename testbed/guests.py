@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import shlex
 from pathlib import Path
 
 from testbed.cleanup import Cleanup
@@ -60,21 +59,12 @@ def configure_net(vm: VM, net: BuiltNet, node: str) -> None:
         parts = line.split()
         if "link/ether" in parts:
             by_mac[parts[parts.index("link/ether") + 1]] = parts[1].rstrip(":").split("@")[0]
-    script = []
+    steps: list[list[str]] = []
     for port in net.ports_of(node):
         dev = by_mac.get(port.mac)
         if not dev:
             raise GuestError(f"{vm.name}: no interface with MAC {port.mac} (guest has {', '.join(by_mac) or 'none'})")
         vm.net_devs.append(dev)
-        script.append(f"ip link set {shlex.quote(dev)} mtu {port.mtu} up")
-        script.append(f"ip addr add {port.address} dev {shlex.quote(dev)}")
-    vm.sh(" && ".join(script), 15)
-
-
-def storage_dev(vm: VM, serial: str) -> str:
-    """The guest block device whose virtio serial is `serial`."""
-    res = vm.sh(f"for d in /sys/block/vd*; do [ \"$(cat $d/serial 2>/dev/null)\" = {shlex.quote(serial)} ] && echo /dev/${{d##*/}}; done", 10)
-    dev = res.stdout.strip().splitlines()
-    if not dev:
-        raise GuestError(f"{vm.name}: no disk with serial {serial}")
-    return dev[0]
+        steps.append(["ip", "link", "set", dev, "mtu", str(port.mtu), "up"])
+        steps.append(["ip", "addr", "add", str(port.address), "dev", dev])
+    vm.run_all(*steps, timeout=15)

@@ -17,7 +17,8 @@ from testbed.errors import UsageError
 from testbed.index import read_case
 from testbed.paths import results_dir
 from testbed.report.progress import Ui
-from testbed.runner import CaseResult, is_ok, run_case
+from testbed.check.verdict import is_ok
+from testbed.runner import CaseResult, run_case
 from testbed.store import RunDir, new_run
 from testbed.tags import new_tag
 

@@ -10,22 +10,24 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from testbed import guests, storage, workload
-from testbed.check.evidence import sysrq_dump
-from testbed.check.verdict import Judgement, Observations, fault_windows, judge
-from testbed.cleanup import Cleanup, check_interrupted, make_rundir
+from testbed import guests, index, storage, workload
+from testbed.check.verdict import Judgement, Observations, fault_windows, is_ok, judge
+from testbed.cleanup import Cleanup, check_interrupted
 from testbed.config.scenario import LoadedScenario
 from testbed.config.strict import to_dict
 from testbed.errors import GuestError, TestbedError
-from testbed.faults import FaultContext, Scheduler
+from testbed.faults.base import FaultContext
+from testbed.faults.scheduler import Scheduler
 from testbed.history import History
 from testbed.images.build import ensure
 from testbed.monitor.console import ConsoleWatcher
+from testbed.monitor.evidence import sysrq_dump
 from testbed.monitor.ping import Pinger
 from testbed.monitor.timeline import Timeline
 from testbed.nas import vm as nas_vm
 from testbed.net.build import build as build_net
 from testbed.report.progress import Ui
+from testbed.rundir import make_rundir
 from testbed.store import RunDir
 from testbed.tags import new_tag
 from testbed.vm import accel as accel_mod
@@ -44,10 +46,6 @@ class CaseResult:
     data: dict[str, Any]
 
 
-def is_ok(verdict: str, expected: str | None) -> bool:
-    return verdict == (expected or "recovered")
-
-
 class Case:
     """One case's state; `run` drives it, teardown always happens through the undo stack."""
 
@@ -59,12 +57,12 @@ class Case:
         self.dir = run.case(case_id)
         self.history = History(self.dir.path / "events.jsonl")
         self.tag = new_tag()
-        self.obs = Observations(deadlines=self.sc.deadlines, progress=workload.Progress(), events=self.history.events, rows=[])
+        self.obs = Observations(deadlines=self.sc.deadlines, progress=workload.Progress(), events=self.history.events, rows=[],
+                                path_processes=self.sc.path_processes())
         self.facts: dict[str, Any] = {"tag": self.tag}
         self.client: VM | None = None
         self.nas: VM | None = None
         self.timeline: Timeline | None = None
-        self.watchers: list[ConsoleWatcher] = []
         self.scheduler: Scheduler | None = None
         self.nas_ip = ""
         self.store: storage.Storage | None = None
@@ -97,8 +95,9 @@ class Case:
                     else:
                         self.obs.setup_error = str(e)
                 finally:
-                    self._stop_monitors()
                     self.phase("teardown")
+            if self.timeline:
+                self.obs.rows = self.timeline.rows
             for err in undo.errors:
                 self.history.add("error", "teardown", message=err)
         except KeyboardInterrupt:
@@ -110,7 +109,7 @@ class Case:
 
     def _setup_and_run(self, undo: Cleanup) -> None:
         sc = self.sc
-        store = storage.get(sc.storage.protocol)
+        store = sc.storage.role
         self.phase("images")
         client_img = ensure("client", say=lambda m: self.ui.note(self.case_id, m))
         nas_img = ensure("nas", say=lambda m: self.ui.note(self.case_id, m)) if store.needs_nas else None
@@ -135,7 +134,7 @@ class Case:
             assert nas_img is not None
             self.phase("nas", f"{sc.nas.mem_mb} MB, {sc.storage.protocol} export")
             self.nas = nas_vm.start(sc, nas_img, net, nas_node, self.tag, choice.accel, rundir, logdir, undo)
-            self._watch(self.nas, "nas")
+            self._watch(self.nas, "nas", undo)
             self.history.add("fact", "nas-export", **store.export(self.nas, sc, ends))
 
         self.phase("client", f"{sc.client.mem_mb} MB")
@@ -143,7 +142,7 @@ class Case:
         self.client = guests.boot(role="client", node=client_node, tag=self.tag, image=client_img, net=net,
                                   mem_mb=sc.client.mem_mb, vcpus=sc.client.vcpus, accel=choice.accel, rundir=rundir,
                                   logdir=logdir, undo=undo, boot_s=sc.deadlines.boot_s, disks=disks)
-        self._watch(self.client, "client")
+        self._watch(self.client, "client", undo)
         self.history.add("fact", "client-ready", boot_s=round(self.client.ready_at - self.client.started_at, 2),
                          memtotal_kb=(self.client.agent.telemetry or {}).get("meminfo", {}).get("MemTotal"))
 
@@ -158,18 +157,23 @@ class Case:
         # deadlock in 4 runs out of 4 (0 of 6 without it): the probe must not be part of the experiment.
         self.store = store
 
-        self.timeline = Timeline(self.dir.path / "timeline.csv", self.history, self.client, self.nas, Pinger(net.netns, client_ip))
+        pinger = Pinger(net.netns, client_ip)
+        undo.push("ping socket", pinger.close)
+        self.timeline = Timeline(self.dir.path / "timeline.csv", self.history, self.client, self.nas, pinger)
         self.timeline.start()
-        self.scheduler = Scheduler(sc.faults, FaultContext(self.client, self.nas, self.history, sc, net, ends, self.dir.path))
+        undo.push("timeline", self.timeline.stop)
+        ctx = FaultContext(client=self.client, nas=self.nas, history=self.history, sc=sc, storage=store, net=net,
+                           ends=ends, case_dir=self.dir.path, undo=undo)
+        self.scheduler = Scheduler(sc.faults, ctx)
         if sc.faults:
             self.phase("faults", ", ".join(f.kind for f in sc.faults))
             self.scheduler.setup()
         self._pressure()
 
-    def _watch(self, vm: VM, role: str) -> None:
+    def _watch(self, vm: VM, role: str, undo: Cleanup) -> None:
         w = ConsoleWatcher(role, vm.spec.console, self.history)
         w.start()
-        self.watchers.append(w)
+        undo.push(f"console watcher ({role})", w.stop)
 
     def _on_line(self, line: str) -> None:
         p = self.obs.progress
@@ -241,21 +245,10 @@ class Case:
         if now - tl.last_progress_t > d.progress_s:
             return True
         # A healed fault the client never recovers from is the seed's deadlock: judge it at recover_s.
-        for _, _, healed in fault_windows(self.history.events):
-            if healed is not None and tl.last_progress_t < healed and now - healed > d.recover_s:
+        for w in fault_windows(self.history.events):
+            if w.end is not None and tl.last_progress_t < w.end and now - w.end > d.recover_s:
                 return True
         return False
-
-    def _stop_monitors(self) -> None:
-        if self.scheduler:
-            self.scheduler.stop(heal=True)
-        if self.timeline:
-            self.timeline.stop()
-            if self.timeline.pinger:
-                self.timeline.pinger.close()
-            self.obs.rows = self.timeline.rows
-        for w in self.watchers:
-            w.stop()
 
     def _finish(self, j: Judgement, wall: float) -> CaseResult:
         ok = is_ok(j.verdict, self.sc.expect)
@@ -283,10 +276,8 @@ class Case:
 def run_case(loaded: LoadedScenario, run: RunDir, case_id: str, accel: str, ui: Ui,
              axes: dict[str, Any] | None = None) -> CaseResult:
     result = Case(loaded, run, case_id, accel, ui, axes).run()
-    from testbed import index
-
     index.add_case(Path(result.path), run.path.parent)
     return result
 
 
-__all__ = ["run_case", "CaseResult", "is_ok", "GuestError"]
+__all__ = ["run_case", "CaseResult", "Case"]

@@ -11,12 +11,17 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from testbed.config.scenario import Deadlines
+from testbed.faults import outcome
+from testbed.faults.outcome import FaultHistory, Remark, Window
 from testbed.history import Event
 from testbed.workload import Progress
 
-# Processes on the storage path: the OOM killer taking one of these breaks the path itself.
-STORAGE_PATH = ("tb-work", "iscsid", "charon", "dhclient", "dhcpcd", "udhcpc", "dnsmasq", "rpc.", "mount.nfs", "vblade")
 BUSY_CPU_FRACTION = 0.5
+
+
+def is_ok(verdict: str, expected: str | None) -> bool:
+    """A case is as expected when its verdict is its scenario's `expect:` (by default, recovered)."""
+    return verdict == (expected or "recovered")
 
 
 @dataclass
@@ -33,6 +38,9 @@ class Observations:
     pressure_end: float | None = None
     stall_since: float | None = None
     client_answers: bool | None = None
+    # Client processes the workload and storage path depend on, as the scenario's roles declare them
+    # (Scenario.path_processes): the OOM killer taking one of these breaks the path itself.
+    path_processes: tuple[str, ...] = ()
 
 
 @dataclass
@@ -42,45 +50,25 @@ class Judgement:
     figures: dict[str, Any] = field(default_factory=dict)
 
 
-def _effect(data: dict[str, Any]) -> str:
-    keys = [k for k in data if k.startswith("delta_") or k in ("dropped_packets", "fragments_sent", "datagrams_sent", "sa_bytes_client", "pages_done")]
-    return ", ".join(f"{k}={data[k]}" for k in keys) or "no counter moved"
-
-
 def _console(events: list[Event], *names: str, vm: str = "client") -> list[Event]:
     """The client's console findings (the NAS's own trouble is not the client's verdict)."""
     return [e for e in events if e.kind == "console" and e.name in names and e.data.get("vm", vm) == vm]
 
 
-def fault_windows(events: list[Event], path_down_only: bool = False) -> list[tuple[str, float, float | None]]:
-    """(kind, injected at, healed at or None) for every injection; with `path_down_only`, only the
-    faults that take the NAS or the link away (an outage, a cut, an expired DHCP lease: from its
-    `path-down` event), not conditions such as IPsec, competing traffic or loss, under which the
-    client is expected to keep working."""
-    out: list[tuple[str, float, float | None]] = []
-    open_: dict[tuple[str, object], int] = {}
-    for e in events:
-        if e.kind != "fault" or ":" not in e.name:
-            continue
-        kind, op = e.name.split(":", 1)
-        key = (kind, e.data.get("index"))  # two faults of one kind are told apart by their index
-        if op == "inject":
-            if path_down_only and not e.data.get("path_down"):
-                continue
-            open_[key] = len(out)
-            out.append((kind, e.t, None))
-        elif op == "path-down" and path_down_only and key not in open_:
-            # A fault whose injection takes the path down only later (a DHCP lease running out).
-            open_[key] = len(out)
-            out.append((kind, e.t, None))
-        elif op == "path-up" and path_down_only and key in open_:
-            i = open_.pop(key)  # the path came back (a new lease) before the fault was healed
-            out[i] = (out[i][0], out[i][1], e.t)
-        elif op == "heal" and key in open_:
-            i = open_.pop(key)
-            if not e.data.get("teardown"):
-                out[i] = (out[i][0], out[i][1], e.t)
-    return out
+def fault_windows(events: list[Event], path_down_only: bool = False) -> list[Window]:
+    """Every fault's time in place (inject to heal); with `path_down_only`, only the times the NAS or
+    the link was away (an outage, a cut, an expired DHCP lease), not conditions such as IPsec,
+    competing traffic or loss, under which the client is expected to keep working."""
+    h = outcome.read(events)
+    return h.path_down if path_down_only else h.windows
+
+
+def _remark(r: Remark) -> str:
+    if r.what == "no-effect":
+        return f"fault {r.kind} had no visible effect ({r.text})"
+    if r.what == "stuck":
+        return f"fault {r.kind}: the client could not finish it: {r.text}"
+    return f"fault {r.kind}: {r.text}"
 
 
 def _row_at(rows: list[dict[str, Any]], t: float | None, last: bool = False) -> dict[str, Any]:
@@ -133,7 +121,8 @@ def figures(obs: Observations) -> dict[str, Any]:
 def time_to_recover(obs: Observations) -> float | None:
     """Longest wait, after a fault healed, until the workload made progress again."""
     worst = None
-    for _, _, healed in fault_windows(obs.events):
+    for w in fault_windows(obs.events):
+        healed = w.end
         if healed is None:
             continue
         after = [r["t"] for r, prev in zip(obs.rows[1:], obs.rows) if r["t"] > healed and r["progress"] > prev["progress"]]
@@ -182,24 +171,17 @@ def _judge(obs: Observations) -> Judgement:
     kills = [k for k in all_kills if stalled_at is None or k.t <= stalled_at + 1.0]
     late = [k.data.get("groups", ["", ""])[1] for k in all_kills if k not in kills]
     victims = [k.data.get("groups", ["", ""])[1] for k in kills]
-    on_path = [v for v in victims if any(v.startswith(s) for s in STORAGE_PATH)]
+    on_path = [v for v in victims if any(v.startswith(s) for s in obs.path_processes)]
     if on_path:
         return Judgement("oom", [f"the OOM killer killed {', '.join(on_path)} (on the workload/storage path)"])
     reasons = []
     if late:
         reasons.append(f"after the stall, the OOM killer killed {', '.join(late)}")
-    for e in ev:
-        if e.kind == "fault" and e.data.get("visible") is False:
-            reasons.append(f"fault {e.name.split(':')[0]} had no visible effect ({_effect(e.data)})")
-        elif e.kind == "fault" and e.data.get("effect_unknown"):
-            reasons.append(f"fault {e.name.split(':')[0]}: {e.data['effect_unknown']}")
-        if e.kind == "fault" and e.data.get("finding"):  # what the fault saw happen to the client
-            reasons.append(f"fault {e.name.split(':')[0]}: {e.data['finding']}")
-        if e.kind == "fault" and e.data.get("stuck"):  # a guest-side step of the fault never returned
-            reasons.append(f"fault {e.name.split(':')[0]}: the client could not finish it: {e.data['stuck']}")
+    fh: FaultHistory = outcome.read(ev)
+    reasons += [_remark(r) for r in fh.remarks]
     if victims:
         reasons.append(f"the OOM killer killed {', '.join(victims)} (not on the storage path)")
-    windows = fault_windows(ev)
+    windows = fh.windows
     if obs.ended_by == "finished" and obs.workload_status == 0 and p.finished:
         if obs.client_answers is False:
             return Judgement("deadlocked", reasons + ["workload finished but the client stopped answering afterwards"])
@@ -210,23 +192,23 @@ def _judge(obs: Observations) -> Judgement:
                            else "no fault healed during the workload")
         reasons.append("client answered after the pressure")
         return Judgement("recovered", reasons, {"time_to_recover_s": ttr})
-    failed = [e for e in ev if e.kind == "fault" and e.name.endswith("-failed")]
-    if failed:
-        return Judgement("unknown", reasons + [f"fault operation {failed[0].name} failed: {failed[0].data.get('error')}; "
+    if fh.failures:
+        f = fh.failures[0]
+        return Judgement("unknown", reasons + [f"fault operation {f.kind}:{f.op}-failed failed: {f.error}; "
                                                "the testbed cannot say what state it left the path in"])
     if obs.ended_by == "stall":
         since = obs.stall_since if obs.stall_since is not None else 0.0
         # Only a fault already in place when progress stopped (1 s of slack) can explain the stall.
-        unhealed = [w for w in fault_windows(ev, path_down_only=True) if w[2] is None and w[1] <= since + 1.0]
+        unhealed = [w for w in fh.path_down if w.end is None and w.start <= since + 1.0]
         if unhealed:
-            kinds = ", ".join(sorted({w[0] for w in unhealed}))
+            kinds = ", ".join(sorted({w.kind for w in unhealed}))
             return Judgement("stalled", reasons + [
                 f"no progress since t={since:.0f} s while a fault ({kinds}) kept the NAS or link down and never healed"])
         last = next((r.get("nas_status") for r in reversed(obs.rows) if r.get("nas_status")), "")
         if last and last not in ("running", "no-qmp"):
             return Judgement("stalled", reasons + [f"no progress since t={since:.0f} s and the NAS was still {last} at the end"])
         busy = cpu_busy_fraction(obs.rows, since)
-        healed = [w for w in windows if w[2] is not None]
+        healed = fh.healed()
         context = (f"no progress since t={since:.0f} s" + (f", {len(healed)} fault(s) healed" if healed else "")
                    + " while the NAS was healthy and the link up")
         if busy is not None and busy >= BUSY_CPU_FRACTION:

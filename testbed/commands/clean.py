@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import argparse
 
+from testbed.leftovers import clean_leftovers
+
 
 def cmd_clean(args: argparse.Namespace) -> int:
-    from testbed.cleanup import clean_leftovers
-
     done = clean_leftovers(dry_run=args.dry_run)
     verb = "would remove" if args.dry_run else "removed"
     for d in done:

@@ -45,9 +45,8 @@ def convert(tp: Any, value: Any, source: str, path: str) -> Any:
     args = typing.get_args(tp)
     if tp is Any:
         return value
-    tagged = getattr(tp, "from_tagged", None)
-    if tagged is not None:  # a base class that picks the dataclass by a tag field (e.g. a fault's kind)
-        return tagged(value, source, path)
+    if origin is typing.Annotated:  # Annotated[Base, parse]: a parser picks the dataclass (e.g. by a fault's kind)
+        return args[1](value, source, path)
     if origin in (Union, types.UnionType):
         if value is None and type(None) in args:
             return None
@@ -101,7 +100,7 @@ def from_dict(cls: type[T], data: Any, source: str, path: str = "") -> T:
         data = {}
     if not isinstance(data, dict):
         raise ConfigError(source, path or "(top)", f"must be a mapping, not {type(data).__name__}")
-    hints = typing.get_type_hints(cls)
+    hints = typing.get_type_hints(cls, include_extras=True)
     fields = {f.name: f for f in dataclasses.fields(cls) if f.init}
     unknown = [k for k in data if str(k).replace("-", "_") not in fields]
     if unknown:

@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
+from testbed.config.assign import apply_assignments
 from testbed.config.strict import from_dict, load_yaml
 from testbed.errors import ConfigError
 from testbed.paths import repo_root
@@ -113,7 +114,6 @@ def topology_path(ref: str, relative_to: Path | None = None) -> Path:
 
 def load_topology(path: Path, assignments: dict[str, object] | None = None, via: str = "") -> Topology:
     """Load a topology file; `assignments` (path -> value, `*` for every element) edit it first."""
-    from testbed.config.scenario import apply_assignments
 
     data = load_yaml(path)
     source = str(path)

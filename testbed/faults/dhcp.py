@@ -22,13 +22,15 @@ import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from testbed import proc
-from testbed.errors import GuestError, TestbedError
-from testbed.faults import BaseFault, FaultContext
+from testbed.errors import ConfigError, GuestError, TestbedError
+from testbed.faults.base import BaseFault, Effect, FaultContext, FaultSpec, Step
 from testbed.net.netns import socket_in
+from testbed.storage.base import Storage
 
+DNSMASQ_MIN_LEASE_S = 120
 SCRIPT = "/usr/local/sbin/tb-udhcpc"
 PIDFILE = "/run/tb-udhcpc.pid"
 ETH_P_ALL = 0x0003
@@ -40,6 +42,41 @@ DHCP_BPF = [(0x28, 0, 0, 0x0C), (0x15, 0, 12, 0x800), (0x30, 0, 0, 0x17), (0x15,
             (0x48, 0, 0, 0x10), (0x15, 1, 0, 0x43), (0x15, 0, 1, 0x44), (0x06, 0, 0, 0x40000), (0x06, 0, 0, 0)]
 MAGIC = b"\x63\x82\x53\x63"
 TYPES = {1: "discover", 2: "offer", 3: "request", 4: "decline", 5: "ack", 6: "nak", 7: "release", 8: "inform"}
+
+
+@dataclass(frozen=True)
+class DhcpSpec(FaultSpec):
+    """The client's storage address from dnsmasq on the switch with a short lease. renew: forced
+    renewals every `renew_s` inside the window (udhcpc also renews at lease/2); server-stop: the
+    server is stopped at at_s (and started at the heal) so the lease expires."""
+
+    kind: Literal["dhcp"]
+    at_s: float = 0
+    duration_s: float | None = None
+    mode: Literal["renew", "server-stop"] = "renew"
+    lease_s: int = DNSMASQ_MIN_LEASE_S
+    renew_s: float | None = None  # mode renew: 10 when omitted
+
+    def validate(self, source: str, path: str) -> None:
+        self.check_times(source, path)
+        if self.lease_s < DNSMASQ_MIN_LEASE_S:
+            raise ConfigError(source, f"{path}.lease_s", f"dnsmasq grants no lease shorter than {DNSMASQ_MIN_LEASE_S} s; "
+                              "use renew_s for renewals more often than lease_s / 2")
+        if self.mode == "server-stop" and self.renew_s is not None:
+            raise ConfigError(source, f"{path}.renew_s", "only for mode renew (server-stop leaves udhcpc's own renewals)")
+        if self.renew_s is not None and self.renew_s < 2:
+            raise ConfigError(source, f"{path}.renew_s", "must be at least 2 s")
+
+    def check_storage(self, storage: Storage, source: str, path: str) -> None:
+        if not storage.needs_nas:
+            raise ConfigError(source, f"{path}.kind", "dhcp needs network storage (the lease is the storage address)")
+
+    def path_processes(self) -> tuple[str, ...]:
+        return ("busybox",)  # udhcpc is a busybox applet started as `busybox udhcpc`: the kernel calls it busybox
+
+    @property
+    def renew_every_s(self) -> float:
+        return self.renew_s if self.renew_s is not None else 10.0
 
 
 @dataclass(frozen=True)
@@ -126,6 +163,9 @@ class Exchanges:
 
 
 class Dhcp(BaseFault):
+    kind = "dhcp"
+    Spec = DhcpSpec
+
     def __init__(self, spec: Any):
         super().__init__(spec)
         self.server: subprocess.Popen[bytes] | None = None
@@ -198,7 +238,7 @@ class Dhcp(BaseFault):
             with self.lock:
                 if msg:
                     for name, data in self.ex.feed(h.now(), msg):
-                        h.add("fault", f"dhcp:{name}", index=self.index, **data)
+                        self.note(ctx, name, **data)
                 self._check_expiry(ctx)
 
     def _check_expiry(self, ctx: FaultContext) -> None:
@@ -217,19 +257,19 @@ class Dhcp(BaseFault):
         client lost it by itself, and not getting it back is the client's own failure."""
         self.expired_at = t
         self.address_losses += 1
-        aoe = ctx.sc is not None and ctx.sc.storage.protocol == "aoe"  # AoE does not use the address
         withheld = self.server is None
+        path_down = withheld and ctx.storage.is_ip  # a storage path that is not IP does not use the address
         finding = (f"the client lost its storage address at t={t:.0f} s ({cause})"
                    + ("" if withheld else " while the DHCP server was answering"))
-        ctx.history.add("fault", "dhcp:path-down" if withheld and not aoe else "dhcp:address-lost", index=self.index,
-                        path_down=withheld and not aoe, since_t=round(t, 3), cause=cause, finding=finding,
-                        last_ack_t=round(self.ex.last_ack_t, 3) if self.ex.last_ack_t is not None else None)
+        self.note(ctx, "path-down" if path_down else "address-lost", Step(path_down=path_down, finding=finding),
+                  since_t=round(t, 3), cause=cause,
+                  last_ack_t=round(self.ex.last_ack_t, 3) if self.ex.last_ack_t is not None else None)
 
     def _on_client_line(self, ctx: FaultContext, line: str) -> None:
         line = line.strip()
         if not line:
             return
-        ctx.history.add("fault", "dhcp:client", index=self.index, line=line[:300])
+        self.note(ctx, "client", line=line[:300])
         with self.lock:
             if line.startswith(("tb-udhcpc: bound:", "tb-udhcpc: renew:")):
                 # The path is back when the client has applied a lease, not when an ACK crossed the wire.
@@ -237,14 +277,14 @@ class Dhcp(BaseFault):
                 self.applied_t = now
                 self.awaiting_renewal = False
                 if self.expired_at is not None:
-                    ctx.history.add("fault", "dhcp:path-up", index=self.index, address_lost_t=round(self.expired_at, 3),
-                                    finding=f"the client had its address again {now - self.expired_at:.0f} s later")
+                    self.note(ctx, "path-up", Step(finding=f"the client had its address again {now - self.expired_at:.0f} s later"),
+                              address_lost_t=round(self.expired_at, 3))
                     self.expired_at = None
             elif "deconfig: removed" in line and self.expired_at is None:  # udhcpc gave the lease up early
                 self._address_gone(ctx, ctx.history.now(), f"udhcpc dropped the lease: {line[:120]}")
 
     # -- the fault -------------------------------------------------------------------------------
-    def setup(self, ctx: FaultContext) -> dict[str, object]:
+    def setup(self, ctx: FaultContext) -> Step:
         proc.need("dnsmasq")
         net = ctx.net
         port = net.port_of("client")
@@ -264,30 +304,37 @@ class Dhcp(BaseFault):
         # udhcpc tells its story on stderr; the agent streams stdout: one stream, every line an event.
         argv = ["/bin/sh", "-c", 'exec "$@" 2>&1', "udhcpc", *udhcpc]
         t0 = ctx.history.now()
-        try:  # a setup that fails half-way undoes itself: the scheduler tears down only what was set up
-            self.sock = socket_in(net.netns, socket.AF_PACKET, socket.SOCK_RAW, socket.htons(ETH_P_ALL))
-            attach_dhcp_filter(self.sock)
-            self.sock.bind((port.tap, 0))
-            self.sock.settimeout(0.5)
-            self._start_server(ctx)
-            sniffer = threading.Thread(target=self._sniff, args=(ctx,), name="dhcp-sniff", daemon=True)
-            sniffer.start()
-            self.threads.append(sniffer)
-            self.client_job = ctx.client.agent.start(argv, on_line=lambda line: self._on_client_line(ctx, line))
-            while self.applied_t is None:
-                if self.client_job.done() or ctx.history.now() - t0 > 30:
-                    raise TestbedError(f"dhcp: the client got no lease from dnsmasq within 30 s; see dnsmasq.log and "
-                                       f"the dhcp:client events (udhcpc argv: {' '.join(argv)})")
-                self.stop.wait(0.1)
-        except BaseException:
-            self.teardown(ctx)
-            raise
+        # Each piece registers its undo as it comes up: a setup that fails half-way leaves nothing.
+        self.sock = socket_in(net.netns, socket.AF_PACKET, socket.SOCK_RAW, socket.htons(ETH_P_ALL))
+        ctx.undo.push(f"DHCP sniffer socket on {port.tap}", self.sock.close)
+        attach_dhcp_filter(self.sock)
+        self.sock.bind((port.tap, 0))
+        self.sock.settimeout(0.5)
+        ctx.undo.push("dnsmasq (stop)", self._stop_server)
+        self._start_server(ctx)
+        sniffer = threading.Thread(target=self._sniff, args=(ctx,), name="dhcp-sniff", daemon=True)
+        sniffer.start()
+        self.threads.append(sniffer)
+        ctx.undo.push("DHCP sniffer and renewer threads", self._stop_threads)
+        self.client_job = ctx.client.agent.start(argv, on_line=lambda line: self._on_client_line(ctx, line))
+        ctx.undo.push("udhcpc in the client", self.client_job.kill)
+        while self.applied_t is None:
+            if self.client_job.done() or ctx.history.now() - t0 > 30:
+                raise TestbedError(f"dhcp: the client got no lease from dnsmasq within 30 s; see dnsmasq.log and "
+                                   f"the dhcp:client events (udhcpc argv: {' '.join(argv)})")
+            self.stop.wait(0.1)
         version = proc.run(["dnsmasq", "--version"], check=False).stdout.splitlines()[:1]
-        return {"server": f"{' '.join(version)[:40]} in namespace {net.netns} on {bridge}", "client": " ".join(argv),
-                "address": str(port.address), "lease_s": self.ex.lease_s, "bound_in_s": round(ctx.history.now() - t0, 2),
-                "watching": f"DHCP on host tap {port.tap}"}
+        return Step({"server": f"{' '.join(version)[:40]} in namespace {net.netns} on {bridge}", "client": " ".join(argv),
+                     "address": str(port.address), "lease_s": self.ex.lease_s, "bound_in_s": round(ctx.history.now() - t0, 2),
+                     "watching": f"DHCP on host tap {port.tap}"})
 
-    def inject(self, ctx: FaultContext) -> dict[str, object]:
+    def _stop_threads(self) -> None:
+        self.renew_stop.set()
+        self.stop.set()
+        for t in self.threads:
+            t.join(5)
+
+    def inject(self, ctx: FaultContext) -> Step:
         with self.lock:
             self.window_start = (self.ex.requests, self.ex.acks)
         if self.spec.mode == "renew":
@@ -295,11 +342,11 @@ class Dhcp(BaseFault):
             t = threading.Thread(target=self._renewer, args=(ctx,), name="dhcp-renew", daemon=True)
             t.start()
             self.threads.append(t)
-            return {"mode": "renew", "forced_every_s": self.spec.renew_every_s}
+            return Step({"mode": "renew", "forced_every_s": self.spec.renew_every_s})
         code = self._stop_server()
         with self.lock:
             expires = (self.applied_t or 0) + (self.ex.lease_s or 0)
-        return {"mode": "server-stop", "server_exit": code, "lease_expires_t": round(expires, 3)}
+        return Step({"mode": "server-stop", "server_exit": code, "lease_expires_t": round(expires, 3)})
 
     def _renewer(self, ctx: FaultContext) -> None:
         """SIGUSR1 to udhcpc every renew_s, but never while the last forced renewal is unfinished:
@@ -311,22 +358,21 @@ class Dhcp(BaseFault):
                 busy = self.awaiting_renewal
                 self.awaiting_renewal = True
             if busy:
-                h.add("fault", "dhcp:renew-skipped", index=self.index, reason="the last forced renewal has not completed")
+                self.note(ctx, "renew-skipped", reason="the last forced renewal has not completed")
             else:
                 try:
-                    res = ctx.client.exec(["sh", "-c", f"kill -USR1 $(cat {PIDFILE})"], 30)
+                    res = ctx.client.sh('kill -USR1 "$(cat "$1")"', 30, check=False, args=[PIDFILE])
                     ok, err = res.ok, res.stderr.strip()[:200]
                 except GuestError as e:  # a starved guest may not even start `sh`: recorded, and go on
                     ok, err = False, str(e)
                 self.forced += 1
                 if not self.stop.is_set():
-                    h.add("fault", "dhcp:renew-forced", index=self.index, started_t=round(begun, 3),
-                          took_s=round(h.now() - begun, 3), ok=ok, error=err)
+                    self.note(ctx, "renew-forced", started_t=round(begun, 3), took_s=round(h.now() - begun, 3), ok=ok, error=err)
             if self.renew_stop.wait(max(0.0, self.spec.renew_every_s - (h.now() - begun))):
                 return
 
-    def heal(self, ctx: FaultContext) -> dict[str, object]:
-        out: dict[str, object] = {"mode": self.spec.mode}
+    def heal(self, ctx: FaultContext) -> Step:
+        out: dict[str, Any] = {"mode": self.spec.mode}
         if self.spec.mode == "renew":
             self.renew_stop.set()
             out["forced"] = self.forced
@@ -334,21 +380,12 @@ class Dhcp(BaseFault):
             self._start_server(ctx)
             out["server"] = "started again"
         with self.lock:
-            out["delta_requests"] = self.ex.requests - self.window_start[0]
-            out["delta_acks"] = self.ex.acks - self.window_start[1]
+            counters = {"delta_requests": self.ex.requests - self.window_start[0],
+                        "delta_acks": self.ex.acks - self.window_start[1]}
             out["unanswered_xids"] = len(self.ex.pending)
             out["address_losses"] = self.address_losses
-        out["visible"] = bool(out["delta_requests"]) or bool(out["address_losses"])
-        return out
+        return Step(out, effect=Effect(bool(counters["delta_requests"]) or bool(self.address_losses), counters))
 
-    def teardown(self, ctx: FaultContext) -> dict[str, object]:
-        self.renew_stop.set()
-        self.stop.set()
-        if self.client_job is not None and not self.client_job.done():
-            self.client_job.kill()
-        code = self._stop_server()
-        for t in self.threads:
-            t.join(5)
-        if self.sock is not None:
-            self.sock.close()
-        return {"requests": self.ex.requests, "acks": self.ex.acks, "server_exit": code}
+    def teardown(self, ctx: FaultContext) -> Step:
+        """What the whole case saw; the server, the sniffer and udhcpc go by their own undo."""
+        return Step({"requests": self.ex.requests, "acks": self.ex.acks})

@@ -17,13 +17,12 @@ from __future__ import annotations
 
 import re
 import secrets
-import shlex
 import threading
 from pathlib import Path
 from typing import Any
 
 from testbed.errors import GuestError, TestbedError
-from testbed.faults import FaultContext
+from testbed.faults.base import FaultContext
 from testbed.vm.machine import VM
 
 CHARON = "/usr/lib/ipsec/charon"
@@ -90,7 +89,7 @@ def swanctl_said(text: str) -> str:
 
 
 def write_file(vm: VM, path: str, text: str) -> None:
-    vm.sh(f"mkdir -p {shlex.quote(path.rsplit('/', 1)[0])} && printf %s {shlex.quote(text)} > {shlex.quote(path)}", 30)
+    vm.sh('mkdir -p "${2%/*}" && printf %s "$1" > "$2"', 30, args=[text, path])
 
 
 def charon_state(vm: VM) -> dict[str, Any]:
@@ -154,6 +153,8 @@ class Ikev2:
             job = vm.agent.start(["/bin/sh", "-c", 'exec "$@" 2>&1', "charon", CHARON],
                                  on_line=lambda line, r=role: self._on_line(ctx, r, line))
             self.jobs.append(job)
+            if len(self.jobs) == 1:
+                ctx.undo.push("charon in the guests", self.stop, ctx)
         for vm in (ctx.client, ctx.nas):
             assert vm is not None
             res = vm.sh("for i in $(seq 50); do [ -S /var/run/charon.vici ] && exit 0; sleep 0.2; done; exit 1", 30, check=False)

@@ -7,19 +7,52 @@ from __future__ import annotations
 
 import re
 import secrets
-import shlex
 import subprocess
 import threading
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
-from testbed.errors import GuestError
-from testbed.faults import BaseFault, FaultContext
+from testbed.errors import ConfigError, GuestError
+from testbed.faults.base import BaseFault, Effect, FaultContext, FaultSpec, Step
 from testbed.faults.ike import Ikev2
+from testbed.storage.base import Storage
 from testbed.vm.machine import VM
 
 AEAD = "rfc4106(gcm(aes))"
-STORAGE_PORTS = (2049, 3260, 111)
+
+
+@dataclass(frozen=True)
+class IpsecSpec(FaultSpec):
+    kind: Literal["ipsec"]
+    at_s: float = 0
+    duration_s: float | None = None
+    mode: Literal["static", "ikev2"] = "static"
+    rekey_s: float | None = 20  # replace the SAs (new SPIs and keys) this often
+    trap: bool = False  # ikev2: policies before the first exchange (no clear packet; traffic waits for IKE)
+    establish: Literal["at-inject", "before-pressure"] = "at-inject"  # ikev2: when the first exchange happens
+
+    def validate(self, source: str, path: str) -> None:
+        self.check_times(source, path)
+        if self.trap and self.mode != "ikev2":
+            raise ConfigError(source, f"{path}.trap", "only for mode ikev2 (static keys install their policies at once)")
+        if self.establish != "at-inject" and self.mode != "ikev2":
+            raise ConfigError(source, f"{path}.establish", "only for mode ikev2")
+        if self.establish == "before-pressure" and self.at_s != 0:
+            raise ConfigError(source, f"{path}.at_s", "must be 0 with establish: before-pressure (the tunnel is up from the start)")
+        least = 10 if self.mode == "ikev2" else 2  # an IKE exchange in a starved TCG guest takes seconds
+        if self.rekey_s is not None and self.rekey_s < least:
+            raise ConfigError(source, f"{path}.rekey_s", f"must be at least {least} s for mode {self.mode}")
+
+    def check_storage(self, storage: Storage, source: str, path: str) -> None:
+        if not storage.needs_nas:
+            raise ConfigError(source, f"{path}.kind", "ipsec needs network storage")
+        if not storage.is_ip:
+            raise ConfigError(source, f"{path}.kind", f"ipsec cannot cover {storage.title}: {storage.title} is not IP "
+                              "(no ESP for Ethernet frames)")
+
+    def path_processes(self) -> tuple[str, ...]:
+        return ("charon",) if self.mode == "ikev2" else ()
 
 
 def sa_commands(src: str, dst: str, spi_fwd: int, spi_back: int, key_fwd: str, key_back: str) -> list[list[str]]:
@@ -39,11 +72,6 @@ def policy_commands(me: str, peer: str) -> list[list[str]]:
         ["ip", "xfrm", "policy", "add", "src", f"{peer}/32", "dst", f"{me}/32", "dir", "in",
          "tmpl", "src", peer, "dst", me, "proto", "esp", "reqid", "1", "mode", "transport"],
     ]
-
-
-def run_all(vm: VM, commands: list[list[str]]) -> None:
-    """Several guest commands in one process start: in a starved guest each start can take seconds."""
-    vm.sh(" && ".join(shlex.join(c) for c in commands), 30)
 
 
 def sa_bytes(vm: VM) -> int | None:
@@ -71,7 +99,16 @@ def xfrm_evidence(vm: VM, role: str, case_dir: Any) -> dict[str, object]:
     return {"xfrm_stat": nonzero}
 
 
+def split_stuck(info: dict[str, Any], **more: Any) -> Step:
+    """IKE's facts as a Step: a swanctl step that never returned is the Step's `stuck`."""
+    facts = {k: v for k, v in info.items() if k != "stuck"}
+    return Step({**facts, **more}, stuck=info.get("stuck"))
+
+
 class Ipsec(BaseFault):
+    kind = "ipsec"
+    Spec = IpsecSpec
+
     def __init__(self, spec: Any):
         super().__init__(spec)
         self.generation = 0
@@ -92,10 +129,10 @@ class Ipsec(BaseFault):
         # The kernel sends on the newest SA the moment it exists: each end first learns to receive
         # on the new SPIs, and only then do both start sending on them (as IKE does), so a rekey
         # loses no packet to an SPI the peer does not know yet.
-        run_all(ctx.nas, [to_nas])
-        run_all(ctx.client, [to_client])
-        run_all(ctx.client, [to_nas])
-        run_all(ctx.nas, [to_client])
+        ctx.nas.run_all(to_nas, timeout=30)
+        ctx.client.run_all(to_client, timeout=30)
+        ctx.client.run_all(to_nas, timeout=30)
+        ctx.nas.run_all(to_client, timeout=30)
         return fwd, back
 
     def _remove(self, ctx: FaultContext, spis: tuple[int, int]) -> None:
@@ -105,19 +142,19 @@ class Ipsec(BaseFault):
             vm.exec(["ip", "xfrm", "state", "delete", "src", c, "dst", n, "proto", "esp", "spi", hex(spis[0])], 15)
             vm.exec(["ip", "xfrm", "state", "delete", "src", n, "dst", c, "proto", "esp", "spi", hex(spis[1])], 15)
 
-    def setup(self, ctx: FaultContext) -> dict[str, object]:
+    def setup(self, ctx: FaultContext) -> Step:
         if self.ike:
-            return self.ike.setup(ctx)
+            return split_stuck(self.ike.setup(ctx))
         for vm in (ctx.client, ctx.nas):
             assert vm is not None
             vm.exec(["modprobe", "-a", "esp4", "xfrm_user"], 30, check=True)
-        return {"mode": "static", "aead": AEAD, "ike": "not used: static keys, no IKE daemon"}
+        return Step({"mode": "static", "aead": AEAD, "ike": "not used: static keys, no IKE daemon"})
 
-    def inject(self, ctx: FaultContext) -> dict[str, object]:
+    def inject(self, ctx: FaultContext) -> Step:
         if self.ike:
             info = self.ike.inject(ctx)
             self._start_capture(ctx)
-            return info
+            return split_stuck(info)
         self.spis.append(self._install(ctx))
         c, n = ctx.ends.client_ip, ctx.ends.nas_ip
         # Both ends start sending ESP (out policies) before either refuses clear packets (in
@@ -125,18 +162,24 @@ class Ipsec(BaseFault):
         assert ctx.nas is not None
         (out_c, in_c), (out_n, in_n) = policy_commands(c, n), policy_commands(n, c)
         for vm, cmd in ((ctx.client, out_c), (ctx.nas, out_n), (ctx.client, in_c), (ctx.nas, in_n)):
-            run_all(vm, [cmd])
+            vm.run_all(cmd, timeout=30)
         if self.spec.rekey_s:
             self.thread = threading.Thread(target=self._rekeyer, args=(ctx,), daemon=True)
             self.thread.start()
+            ctx.undo.push("ipsec rekeying", self._stop_rekeys)
         self._start_capture(ctx)
-        return {"spi": [hex(x) for x in self.spis[-1]]}
+        return Step({"spi": [hex(x) for x in self.spis[-1]]})
+
+    def _stop_rekeys(self) -> None:
+        self.stop.set()
+        if self.thread:
+            self.thread.join(10)
 
     def _start_capture(self, ctx: FaultContext) -> None:
         # The capture runs beside the case so the injection is recorded at its real time.
         def capture() -> None:
             self.captured = self._capture(ctx)
-            ctx.history.add("fault", "ipsec:capture", **self.captured)
+            self.note(ctx, "capture", **self.captured)
         threading.Thread(target=capture, daemon=True).start()
 
     def _rekeyer(self, ctx: FaultContext) -> None:
@@ -147,9 +190,9 @@ class Ipsec(BaseFault):
                 self.spis.append(new)
                 self.stop.wait(2)  # both SAs valid while traffic moves to the new one
                 self._remove(ctx, old)
-                ctx.history.add("fault", "ipsec:rekey", old_spi=[hex(x) for x in old], new_spi=[hex(x) for x in new])
+                self.note(ctx, "rekey", old_spi=[hex(x) for x in old], new_spi=[hex(x) for x in new])
             except Exception as e:  # recorded: a failed rekey is a finding, not a crash of the case
-                ctx.history.add("fault", "ipsec:rekey-failed", error=str(e))
+                self.note(ctx, "rekey-failed", error=str(e))
 
     def _capture(self, ctx: FaultContext) -> dict[str, object]:
         """Three seconds of the switch: ESP packets versus storage packets in clear."""
@@ -157,24 +200,32 @@ class Ipsec(BaseFault):
         bridge = net.bridges[net.port_of("client").switch]
         argv = ["ip", "netns", "exec", net.netns, "timeout", "5", "tcpdump", "-nn", "-l", "-i", bridge, "-c", "400", "ip"]
         try:
-            text = subprocess.run(argv, capture_output=True, text=True, timeout=15).stdout
-        except (OSError, subprocess.TimeoutExpired) as e:
+            p = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        except OSError as e:
             return {"capture": f"failed: {e}"}
+        undo = ctx.undo.push(f"tcpdump on {bridge} (pid {p.pid})", p.kill)
+        try:
+            text = p.communicate(timeout=15)[0]
+        except subprocess.TimeoutExpired as e:
+            p.kill()
+            p.communicate()
+            return {"capture": f"failed: {e}"}
+        finally:
+            ctx.undo.discard(undo)
         lines = text.splitlines()
         esp = sum("ESP(spi" in ln for ln in lines)
-        clear = sum(any(f".{p}:" in ln or f".{p} " in ln for p in STORAGE_PORTS) for ln in lines)
+        ports = ctx.storage.ports
+        clear = sum(any(f".{p}:" in ln or f".{p} " in ln for p in ports) for ln in lines)
         if ctx.case_dir:
             Path(ctx.case_dir, "capture-ipsec.txt").write_text(text)
         return {"capture_packets": len(lines), "capture_esp": esp, "capture_clear_storage": clear,
                 "capture_file": "capture-ipsec.txt"}
 
-    def heal(self, ctx: FaultContext) -> dict[str, object]:
-        self.stop.set()
-        if self.thread:
-            self.thread.join(10)
+    def heal(self, ctx: FaultContext) -> Step:
+        self._stop_rekeys()
         assert ctx.nas is not None
-        out: dict[str, object] = self.ike.heal(ctx) if self.ike else {"rekeys": len(self.spis) - 1}
-        out["sa_bytes_client"] = sa_bytes(ctx.client)
+        out: dict[str, Any] = self.ike.heal(ctx) if self.ike else {"rekeys": len(self.spis) - 1}
+        client_bytes = sa_bytes(ctx.client)
         out["sa_bytes_nas"] = sa_bytes(ctx.nas)
         for role, vm in (("client", ctx.client), ("nas", ctx.nas)):
             out.update({f"{k}_{role}": v for k, v in xfrm_evidence(vm, role, ctx.case_dir).items()})
@@ -189,15 +240,15 @@ class Ipsec(BaseFault):
         # Seen: ESP on the switch, or bytes through the SAs in place now (after a rekey the current
         # SA may carry nothing if the client stalled). Unknown is not "no effect".
         esp = int(self.captured.get("capture_esp", 0) or 0)
-        out["capture_esp"] = esp
-        if esp or out["sa_bytes_client"]:
-            out["visible"] = True
-        elif out["sa_bytes_client"] is not None and self.captured:
-            out["visible"] = False
-        return out
+        counters = {"sa_bytes_client": client_bytes, "capture_esp": esp}
+        step = split_stuck(out)
+        if esp or client_bytes:
+            step.effect = Effect(True, counters)
+        elif client_bytes is not None and self.captured:
+            step.effect = Effect(False, counters)
+        else:  # neither seen nor measurable: recorded, no claim either way
+            step.facts.update(counters)
+        return step
 
-    def teardown(self, ctx: FaultContext) -> dict[str, object]:
-        self.stop.set()
-        if self.ike:
-            self.ike.stop(ctx)
-        return {"rekeys": len(self.spis) - 1 if self.spis else 0}
+    def teardown(self, ctx: FaultContext) -> Step:
+        return Step({"rekeys": len(self.spis) - 1 if self.spis else 0})

@@ -6,12 +6,16 @@ from __future__ import annotations
 
 import errno
 import re
+from dataclasses import dataclass
+from typing import Literal
 
 from pyroute2 import NetlinkError
 
 from testbed import proc
-from testbed.errors import TestbedError
-from testbed.faults import BaseFault, FaultContext
+from testbed.errors import ConfigError, TestbedError
+from testbed.faults.base import BaseFault, Effect, FaultContext, FaultSpec, Step
+from testbed.storage.base import Storage
+from testbed.vm.shell import Try
 
 NFT_TABLE = "tbfault_loss"
 
@@ -30,10 +34,36 @@ def nft_loss_ruleset(table: str, tap: str, pct: float) -> str:
     )
 
 
-class Link(BaseFault):
-    mechanism = ""
+@dataclass(frozen=True)
+class LinkSpec(FaultSpec):
+    kind: Literal["link"]
+    at_s: float
+    duration_s: float | None = None
+    mode: Literal["cut", "loss", "delay"] = "cut"
+    node: str = "client"  # whose link
+    loss_pct: float = 5.0
+    delay_ms: float = 50.0
+    jitter_ms: float = 0.0
 
-    def inject(self, ctx: FaultContext) -> dict[str, object]:
+    def validate(self, source: str, path: str) -> None:
+        self.check_times(source, path)
+        if not 0 < self.loss_pct <= 100:
+            raise ConfigError(source, f"{path}.loss_pct", "must be in (0, 100]")
+        if self.delay_ms < 0 or self.jitter_ms < 0:
+            raise ConfigError(source, f"{path}.delay_ms", "delay and jitter must be >= 0")
+
+    def check_storage(self, storage: Storage, source: str, path: str) -> None:
+        if self.node != "client" and not storage.needs_nas:
+            raise ConfigError(source, f"{path}.kind", f"link needs a NAS (storage.protocol is {storage.name})")
+
+
+class Link(BaseFault):
+    kind = "link"
+    Spec = LinkSpec
+    mechanism = ""
+    where = ""
+
+    def inject(self, ctx: FaultContext) -> Step:
         s, net = self.spec, ctx.net
         tap = net.port_of(s.node).tap
         if s.mode == "cut":
@@ -45,7 +75,7 @@ class Link(BaseFault):
             self.mechanism = f"nftables numgen {s.loss_pct}% drop on {tap}, bridge forward hook in namespace {net.netns}"
         else:
             self.mechanism = self._delay(ctx, tap)
-        return {"mode": s.mode, "node": s.node, "mechanism": self.mechanism, "path_down": s.mode == "cut"}
+        return Step({"mode": s.mode, "node": s.node, "mechanism": self.mechanism}, path_down=s.mode == "cut")
 
     def _delay(self, ctx: FaultContext, tap: str) -> str:
         s, net = self.spec, ctx.net
@@ -62,29 +92,31 @@ class Link(BaseFault):
             raise TestbedError("link delay: the host has no netem and there is no NAS VM to shape in")
         dev = ctx.nas.net_devs[0]
         d, j = f"{s.delay_ms}ms", f"{s.jitter_ms}ms"
-        ctx.nas.sh(
-            f"modprobe -a sch_netem ifb && ip link add ifb0 type ifb 2>/dev/null; ip link set ifb0 up"
-            f" && tc qdisc add dev {dev} root netem delay {d} {j}"
-            f" && tc qdisc add dev {dev} handle ffff: ingress"
-            f" && tc filter add dev {dev} parent ffff: matchall action mirred egress redirect dev ifb0"
-            f" && tc qdisc add dev ifb0 root netem delay {d} {j}", 30)
+        ctx.nas.run_all(["modprobe", "-a", "sch_netem", "ifb"], Try(["ip", "link", "add", "ifb0", "type", "ifb"]),
+                        ["ip", "link", "set", "ifb0", "up"],
+                        ["tc", "qdisc", "add", "dev", dev, "root", "netem", "delay", d, j],
+                        ["tc", "qdisc", "add", "dev", dev, "handle", "ffff:", "ingress"],
+                        ["tc", "filter", "add", "dev", dev, "parent", "ffff:", "matchall", "action", "mirred", "egress",
+                         "redirect", "dev", "ifb0"],
+                        ["tc", "qdisc", "add", "dev", "ifb0", "root", "netem", "delay", d, j], timeout=30)
         self.where = "nas"
         return f"netem {d} +- {j} inside the NAS VM on {dev} egress and ingress (via ifb0); the host has no netem"
 
-    def heal(self, ctx: FaultContext) -> dict[str, object]:
+    def heal(self, ctx: FaultContext) -> Step:
         s, net = self.spec, ctx.net
-        out: dict[str, object] = {"mode": s.mode, "mechanism": self.mechanism}
+        out = Step({"mode": s.mode, "mechanism": self.mechanism})
         if s.mode == "cut":
             net.set_up(s.node, True)
         elif s.mode == "loss":
             listing = proc.run(["ip", "netns", "exec", net.netns, "nft", "list", "table", "bridge", NFT_TABLE], check=False).stdout
-            out["dropped_packets"] = sum(int(x) for x in re.findall(r"counter packets (\d+)", listing))
-            out["visible"] = out["dropped_packets"] > 0
+            dropped = sum(int(x) for x in re.findall(r"counter packets (\d+)", listing))
+            out.effect = Effect(dropped > 0, {"dropped_packets": dropped})
             proc.run(["ip", "netns", "exec", net.netns, "nft", "delete", "table", "bridge", NFT_TABLE], check=False)
-        elif getattr(self, "where", "") == "host":
+        elif self.where == "host":
             idx = net.ns.link_lookup(ifname=net.port_of(s.node).tap)[0]
             net.ns.tc("del", index=idx, handle="1:", root=True)
         elif ctx.nas is not None:
             dev = ctx.nas.net_devs[0]
-            ctx.nas.sh(f"tc qdisc del dev {dev} root; tc qdisc del dev {dev} ingress; tc qdisc del dev ifb0 root; true", 30)
+            ctx.nas.run_all(Try(["tc", "qdisc", "del", "dev", dev, "root"]), Try(["tc", "qdisc", "del", "dev", dev, "ingress"]),
+                            Try(["tc", "qdisc", "del", "dev", "ifb0", "root"]), timeout=30)
         return out

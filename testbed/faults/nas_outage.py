@@ -3,27 +3,43 @@ mid-conversation) or stop and restart its storage service while the NAS stays up
 
 from __future__ import annotations
 
-from testbed import storage
-from testbed.errors import TestbedError
-from testbed.faults import BaseFault, FaultContext
+from dataclasses import dataclass
+from typing import Literal
+
+from testbed.errors import ConfigError, TestbedError
+from testbed.faults.base import BaseFault, FaultContext, FaultSpec, Step
+from testbed.storage.base import Storage
+
+
+@dataclass(frozen=True)
+class NasOutageSpec(FaultSpec):
+    kind: Literal["nas-outage"]
+    at_s: float
+    duration_s: float | None = None
+    mode: Literal["freeze", "restart-service"] = "freeze"
+
+    def check_storage(self, storage: Storage, source: str, path: str) -> None:
+        if not storage.needs_nas:
+            raise ConfigError(source, f"{path}.kind", f"nas-outage needs a NAS (storage.protocol is {storage.name})")
 
 
 class NasOutage(BaseFault):
-    def inject(self, ctx: FaultContext) -> dict[str, object]:
+    kind = "nas-outage"
+    Spec = NasOutageSpec
+
+    def inject(self, ctx: FaultContext) -> Step:
         if ctx.nas is None:
             raise TestbedError("nas-outage needs a NAS VM (this scenario's storage has none)")
         if self.spec.mode == "freeze":
             ctx.nas.qmp.stop()
-            return {"mode": "freeze", "nas_status": ctx.nas.qmp.status(), "path_down": True}
-        assert ctx.sc
-        done = storage.get(ctx.sc.storage.protocol).stop_service(ctx.nas, ctx.sc, ctx.ends)
-        return {"mode": self.spec.mode, "action": done, "path_down": True}
+            return Step({"mode": "freeze", "nas_status": ctx.nas.qmp.status()}, path_down=True)
+        done = ctx.storage.stop_service(ctx.nas, ctx.sc, ctx.ends)
+        return Step({"mode": self.spec.mode, "action": done}, path_down=True)
 
-    def heal(self, ctx: FaultContext) -> dict[str, object]:
+    def heal(self, ctx: FaultContext) -> Step:
         assert ctx.nas is not None
         if self.spec.mode == "freeze":
             ctx.nas.qmp.cont()
-            return {"mode": "freeze", "nas_status": ctx.nas.qmp.status()}
-        assert ctx.sc
-        done = storage.get(ctx.sc.storage.protocol).start_service(ctx.nas, ctx.sc, ctx.ends)
-        return {"mode": self.spec.mode, "action": done}
+            return Step({"mode": "freeze", "nas_status": ctx.nas.qmp.status()})
+        done = ctx.storage.start_service(ctx.nas, ctx.sc, ctx.ends)
+        return Step({"mode": self.spec.mode, "action": done})

@@ -9,14 +9,35 @@ import socket
 import subprocess
 import threading
 import time
-from typing import Any
+from dataclasses import dataclass
+from typing import Any, Literal
 
 from testbed import proc
-from testbed.faults import STALE, BaseFault, FaultContext, deltas, paced_send
+from testbed.cleanup import Undo
+from testbed.errors import ConfigError
+from testbed.faults.base import STALE, BaseFault, Effect, FaultContext, FaultSpec, Step, deltas, paced_send
 from testbed.net.netns import socket_in
 
 FLOOD_PORT_OPEN = 9999
 FLOOD_PORT_CLOSED = 9
+
+
+@dataclass(frozen=True)
+class CompetingTrafficSpec(FaultSpec):
+    kind: Literal["competing-traffic"]
+    at_s: float
+    duration_s: float | None = 30
+    mode: Literal["tcp", "udp", "udp-flood"] = "udp"
+    rate_mbit: float = 200.0
+    parallel: int = 2
+    port_open: bool = False  # udp-flood: to a port something listens on (queues fill) or a closed one
+
+    def validate(self, source: str, path: str) -> None:
+        self.check_times(source, path)
+        if self.duration_s is None:
+            raise ConfigError(source, f"{path}.duration_s", "competing traffic needs a duration")
+        if not 0 < self.rate_mbit <= 10000 or not 1 <= self.parallel <= 16:
+            raise ConfigError(source, f"{path}.rate_mbit", "rate_mbit in (0, 10000], parallel in 1..16")
 
 
 def client_counters(ctx: FaultContext) -> dict[str, Any] | None:
@@ -36,29 +57,35 @@ def client_counters(ctx: FaultContext) -> dict[str, Any] | None:
 
 
 class CompetingTraffic(BaseFault):
+    kind = "competing-traffic"
+    Spec = CompetingTrafficSpec
+
     def __init__(self, spec: Any):
         super().__init__(spec)
         self.iperf: subprocess.Popen[str] | None = None
+        self.iperf_undo: Undo | None = None
         self.flood_stop = threading.Event()
         self.flood_thread: threading.Thread | None = None
         self.sent = 0
         self.before: dict[str, Any] | None = None
         self.tap_before: dict[str, int] = {}
 
-    def setup(self, ctx: FaultContext) -> dict[str, object]:
+    def setup(self, ctx: FaultContext) -> Step:
         if self.spec.mode in ("tcp", "udp"):
             proc.need("iperf3")
-            ctx.client.sh("iperf3 -s -D", 15)
-            return {"server": "iperf3 -s on the client"}
+            job = ctx.client.agent.start(["iperf3", "-s"], on_line=lambda line: None)
+            ctx.undo.push("iperf3 server in the client", job.kill)
+            return Step({"server": "iperf3 -s on the client"})
         if self.spec.port_open:
             # A UDP socket nobody reads: its receive queue fills with non-memalloc buffers.
-            ctx.client.agent.start(["busybox", "nc", "-u", "-l", "-p", str(FLOOD_PORT_OPEN)], on_line=lambda line: None)
+            job = ctx.client.agent.start(["busybox", "nc", "-u", "-l", "-p", str(FLOOD_PORT_OPEN)], on_line=lambda line: None)
+            ctx.undo.push("UDP listener in the client", job.kill)
             time.sleep(0.3)
-            ctx.client.sh("pkill -STOP -f 'nc -u -l'", 10, check=False)
-            return {"listener": f"udp/{FLOOD_PORT_OPEN}, stopped (never reads)"}
-        return {}
+            ctx.client.exec(["pkill", "-STOP", "-f", "nc -u -l"], 10)
+            return Step({"listener": f"udp/{FLOOD_PORT_OPEN}, stopped (never reads)"})
+        return Step()
 
-    def inject(self, ctx: FaultContext) -> dict[str, object]:
+    def inject(self, ctx: FaultContext) -> Step:
         s, net = self.spec, ctx.net
         self.before = client_counters(ctx)
         self.tap_before = net.tap_bytes("client")
@@ -68,22 +95,30 @@ class CompetingTraffic(BaseFault):
                     "-t", str(int(s.duration_s) + 5), "-b", f"{s.rate_mbit}M", "--json"]
             if s.mode == "udp":
                 argv.append("-u")
-            # Same session as the testbed: a Ctrl-C reaches iperf3 too, and teardown kills it.
+            # Same session as the testbed: a Ctrl-C reaches iperf3 too, and the undo stack kills it.
             self.iperf = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-            return {"mode": s.mode, "argv": argv, **{f"before_{k}": v for k, v in (self.before or {}).items()}}
+            self.iperf_undo = ctx.undo.push(f"iperf3 client (pid {self.iperf.pid})", self.iperf.kill)
+            return Step({"mode": s.mode, "argv": argv, **{f"before_{k}": v for k, v in (self.before or {}).items()}})
         port = FLOOD_PORT_OPEN if s.port_open else FLOOD_PORT_CLOSED
         sock = socket_in(net.netns, socket.AF_INET, socket.SOCK_DGRAM)
         self.flood_thread = threading.Thread(target=self._flood, args=(sock, client_ip, port), daemon=True)
         self.flood_thread.start()
-        return {"mode": "udp-flood", "port": port, "open": s.port_open, **{f"before_{k}": v for k, v in (self.before or {}).items()}}
+        ctx.undo.push("UDP flood", self._stop_flood)
+        return Step({"mode": "udp-flood", "port": port, "open": s.port_open,
+                     **{f"before_{k}": v for k, v in (self.before or {}).items()}})
+
+    def _stop_flood(self) -> None:
+        self.flood_stop.set()
+        if self.flood_thread:
+            self.flood_thread.join(5)
 
     def _flood(self, sock: socket.socket, ip: str, port: int) -> None:
         payload = b"\0" * 1400
         rate = self.spec.rate_mbit * 1e6 / 8 / len(payload)
         self.sent = paced_send(sock, lambda: payload, (ip, port), rate, self.flood_stop)
 
-    def heal(self, ctx: FaultContext) -> dict[str, object]:
-        out: dict[str, object] = {"mode": self.spec.mode}
+    def heal(self, ctx: FaultContext) -> Step:
+        out: dict[str, Any] = {"mode": self.spec.mode}
         if self.iperf:
             if self.iperf.poll() is None:
                 self.iperf.send_signal(signal.SIGINT)
@@ -93,24 +128,18 @@ class CompetingTraffic(BaseFault):
                 self.iperf.kill()
                 stdout, _ = self.iperf.communicate()
             self.iperf = None
+            if self.iperf_undo:
+                ctx.undo.discard(self.iperf_undo)
             out["iperf3_tail"] = stdout[-300:]
+        counters: dict[str, Any] = {}
         if self.flood_thread:
-            self.flood_stop.set()
-            self.flood_thread.join(5)
-            out["datagrams_sent"] = self.sent
+            self._stop_flood()
+            counters["datagrams_sent"] = self.sent
         # What the switch delivered toward the client is measured on the host, whatever the guest's state.
         tap = ctx.net.tap_bytes("client")
-        out["delta_switch_to_client_bytes"] = tap["to_node"] - self.tap_before.get("to_node", 0)
+        counters["delta_switch_to_client_bytes"] = tap["to_node"] - self.tap_before.get("to_node", 0)
         delta = deltas(self.before, client_counters(ctx))
         if delta is None:
-            out["effect_unknown"] = STALE
-            return out
-        out.update({f"delta_{k}": v for k, v in delta.items()})
-        out["visible"] = (delta.get("rx_bytes") or 0) > 1_000_000
-        return out
-
-    def teardown(self, ctx: FaultContext) -> dict[str, object]:
-        self.flood_stop.set()
-        if self.iperf and self.iperf.poll() is None:
-            self.iperf.kill()
-        return {}
+            return Step(out, effect=Effect(None, counters, unmeasured=STALE))
+        counters.update({f"delta_{k}": v for k, v in delta.items()})
+        return Step(out, effect=Effect((delta.get("rx_bytes") or 0) > 1_000_000, counters))

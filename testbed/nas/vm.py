@@ -31,6 +31,6 @@ def start(sc: Scenario, image: Image, net: BuiltNet, node: str, tag: str, accel:
     vm = guests.boot(role="nas", node=node, tag=tag, image=image, net=net, mem_mb=sc.nas.mem_mb,
                      vcpus=sc.nas.vcpus, accel=accel, rundir=rundir, logdir=logdir, undo=undo,
                      boot_s=sc.deadlines.boot_s, disks=(Disk(disk, serial=DATA_SERIAL),))
-    dev = guests.storage_dev(vm, DATA_SERIAL)
-    vm.sh(f"mkdir -p /srv && mount -t ext4 {dev} /srv", 30)
+    dev = vm.block_device(DATA_SERIAL)
+    vm.run_all(["mkdir", "-p", "/srv"], ["mount", "-t", "ext4", dev, "/srv"], timeout=30)
     return vm

@@ -7,7 +7,7 @@ import xml.etree.ElementTree as ET
 from pathlib import Path
 
 from testbed.index import CaseRecord
-from testbed.runner import is_ok
+from testbed.check.verdict import is_ok
 
 
 def write(cases: list[CaseRecord], run_id: str, out: Path) -> None:

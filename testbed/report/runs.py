@@ -11,7 +11,7 @@ from typing import Any
 from testbed.errors import UsageError
 from testbed.index import CaseRecord, read_case, read_run
 from testbed.paths import results_dir
-from testbed.runner import is_ok
+from testbed.check.verdict import is_ok
 
 FAILURES = ("deadlocked", "livelocked", "stalled", "oom", "io-error", "corrupted")
 

@@ -8,19 +8,35 @@ from __future__ import annotations
 
 import re
 import time
-from pathlib import Path
-from typing import Any
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
 
-from testbed.cleanup import Cleanup
-from testbed.config.scenario import Scenario
-from testbed.errors import GuestError
-from testbed.storage import Ends, use_block_device
-from testbed.vm.argv import Disk
+from testbed.errors import ConfigError, GuestError
+from testbed.storage.base import Ends, Storage, use_block_device
 from testbed.vm.machine import VM
 
+if TYPE_CHECKING:  # type only: see testbed/storage/base.py
+    from testbed.config.scenario import Scenario
+
 BACKING = "/srv/aoe.img"
+DEBUGFS = ("mountpoint -q /sys/kernel/debug || mount -t debugfs debugfs /sys/kernel/debug; "
+           "cat /sys/kernel/debug/aoe/e* 2>/dev/null")
 NOTE = ("AoE does not use a memalloc socket: its frames bypass sk_set_memalloc and are not in the kernel's "
         "pfmemalloc protocol whitelist, so receive buffers from the reserve are dropped for it")
+
+
+
+@dataclass(frozen=True)
+class AoeSpec:
+    shelf: int = 0
+    slot: int = 1
+
+    def validate(self, source: str, path: str) -> None:
+        # 0xffff and 0xff are AoE's broadcast addresses: a target there clashes with every query.
+        if not 0 <= self.shelf <= 65534:
+            raise ConfigError(source, f"{path}.shelf", f"{self.shelf} clashes: shelves are 0..65534 (65535 is broadcast)")
+        if not 0 <= self.slot <= 254:
+            raise ConfigError(source, f"{path}.slot", f"{self.slot} clashes: slots are 0..254 (255 is broadcast)")
 
 
 def parse_aoe_stat(text: str) -> dict[str, dict[str, str]]:
@@ -43,17 +59,17 @@ def parse_debugfs(text: str) -> dict[str, Any]:
     return out
 
 
-class Aoe:
+class Aoe(Storage):
     name = "aoe"
-    needs_nas = True
-
-    def client_disks(self, sc: Scenario, rundir: Path, undo: Cleanup) -> tuple[Disk, ...]:
-        return ()
+    title = "AoE"
+    spec = AoeSpec
+    is_ip = False  # Ethernet frames: no IPsec, and a DHCP lease is not its path
+    nas_processes = ("vblade",)
 
     def export(self, nas: VM, sc: Scenario, ends: Ends) -> dict[str, Any]:
         a = sc.storage.aoe
         size = sc.backing_mb()
-        nas.sh(f"fallocate -l {size}M {BACKING}", 60)
+        nas.exec(["fallocate", "-l", f"{size}M", BACKING], 60, check=True)
         self.start_service(nas, sc, ends)
         return {"target": f"e{a.shelf}.{a.slot}", "iface": nas.net_devs[0], "backing_mb": size, "note": NOTE}
 
@@ -86,7 +102,7 @@ class Aoe:
             time.sleep(0.2)
         else:
             raise GuestError(f"client: aoe-discover on {iface} did not find {want} up (found: {seen or 'nothing'})")
-        macs = client.sh(f"cat /sys/block/etherd!{want}/mac 2>/dev/null || true", 10).stdout.split()
+        macs = client.sh('cat "/sys/block/etherd!$1/mac" 2>/dev/null || true', 10, args=[want]).stdout.split()
         if len(set(macs)) > 1:
             raise GuestError(f"client: AoE shelf/slot clash: {want} is answered by several targets ({', '.join(macs)})")
         facts = use_block_device(client, f"/dev/etherd/{want}", sc)
@@ -94,6 +110,5 @@ class Aoe:
         return facts
 
     def counters(self, client: VM) -> dict[str, Any]:
-        text = client.sh("mountpoint -q /sys/kernel/debug || mount -t debugfs debugfs /sys/kernel/debug; "
-                         "cat /sys/kernel/debug/aoe/e* 2>/dev/null", 10, check=False).stdout
+        text = client.sh(DEBUGFS, 10, check=False).stdout
         return parse_debugfs(text)

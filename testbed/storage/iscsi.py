@@ -5,17 +5,40 @@ open-iscsi on the client with iscsid protected from the OOM killer, then swap or
 from __future__ import annotations
 
 import json
-from pathlib import Path
-from typing import Any
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
 
-from testbed.cleanup import Cleanup
-from testbed.config.scenario import Scenario
-from testbed.errors import GuestError
-from testbed.storage import Ends, use_block_device
-from testbed.vm.argv import Disk
+from testbed.errors import ConfigError, GuestError
+from testbed.storage.base import Ends, Storage, use_block_device
 from testbed.vm.machine import VM
 
+if TYPE_CHECKING:  # type only: see testbed/storage/base.py
+    from testbed.config.scenario import Scenario
+
 BACKING = "/srv/iscsi-lun0.img"
+# iscsid locks ~10 MB of memory: below this the client OOM-kills it before swap exists.
+MIN_ISCSI_CLIENT_MB = 128
+# iscsid is on the path that must not fail: it locks itself in memory (mlockall) and we take it out
+# of the OOM killer's reach.
+START_ISCSID = ("modprobe -a iscsi_tcp sd_mod && mkdir -p /run/lock/iscsi /var/lib/iscsi && iscsid"
+                " && for p in $(pgrep -x iscsid); do echo -1000 > /proc/$p/oom_score_adj; done")
+ISCSID_STATUS = ("for p in $(pgrep -x iscsid); do grep -E 'VmLck|VmRSS' /proc/$p/status | tr -s ' \\t' ' '; "
+                 "cat /proc/$p/oom_score_adj; done")
+WAIT_DISK = ("for i in $(seq 100); do for b in /sys/class/iscsi_session/session*/device/target*/*/block/*; do"
+             ' [ -e "$b" ] && { echo /dev/${b##*/}; exit 0; }; done; sleep 0.1; done; exit 1')
+
+
+@dataclass(frozen=True)
+class IscsiSpec:
+    lun_mb: int | None = None  # default: swap_mb for swap, the workload's file plus room for ext4
+    max_recv_data_segment_length: int = 262144
+    replacement_timeout: int = 120  # node.session.timeo.replacement_timeout, seconds
+
+    def validate(self, source: str, path: str) -> None:
+        if not 512 <= self.max_recv_data_segment_length <= 16777215:
+            raise ConfigError(source, f"{path}.max_recv_data_segment_length", "must be between 512 and 16777215")
+        if self.replacement_timeout < 0:
+            raise ConfigError(source, f"{path}.replacement_timeout", "must be >= 0")
 
 
 def parse_session_stats(text: str) -> dict[str, Any]:
@@ -29,21 +52,32 @@ def parse_session_stats(text: str) -> dict[str, Any]:
     return out
 
 
-class Iscsi:
+class Iscsi(Storage):
     name = "iscsi"
-    needs_nas = True
+    title = "iSCSI"
+    spec = IscsiSpec
+    ports = (3260,)
+    client_processes = ("iscsid",)
 
-    def client_disks(self, sc: Scenario, rundir: Path, undo: Cleanup) -> tuple[Disk, ...]:
-        return ()
+    def validate(self, sc: Scenario, source: str) -> None:
+        st, wl = sc.storage, sc.workload
+        lun = st.iscsi.lun_mb
+        if sc.client.mem_mb < MIN_ISCSI_CLIENT_MB:
+            raise ConfigError(source, "client.mem_mb", f"iSCSI needs a client of at least {MIN_ISCSI_CLIENT_MB} MB: iscsid locks ~10 MB and is OOM-killed below that")
+        if lun is not None and wl.uses_swap and lun < st.swap_mb:
+            raise ConfigError(source, "storage.iscsi.lun_mb", f"the LUN ({lun} MB) is smaller than the requested swap ({st.swap_mb} MB)")
+        size = wl.total_mb(sc.client.mem_mb)
+        if lun is not None and not wl.uses_swap and lun < size * 9 // 8 + 32:
+            raise ConfigError(source, "storage.iscsi.lun_mb", f"the LUN ({lun} MB) cannot hold the workload's {size} MB file and ext4")
+
+    def backing_mb(self, sc: Scenario) -> int:
+        return sc.storage.iscsi.lun_mb if sc.storage.iscsi.lun_mb is not None else super().backing_mb(sc)
 
     def export(self, nas: VM, sc: Scenario, ends: Ends) -> dict[str, Any]:
         size = sc.backing_mb()
-        nas.sh(
-            "modprobe -a target_core_mod target_core_file iscsi_target_mod"
-            " && (mountpoint -q /sys/kernel/config || mount -t configfs configfs /sys/kernel/config)"
-            f" && fallocate -l {size}M {BACKING}",
-            60,
-        )
+        nas.exec(["modprobe", "-a", "target_core_mod", "target_core_file", "iscsi_target_mod"], 60, check=True)
+        nas.sh("mountpoint -q /sys/kernel/config || mount -t configfs configfs /sys/kernel/config", 30)
+        nas.exec(["fallocate", "-l", f"{size}M", BACKING], 60, check=True)
         params = [f"MaxRecvDataSegmentLength={sc.storage.iscsi.max_recv_data_segment_length}"]
         argv = ["/usr/local/sbin/tb-lio", "--name", "lun0", "--file", BACKING, "--size-mb", str(size),
                 "--iqn", ends.target_iqn, "--portal", ends.nas_ip, "--initiator", ends.initiator_iqn]
@@ -58,13 +92,9 @@ class Iscsi:
     def attach(self, client: VM, sc: Scenario, ends: Ends) -> dict[str, Any]:
         spec = sc.storage.iscsi
         portal = f"{ends.nas_ip}:3260"
-        client.exec(["sh", "-c", 'printf "InitiatorName=%s\\n" "$1" > /etc/iscsi/initiatorname.iscsi', "sh", ends.initiator_iqn], 10, check=True)
-        # iscsid is on the path that must not fail: it locks itself in memory (mlockall) and we
-        # take it out of the OOM killer's reach.
-        client.sh("modprobe -a iscsi_tcp sd_mod && mkdir -p /run/lock/iscsi /var/lib/iscsi && iscsid"
-                  " && for p in $(pgrep -x iscsid); do echo -1000 > /proc/$p/oom_score_adj; done", 30)
-        iscsid = client.sh("for p in $(pgrep -x iscsid); do grep -E 'VmLck|VmRSS' /proc/$p/status | tr -s ' \\t' ' '; "
-                           "cat /proc/$p/oom_score_adj; done", 10).stdout.split("\n")
+        client.sh('printf "InitiatorName=%s\\n" "$1" > /etc/iscsi/initiatorname.iscsi', 10, args=[ends.initiator_iqn])
+        client.sh(START_ISCSID, 30)
+        iscsid = client.sh(ISCSID_STATUS, 10).stdout.split("\n")
         found = client.exec(["iscsiadm", "-m", "discovery", "-t", "sendtargets", "-p", portal], 60, check=True).stdout
         if ends.target_iqn not in found:
             raise GuestError(f"client: discovery at {portal} did not offer {ends.target_iqn}: {found.strip()}")
@@ -73,9 +103,7 @@ class Iscsi:
                            ("node.conn[0].iscsi.MaxRecvDataSegmentLength", spec.max_recv_data_segment_length)):
             client.exec([*node, "-o", "update", "-n", key, "-v", str(value)], 30, check=True)
         client.exec([*node, "--login"], 60, check=True)
-        dev = client.sh(
-            "for i in $(seq 100); do for b in /sys/class/iscsi_session/session*/device/target*/*/block/*; do"
-            ' [ -e "$b" ] && { echo /dev/${b##*/}; exit 0; }; done; sleep 0.1; done; exit 1', 30, check=False)
+        dev = client.sh(WAIT_DISK, 30, check=False)
         if not dev.ok:
             raise GuestError("client: iSCSI login succeeded but no SCSI disk appeared")
         facts = use_block_device(client, dev.stdout.strip(), sc)
@@ -88,7 +116,7 @@ class Iscsi:
 
     def _tpg_enable(self, nas: VM, ends: Ends, value: str) -> str:
         path = f"/sys/kernel/config/target/iscsi/{ends.target_iqn}/tpgt_1/enable"
-        nas.exec(["sh", "-c", 'echo "$1" > "$2"', "sh", value, path], 30, check=True)
+        nas.sh('echo "$1" > "$2"', 30, args=[value, path])
         return f"echo {value} > {path}"
 
     def stop_service(self, nas: VM, sc: Scenario, ends: Ends) -> str:

@@ -5,21 +5,29 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from testbed import guests
 from testbed.cleanup import Cleanup
-from testbed.config.scenario import Scenario
-from testbed.storage import Ends, use_block_device
+from testbed.errors import ConfigError
+from testbed.storage.base import Ends, Storage, use_block_device
 from testbed.vm.argv import Disk
 from testbed.vm.machine import VM
+
+if TYPE_CHECKING:  # type only: see testbed/storage/base.py
+    from testbed.config.scenario import Scenario
 
 SERIAL = "tbswap"
 
 
-class Local:
+class Local(Storage):
     name = "local"
+    title = "local"
     needs_nas = False
+    is_ip = False
+
+    def validate(self, sc: Scenario, source: str) -> None:
+        if not sc.workload.uses_swap:
+            raise ConfigError(source, "workload.kind", f"{sc.workload.kind} needs network storage (nfs, iscsi or aoe), not local")
 
     def client_disks(self, sc: Scenario, rundir: Path, undo: Cleanup) -> tuple[Disk, ...]:
         path = rundir / "client-swap.img"
@@ -28,17 +36,5 @@ class Local:
         undo.push(f"client swap disk {path}", os.unlink, path)
         return (Disk(path, serial=SERIAL),)
 
-    def export(self, nas: VM, sc: Scenario, ends: Ends) -> dict[str, Any]:
-        return {}
-
     def attach(self, client: VM, sc: Scenario, ends: Ends) -> dict[str, Any]:
-        return use_block_device(client, guests.storage_dev(client, SERIAL), sc)
-
-    def counters(self, client: VM) -> dict[str, Any]:
-        return {}
-
-    def stop_service(self, nas: VM, sc: Scenario, ends: Ends) -> str:
-        raise NotImplementedError("local storage has no service")
-
-    def start_service(self, nas: VM, sc: Scenario, ends: Ends) -> str:
-        raise NotImplementedError("local storage has no service")
+        return use_block_device(client, client.block_device(SERIAL), sc)

@@ -5,18 +5,41 @@ For the file workloads the mount itself is the filesystem."""
 from __future__ import annotations
 
 import re
-from pathlib import Path
-from typing import Any
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, Literal
 
-from testbed.cleanup import Cleanup
-from testbed.config.scenario import NfsSpec, Scenario
-from testbed.errors import GuestError
-from testbed.storage import MOUNT, Ends
-from testbed.vm.argv import Disk
+from testbed.errors import ConfigError, GuestError
+from testbed.storage.base import MOUNT, Ends, Storage, mounted
 from testbed.vm.machine import VM
+
+if TYPE_CHECKING:  # type only: see testbed/storage/base.py
+    from testbed.config.scenario import Scenario
 
 EXPORT = "/srv/nfs"
 SWAPFILE = "swapfile"
+# A short grace period: nfsd otherwise refuses NFSv4 opens for 90 s after it starts.
+START_NFSD = ("modprobe nfsd && mount -t nfsd nfsd /proc/fs/nfsd"
+              " && echo 10 > /proc/fs/nfsd/nfsv4gracetime && echo 10 > /proc/fs/nfsd/nfsv4leasetime"
+              " && mkdir -p /run/rpcbind /var/lib/nfs/v4recovery && rpcbind -w"
+              " && exportfs -ra && rpc.mountd && rpc.nfsd 8")
+
+
+@dataclass(frozen=True)
+class NfsSpec:
+    version: Literal["3", "4.0", "4.1", "4.2"] = "3"
+    transport: Literal["tcp", "udp"] = "tcp"
+    rsize: int | None = None
+    wsize: int | None = None
+    timeo: int = 100  # tenths of a second before an RPC retransmission
+    hard: bool = True
+
+    def validate(self, source: str, path: str) -> None:
+        if self.transport == "udp":
+            raise ConfigError(source, f"{path}.transport", "udp: unsupported by this guest kernel (Debian 6.1 builds NFS without UDP transport); use tcp")
+        for name in ("rsize", "wsize"):
+            v = getattr(self, name)
+            if v is not None and not (1024 <= v <= 1048576 and v & (v - 1) == 0):
+                raise ConfigError(source, f"{path}.{name}", "must be a power of two between 1024 and 1048576")
 
 
 def mount_options(spec: NfsSpec) -> str:
@@ -47,31 +70,26 @@ def parse_mountstats(text: str) -> dict[str, Any]:
     return {"nfs_ops": ops, "nfs_retrans": retrans, "nfs_major_timeouts": timeouts, "xprt": xprt}
 
 
-class Nfs:
+class Nfs(Storage):
     name = "nfs"
-    needs_nas = True
-
-    def client_disks(self, sc: Scenario, rundir: Path, undo: Cleanup) -> tuple[Disk, ...]:
-        return ()
+    title = "NFS"
+    spec = NfsSpec
+    ports = (2049, 111)
+    # The client's NFS is in the kernel (sunrpc); mount.nfs and rpc.* helpers are what userspace adds.
+    client_processes = ("rpc.", "mount.nfs")
+    nas_processes = ("nfsd", "rpc.mountd", "rpcbind")
 
     def export(self, nas: VM, sc: Scenario, ends: Ends) -> dict[str, Any]:
         facts: dict[str, Any] = {}
-        nas.sh(f"mkdir -p {EXPORT}", 10)
+        nas.exec(["mkdir", "-p", EXPORT], 10, check=True)
         if sc.workload.uses_swap:
             swap = f"{EXPORT}/{SWAPFILE}"
-            nas.sh(f"fallocate -l {sc.storage.swap_mb}M {swap} && chmod 600 {swap} && mkswap {swap} >/dev/null", 120)
+            nas.run_all(["fallocate", "-l", f"{sc.storage.swap_mb}M", swap], ["chmod", "600", swap], ["mkswap", swap], timeout=120)
             facts.update(swapfile=swap, swap_mb=sc.storage.swap_mb)
         line = f"{EXPORT} {ends.client_ip}(rw,sync,no_root_squash,no_subtree_check,insecure)"
-        nas.exec(["sh", "-c", 'printf "%s\\n" "$1" > /etc/exports', "sh", line], 10, check=True)
-        # A short grace period: nfsd otherwise refuses NFSv4 opens for 90 s after it starts.
-        nas.sh(
-            "modprobe nfsd && mount -t nfsd nfsd /proc/fs/nfsd"
-            " && echo 10 > /proc/fs/nfsd/nfsv4gracetime && echo 10 > /proc/fs/nfsd/nfsv4leasetime"
-            " && mkdir -p /run/rpcbind /var/lib/nfs/v4recovery && rpcbind -w"
-            " && exportfs -ra && rpc.mountd && rpc.nfsd 8",
-            60,
-        )
-        versions = nas.sh("cat /proc/fs/nfsd/versions", 10).stdout.strip()
+        nas.sh('printf "%s\\n" "$1" > /etc/exports', 10, args=[line])
+        nas.sh(START_NFSD, 60)
+        versions = nas.exec(["cat", "/proc/fs/nfsd/versions"], 10, check=True).stdout.strip()
         want = sc.storage.nfs.version
         tokens = versions.split()
         if not any(t in (f"+{want}", f"+{want}.0") for t in tokens) and not (want == "4.0" and "+4" in tokens):
@@ -80,24 +98,23 @@ class Nfs:
 
     def attach(self, client: VM, sc: Scenario, ends: Ends) -> dict[str, Any]:
         opts = mount_options(sc.storage.nfs)
-        client.sh(f"mkdir -p {MOUNT}", 10)
+        client.exec(["mkdir", "-p", MOUNT], 10, check=True)
         res = client.exec(["mount", "-t", "nfs", "-o", opts, f"{ends.nas_ip}:{EXPORT}", MOUNT], 60)
         if not res.ok:
             raise GuestError(f"client: mount -t nfs -o {opts} failed: {(res.stderr or res.stdout).strip()}")
-        facts: dict[str, Any] = {"mount_options_requested": opts,
-                                 "mount": client.sh(f"grep ' {MOUNT} ' /proc/mounts", 10).stdout.strip()}
+        facts: dict[str, Any] = {"mount_options_requested": opts, "mount": mounted(client)}
         if sc.workload.uses_swap:
             client.exec(["swapon", f"{MOUNT}/{SWAPFILE}"], 60, check=True)
-            facts["proc_swaps"] = client.sh("cat /proc/swaps", 10).stdout.strip()
+            facts["proc_swaps"] = client.exec(["cat", "/proc/swaps"], 10, check=True).stdout.strip()
         return facts
 
     def counters(self, client: VM) -> dict[str, Any]:
         return parse_mountstats(client.exec(["cat", "/proc/self/mountstats"], 10, check=True).stdout)
 
     def stop_service(self, nas: VM, sc: Scenario, ends: Ends) -> str:
-        nas.sh("rpc.nfsd 0", 30)
+        nas.exec(["rpc.nfsd", "0"], 30, check=True)
         return "rpc.nfsd 0 (all nfsd threads stopped)"
 
     def start_service(self, nas: VM, sc: Scenario, ends: Ends) -> str:
-        nas.sh("rpc.nfsd 8", 30)
+        nas.exec(["rpc.nfsd", "8"], 30, check=True)
         return "rpc.nfsd 8"

@@ -16,7 +16,8 @@ from dataclasses import asdict, dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 
-from testbed.cleanup import Cleanup, make_rundir
+from testbed.cleanup import Cleanup
+from testbed.rundir import make_rundir
 from testbed.errors import AccelError, GuestError
 from testbed.images.cache import Image
 from testbed.paths import cache_dir

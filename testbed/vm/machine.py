@@ -5,12 +5,14 @@ from __future__ import annotations
 import os
 import subprocess
 import time
+from collections.abc import Sequence
 from pathlib import Path
 
 from testbed import proc
 from testbed.cleanup import Cleanup
 from testbed.errors import GuestError
 from testbed.vm import argv as qargv
+from testbed.vm import shell
 from testbed.vm.agent import Agent, ExecResult
 from testbed.vm.caps import host_caps
 from testbed.vm.qmp import Qmp
@@ -104,9 +106,23 @@ class VM:
             raise GuestError(f"{self.name}: `{' '.join(argv)}` {why}: {' | '.join(detail)}")
         return res
 
-    def sh(self, script: str, timeout: float = 60, check: bool = True) -> ExecResult:
-        """A guest shell snippet (the guest's own /bin/sh; the host never builds shell strings for itself)."""
-        return self.exec(["/bin/sh", "-c", script], timeout, check)
+    def sh(self, script: str, timeout: float = 60, check: bool = True, args: Sequence[str] = ()) -> ExecResult:
+        """A guest shell snippet: a constant script whose values come as "$1", "$2" ... from `args`, or
+        one joined from argv lists by testbed.vm.shell (the host never builds shell strings for itself)."""
+        return self.exec(["/bin/sh", "-c", script, "sh", *args], timeout, check)
+
+    def run_all(self, *steps: shell.Step, timeout: float = 60, check: bool = True) -> ExecResult:
+        """Several commands in one guest process start (in a starved guest each start can take seconds)."""
+        return self.sh(shell.script(*steps), timeout, check)
+
+    def block_device(self, serial: str) -> str:
+        """The guest block device whose virtio serial is `serial`."""
+        res = self.sh('for d in /sys/block/vd*; do [ "$(cat $d/serial 2>/dev/null)" = "$1" ] && echo /dev/${d##*/}; done',
+                      10, args=[serial])
+        dev = res.stdout.strip().splitlines()
+        if not dev:
+            raise GuestError(f"{self.name}: no disk with serial {serial}")
+        return dev[0]
 
     def cpu_seconds(self) -> float:
         """QEMU's user+system CPU time: a busy guest (reclaim spinning) shows here even when it answers nothing."""

@@ -5,7 +5,8 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from testbed.cleanup import Cleanup, make_rundir
+from testbed.cleanup import Cleanup
+from testbed.rundir import make_rundir
 from testbed.images.build import ensure
 from testbed.paths import runtime_dir
 from testbed.tags import new_tag, vm_name

@@ -4,9 +4,12 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, ClassVar
 
-from testbed.config.scenario import Scenario
+from testbed.storage.base import WORKFILE
+
+if TYPE_CHECKING:  # type only: the scenario names the workload kinds, so importing it here would be a cycle
+    from testbed.config.scenario import Scenario
 
 
 @dataclass
@@ -43,14 +46,17 @@ class Progress:
         return False
 
 
-class Workload(Protocol):
+class Workload:
+    """A workload kind: the guest command it runs and the processes it runs as."""
+
     name: str
+    processes: ClassVar[tuple[str, ...]] = ("tb-work",)
 
     def argv(self, sc: Scenario) -> list[str]:
-        ...
+        raise NotImplementedError
 
 
-class Anon:
+class Anon(Workload):
     """Anonymous memory beyond RAM: every page written, swapped out, read back and checked."""
 
     name = "anon"
@@ -60,18 +66,19 @@ class Anon:
         return ["/usr/bin/tb-work", "anon", str(size), str(sc.workload.passes), str(sc.workload.seed)]
 
 
-class FileWorkload:
+class FileWorkload(Workload):
     """mmap-shared or write: a file larger than RAM on the network storage, written back and verified."""
 
     def __init__(self, name: str):
         self.name = name
 
     def argv(self, sc: Scenario) -> list[str]:
-        from testbed.storage import WORKFILE
-
         size = sc.workload.total_mb(sc.client.mem_mb)
         return ["/usr/bin/tb-work", self.name, WORKFILE, str(size), str(sc.workload.passes), str(sc.workload.seed)]
 
 
+WORKLOADS: dict[str, Workload] = {"anon": Anon(), "mmap-shared": FileWorkload("mmap-shared"), "write": FileWorkload("write")}
+
+
 def get(name: str) -> Workload:
-    return {"anon": Anon(), "mmap-shared": FileWorkload("mmap-shared"), "write": FileWorkload("write")}[name]
+    return WORKLOADS[name]

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from testbed.cleanup import find_our_netns, find_our_qemus, find_our_rundirs
+from testbed.leftovers import find_our_netns, find_our_qemus, find_our_rundirs
 
 REPO = Path(__file__).parents[2]
 

@@ -12,7 +12,8 @@ from conftest import REPO, leftovers, cli
 
 pytestmark = pytest.mark.system
 
-from testbed.cleanup import Cleanup, find_our_qemus
+from testbed.cleanup import Cleanup
+from testbed.leftovers import find_our_qemus
 from testbed.images.build import ensure
 from testbed.paths import runtime_dir
 from testbed.tags import new_tag, vm_name

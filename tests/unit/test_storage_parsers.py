@@ -2,8 +2,7 @@
 
 from testbed.storage.aoe import parse_aoe_stat
 from testbed.storage.iscsi import parse_session_stats
-from testbed.storage.nfs import mount_options, parse_mountstats
-from testbed.config.scenario import NfsSpec
+from testbed.storage.nfs import NfsSpec, mount_options, parse_mountstats
 
 MOUNTSTATS = """\
 device 10.201.0.2:/srv/nfs mounted on /mnt/nas with fstype nfs statvers=1.1

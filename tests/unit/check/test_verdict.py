@@ -1,7 +1,13 @@
-from testbed.check.verdict import Observations, judge
-from testbed.config.scenario import Deadlines
+from pathlib import Path
+
+from testbed.check.verdict import Observations, fault_windows, judge
+from testbed.config.scenario import Deadlines, load_scenario
+from testbed.faults.outcome import Window
 from testbed.history import Event
 from testbed.workload import Progress
+
+REPO = Path(__file__).parents[3]
+NFS_PATH = load_scenario(REPO / "scenarios/nfs-swap.yaml").scenario.path_processes()
 
 
 def rows(n: int, progress_until: int, cpu_per_s: float = 0.1, nas: str = "running") -> list[dict]:
@@ -21,7 +27,7 @@ def finished() -> Progress:
 
 def obs(**kw) -> Observations:
     base = dict(deadlines=Deadlines(), progress=Progress(done=50, total=200), events=[], rows=rows(60, 60),
-                pressure_start=0.0, pressure_end=59.0)
+                pressure_start=0.0, pressure_end=59.0, path_processes=NFS_PATH)
     base.update(kw)
     return Observations(**base)
 
@@ -133,9 +139,7 @@ def test_fault_injected_after_the_stall_does_not_explain_it() -> None:
 def test_two_faults_of_one_kind_are_paired_by_index() -> None:
     events = [Event(10.0, "fault", "link:inject", {"index": 0}), Event(12.0, "fault", "link:inject", {"index": 1}),
               Event(20.0, "fault", "link:heal", {"index": 1}), Event(25.0, "fault", "link:heal", {"index": 0})]
-    from testbed.check.verdict import fault_windows
-
-    assert fault_windows(events) == [("link", 10.0, 25.0), ("link", 12.0, 20.0)]
+    assert fault_windows(events) == [Window("link", 10.0, 25.0), Window("link", 12.0, 20.0)]
 
 
 def test_nas_console_trouble_is_not_the_clients() -> None:
@@ -201,3 +205,24 @@ def test_an_oom_kill_after_the_stall_is_not_the_cause() -> None:
     assert j.verdict == "deadlocked" and any("after the stall, the OOM killer killed tb-work" in r for r in j.reasons), j.reasons
     j = judge(obs(ended_by="stall", stall_since=33.0, pressure_end=200.0, events=[kill], rows=rows(210, 33, cpu_per_s=0.05)))
     assert j.verdict == "oom"
+
+
+def kill_of(name: str) -> Event:
+    return Event(20.0, "console", "oom-kill", {"vm": "client", "groups": ["77", name],
+                                               "line": f"Out of memory: Killed process 77 ({name})"})
+
+
+def test_oom_victims_are_matched_against_the_declared_path() -> None:
+    iscsi = load_scenario(REPO / "scenarios/iscsi-swap.yaml").scenario.path_processes()
+    assert "iscsid" in iscsi and "iscsid" not in NFS_PATH
+    stall = dict(ended_by="stall", stall_since=30.0, pressure_end=59.0, events=[kill_of("iscsid")], rows=rows(60, 30, cpu_per_s=0.05))
+    assert judge(obs(path_processes=iscsi, **stall)).verdict == "oom"
+    j = judge(obs(**stall))  # no iscsid on an NFS client's path: only a reason
+    assert j.verdict == "deadlocked" and any("not on the storage path" in r for r in j.reasons), j.reasons
+
+
+def test_fault_helpers_join_the_path_as_the_kernel_names_them() -> None:
+    dhcp = load_scenario(REPO / "scenarios/faults/dhcp-renew.yaml").scenario.path_processes()
+    ike = load_scenario(REPO / "scenarios/faults/ipsec-ikev2.yaml").scenario.path_processes()
+    assert "busybox" in dhcp and "busybox" not in NFS_PATH  # `busybox udhcpc` runs as busybox
+    assert "charon" in ike and "charon" not in NFS_PATH

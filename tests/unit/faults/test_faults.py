@@ -5,9 +5,13 @@ from pathlib import Path
 
 import pytest
 
-from testbed.config.scenario import LinkSpec, NasOutageSpec, load_scenario
+from testbed.cleanup import Cleanup
+from testbed.config.scenario import load_scenario
 from testbed.errors import ConfigError
-from testbed.faults import FaultContext, Scheduler
+from testbed.faults.base import FaultContext, Step
+from testbed.faults.link import LinkSpec
+from testbed.faults.nas_outage import NasOutageSpec
+from testbed.faults.scheduler import Scheduler
 from testbed.faults.dhcp import Exchanges, parse_frame
 from testbed.faults.fragmentation import first_fragment
 from testbed.faults.ike import CHILD_UP, rekey_lateness, swanctl_conf
@@ -26,36 +30,40 @@ class Recorder:
 
     def setup(self, ctx):
         self.log.append(("setup", self.spec.kind))
-        return {}
+        return Step()
 
     def inject(self, ctx):
         self.log.append(("inject", round(ctx.history.now(), 1)))
-        return {}
+        return Step()
 
     def heal(self, ctx):
         self.log.append(("heal", round(ctx.history.now(), 1)))
-        return {}
+        return Step()
 
     def teardown(self, ctx):
         self.log.append(("teardown", self.spec.kind))
-        return {}
+        return Step()
 
 
 def scheduler(specs, log, monkeypatch):
+    """A scheduler over Recorders; teardown is the undo stack's, as in a case."""
     import testbed.faults as faults
 
     monkeypatch.setattr(faults, "make", lambda spec: Recorder(spec, log))
     h = History(None)
-    return Scheduler(tuple(specs), FaultContext(client=None, nas=None, history=h)), h
+    undo = Cleanup()
+    ctx = FaultContext(client=None, nas=None, history=h, sc=None, storage=None, net=None, ends=None,
+                       case_dir=None, undo=undo)
+    return Scheduler(tuple(specs), ctx), h, undo
 
 
 def test_inject_and_heal_on_schedule(monkeypatch) -> None:
     log: list = []
-    s, h = scheduler([NasOutageSpec(kind="nas-outage", at_s=0.2, duration_s=0.3)], log, monkeypatch)
+    s, h, undo = scheduler([NasOutageSpec(kind="nas-outage", at_s=0.2, duration_s=0.3)], log, monkeypatch)
     s.setup()
     s.start()
     time.sleep(0.8)
-    s.stop()
+    undo.close()
     assert log[0] == ("setup", "nas-outage") and log[-1] == ("teardown", "nas-outage")
     t_inject = next(t for op, t in log if op == "inject")
     t_heal = next(t for op, t in log if op == "heal")
@@ -69,19 +77,19 @@ def test_inject_and_heal_on_schedule(monkeypatch) -> None:
 
 def test_unhealed_fault_is_healed_at_stop_and_marked(monkeypatch) -> None:
     log: list = []
-    s, h = scheduler([LinkSpec(kind="link", at_s=0.0)], log, monkeypatch)
+    s, h, undo = scheduler([LinkSpec(kind="link", at_s=0.0)], log, monkeypatch)
     s.start()
     time.sleep(0.3)
-    s.stop()
+    undo.close()
     heal = [e for e in h.events if e.name == "link:heal"]
     assert heal and heal[0].data["teardown"] is True
 
 
 def test_stop_before_injection_injects_nothing(monkeypatch) -> None:
     log: list = []
-    s, h = scheduler([LinkSpec(kind="link", at_s=30, duration_s=5)], log, monkeypatch)
+    s, h, undo = scheduler([LinkSpec(kind="link", at_s=30, duration_s=5)], log, monkeypatch)
     s.start()
-    s.stop()
+    undo.close()
     assert [op for op, _ in log] == []
 
 
@@ -189,7 +197,7 @@ def test_ipsec_commands_cover_both_directions() -> None:
 def test_paced_send_keeps_its_rate() -> None:
     import threading
 
-    from testbed.faults import paced_send
+    from testbed.faults.base import paced_send
 
     rx = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
     rx.bind(("127.0.0.1", 0))

@@ -1,0 +1,164 @@
+"""What every fault kind is: its spec's base (schedule, compatibility, declared path processes),
+the context it acts in, and the typed result of each operation (`Step`) that becomes its event.
+The kinds themselves are testbed/faults/<kind>.py; testbed/faults/outcome.py reads them back."""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, ClassVar
+
+from testbed.cleanup import Cleanup
+from testbed.errors import ConfigError
+from testbed.history import History
+from testbed.net.build import BuiltNet
+from testbed.storage.base import Ends, Storage
+from testbed.vm.machine import VM
+
+if TYPE_CHECKING:  # type only: the scenario holds the fault specs, so importing it here would be a cycle
+    from testbed.config.scenario import Scenario
+
+
+class FaultSpec:
+    """Base of the kinds' spec dataclasses: scheduled at `at_s` after the pressure phase starts,
+    healed after `duration_s` (never, when omitted)."""
+
+    kind: str
+    at_s: float
+    duration_s: float | None
+
+    def check_times(self, source: str, path: str) -> None:
+        if self.at_s < 0:
+            raise ConfigError(source, f"{path}.at_s", "must be >= 0")
+        if self.duration_s is not None and self.duration_s <= 0:
+            raise ConfigError(source, f"{path}.duration_s", "must be positive (omit it for a fault that never heals)")
+
+    def validate(self, source: str, path: str) -> None:
+        self.check_times(source, path)
+
+    def check_storage(self, storage: Storage, source: str, path: str) -> None:
+        """ConfigError (at `path`.kind) when this fault cannot act on this protocol."""
+
+    def path_processes(self) -> tuple[str, ...]:
+        """Client processes this fault puts on the storage path, by the name the kernel shows."""
+        return ()
+
+
+@dataclass(frozen=True)
+class Effect:
+    """What a fault was seen to do: `visible` with the counters that show it, or None with the
+    reason it could not be measured (`unmeasured`)."""
+
+    visible: bool | None
+    counters: dict[str, Any] = field(default_factory=dict)
+    unmeasured: str | None = None
+
+
+STALE = "the client's telemetry was stale (its agent stuck in the kernel): the effect could not be measured"
+
+
+@dataclass
+class Step:
+    """The result of one fault operation. `facts` are recorded as they are; the other fields are
+    the contract with the checker: the path taken down, the effect, a finding about the client, a
+    guest-side step that never returned."""
+
+    facts: dict[str, Any] = field(default_factory=dict)
+    path_down: bool = False
+    effect: Effect | None = None
+    finding: str | None = None
+    stuck: str | None = None
+
+    def record(self) -> dict[str, Any]:
+        """The event's data (the keys testbed/faults/outcome.py reads back)."""
+        out = dict(self.facts)
+        if self.path_down:
+            out["path_down"] = True
+        if self.effect is not None:
+            out.update(self.effect.counters)
+            out["effect_counters"] = list(self.effect.counters)
+            if self.effect.visible is not None:
+                out["visible"] = self.effect.visible
+            if self.effect.unmeasured:
+                out["effect_unknown"] = self.effect.unmeasured
+        if self.finding:
+            out["finding"] = self.finding
+        if self.stuck:
+            out["stuck"] = self.stuck
+        return out
+
+
+@dataclass
+class FaultContext:
+    """Everything a fault may act on. Helpers it starts register their undo on `undo` where they start."""
+
+    client: VM
+    nas: VM | None
+    history: History
+    sc: Scenario
+    storage: Storage
+    net: BuiltNet
+    ends: Ends
+    case_dir: Path
+    undo: Cleanup
+
+
+class BaseFault:
+    """A fault kind: `kind` (as in scenario files) and `Spec` (its spec dataclass) declared by each
+    subclass. setup before the pressure phase, inject/heal on schedule, teardown always (even after
+    Ctrl-C); each returns a Step."""
+
+    kind: ClassVar[str]
+    Spec: ClassVar[type[FaultSpec]]
+
+    def __init__(self, spec: Any):
+        self.spec = spec
+        self.index = 0  # its place in the scenario's faults list: events carry it
+
+    def setup(self, ctx: FaultContext) -> Step:
+        return Step()
+
+    def inject(self, ctx: FaultContext) -> Step:
+        raise NotImplementedError
+
+    def heal(self, ctx: FaultContext) -> Step:
+        raise NotImplementedError
+
+    def teardown(self, ctx: FaultContext) -> Step:
+        return Step()
+
+    def note(self, ctx: FaultContext, op: str, step: Step | None = None, **facts: Any) -> None:
+        """An event of this fault between its scheduled operations (a capture, a rekey, a lease lost)."""
+        data = (step or Step()).record()
+        ctx.history.add("fault", f"{self.kind}:{op}", index=self.index, **{**data, **facts})
+
+
+def deltas(before: dict[str, Any] | None, after: dict[str, Any] | None) -> dict[str, int | None] | None:
+    """after - before per counter (None where either side lacks it); None when either reading is missing."""
+    if before is None or after is None:
+        return None
+    return {k: (after[k] - before[k]) if isinstance(after.get(k), int) and isinstance(before.get(k), int) else None
+            for k in after}
+
+
+def paced_send(sock: Any, packet: Callable[[], bytes], dest: tuple[str, int], per_second: float,
+               stop: threading.Event) -> int:
+    """Send packet() to dest at about per_second, in 10 ms ticks, until stop; closes sock; returns the count."""
+    per_tick = max(1, int(per_second / 100))
+    sent = 0
+    try:
+        while not stop.is_set():
+            t = time.monotonic()
+            for _ in range(per_tick):
+                try:
+                    sock.sendto(packet(), dest)
+                    sent += 1
+                except OSError:  # a full queue or an unreachable peer: the flood goes on
+                    pass
+            time.sleep(max(0.0, 0.01 - (time.monotonic() - t)))
+    finally:
+        sock.close()
+    return sent

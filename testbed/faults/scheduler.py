@@ -1,0 +1,99 @@
+"""The fault schedule of one case: each fault's inject at at_s and heal at at_s + duration_s after
+the pressure starts, every operation recorded. Its setups and its final heal are registered on the
+case's undo stack, so teardown has one path."""
+
+from __future__ import annotations
+
+import threading
+
+from testbed import faults
+from testbed.faults.base import BaseFault, FaultContext, FaultSpec, Step
+
+
+class Scheduler:
+    def __init__(self, specs: tuple[FaultSpec, ...], ctx: FaultContext):
+        self.faults = [faults.make(s) for s in specs]
+        for i, f in enumerate(self.faults):
+            f.index = i
+        self.ctx = ctx
+        self.active: list[BaseFault] = []
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="faults", daemon=True)
+        self._lock = threading.Lock()
+        self.t_start = 0.0
+
+    def setup(self) -> None:
+        """Before the pressure phase: each fault's preparations (servers, keys), recorded; its
+        teardown goes on the undo stack at once (a setup that fails half-way undoes itself)."""
+        for f in self.faults:
+            info = f.setup(self.ctx)
+            self.ctx.undo.push(f"fault {f.spec.kind} (teardown)", self._teardown, f)
+            self.ctx.history.add("fault", f"{f.spec.kind}:setup", **info.record())
+
+    def start(self) -> None:
+        """Start the schedule; stopping it (and healing what is still in place) is on the undo stack."""
+        self.t_start = self.ctx.history.now()
+        self.ctx.undo.push("fault schedule (stop, heal what is in place)", self.stop)
+        if self.faults:
+            self._thread.start()
+
+    def _plan(self) -> list[tuple[float, str, BaseFault]]:
+        plan = []
+        for f in self.faults:
+            plan.append((f.spec.at_s, "inject", f))
+            if f.spec.duration_s is not None:
+                plan.append((f.spec.at_s + f.spec.duration_s, "heal", f))
+        return sorted(plan, key=lambda p: p[0])
+
+    def _run(self) -> None:
+        for at, op, fault in self._plan():
+            wait = self.t_start + at - self.ctx.history.now()
+            if self._stop.is_set() or (wait > 0 and self._stop.wait(wait)):
+                return
+            self._do(op, fault, at)
+
+    def _do(self, op: str, fault: BaseFault, scheduled: float, teardown: bool = False) -> None:
+        with self._lock:
+            if op == "heal" and fault not in self.active:
+                return
+            if op == "inject" and self._stop.is_set():
+                return  # the case is ending: nothing new may start after teardown began
+            h = self.ctx.history
+            index = fault.index
+            begun = h.now()
+            try:
+                step: Step = fault.inject(self.ctx) if op == "inject" else fault.heal(self.ctx)
+            except Exception as e:  # recorded: the checker must know the fault did not happen as planned
+                h.add("fault", f"{fault.spec.kind}:{op}-failed", error=str(e), scheduled_s=scheduled, index=index)
+                if op == "inject":  # half-applied: undo what may be in place
+                    try:
+                        fault.heal(self.ctx)
+                    except Exception as e2:
+                        h.add("fault", f"{fault.spec.kind}:rollback-failed", error=str(e2), index=index)
+                return
+            info = step.record()
+            if teardown:
+                info["teardown"] = True  # healed because the case ended, not as scheduled
+            # started_t is when the operation began (the schedule's promise); the event's own t is
+            # when it was done, which in a starved guest can be seconds later.
+            h.add("fault", f"{fault.spec.kind}:{op}", scheduled_s=round(self.t_start + scheduled, 3), index=index,
+                  started_t=round(begun, 3), took_s=round(h.now() - begun, 3), **info)
+            if op == "inject":
+                self.active.append(fault)
+            else:
+                self.active.remove(fault)
+
+    def stop(self) -> None:
+        """Stop scheduling; heal what is still active (the case is ending: nothing stays broken)."""
+        self._stop.set()
+        if self._thread.is_alive():
+            self._thread.join(10)
+        for f in list(self.active):
+            self._do("heal", f, self.ctx.history.now() - self.t_start, teardown=True)
+
+    def _teardown(self, f: BaseFault) -> None:
+        try:
+            info = f.teardown(self.ctx)
+            self.ctx.history.add("fault", f"{f.spec.kind}:teardown", **info.record())
+        except Exception as e:  # recorded; the VMs and the namespace go anyway
+            self.ctx.history.add("fault", f"{f.spec.kind}:teardown-failed", error=str(e))

@@ -1,0 +1,99 @@
+"""Finding and removing leftovers of earlier runs for `testbed clean`: our QEMUs, namespaces (with
+the helper processes inside them) and runtime folders, recognised by our tag only."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import time
+from pathlib import Path
+
+from testbed.net.netns import delete_netns
+from testbed.paths import runtime_dir
+from testbed.rundir import live_owner
+from testbed.tags import QEMU_NAME_RE, TAG_RE
+
+
+def find_our_qemus() -> list[tuple[int, str]]:
+    """(pid, name) of QEMU processes whose `-name` is one of our tags."""
+    found = []
+    for p in Path("/proc").iterdir():
+        if not p.name.isdigit():
+            continue
+        try:
+            argv = (p / "cmdline").read_bytes().split(b"\0")
+        except OSError:
+            continue
+        if not argv or not argv[0].endswith(b"qemu-system-x86_64"):
+            continue
+        for i, a in enumerate(argv[:-1]):
+            if a == b"-name":
+                name = argv[i + 1].decode(errors="replace").split(",")[0]
+                if QEMU_NAME_RE.match(name):
+                    found.append((int(p.name), name))
+    return found
+
+
+def find_our_netns() -> list[str]:
+    try:
+        names = os.listdir("/run/netns")
+    except OSError:
+        return []
+    return sorted(n for n in names if TAG_RE.match(n))
+
+
+def find_our_rundirs() -> list[str]:
+    root = runtime_dir()
+    if not root.is_dir():
+        return []
+    return sorted(str(p) for p in root.iterdir() if TAG_RE.match(p.name))
+
+
+def _is_our_qemu(pid: int, name: str) -> bool:
+    return any(p == pid and n == name for p, n in find_our_qemus())
+
+
+def clean_leftovers(dry_run: bool = False) -> list[str]:
+    """Remove our QEMUs, namespaces and runtime folders of runs whose owner is gone; returns what
+    was (or would be) removed. A run whose testbed process still lives is left alone."""
+    done = []
+    live: dict[str, int] = {}
+
+    def spared(tag: str) -> bool:
+        pid = live_owner(tag)
+        if pid and tag not in live:
+            live[tag] = pid
+            done.append(f"skipped live run {tag} (testbed pid {pid})")
+        return pid is not None
+
+    qemus = [(pid, name) for pid, name in find_our_qemus() if not spared(name.split("-")[0])]
+    for pid, name in qemus:
+        done.append(f"QEMU {name} (pid {pid})")
+        if not dry_run:
+            try:
+                os.kill(pid, signal.SIGTERM)
+            except ProcessLookupError:
+                pass
+    if qemus and not dry_run:
+        deadline = time.monotonic() + 5
+        while time.monotonic() < deadline and any(_is_our_qemu(pid, name) for pid, name in qemus):
+            time.sleep(0.1)
+        for pid, name in qemus:
+            if _is_our_qemu(pid, name):  # still the same process: a reused pid is never killed
+                os.kill(pid, signal.SIGKILL)
+    for ns in find_our_netns():
+        if spared(ns):
+            continue
+        done.append(f"network namespace {ns}")
+        if not dry_run:
+            res = delete_netns(ns)  # its helper processes (dnsmasq, iperf3, tcpdump) go with it
+            if res.returncode != 0:
+                done[-1] += f" (failed: {res.stderr.strip()})"
+    for d in find_our_rundirs():
+        if spared(os.path.basename(d)):
+            continue
+        done.append(f"runtime folder {d}")
+        if not dry_run:
+            shutil.rmtree(d, ignore_errors=True)
+    return done
