@@ -8,6 +8,7 @@ import pytest
 from testbed.cleanup import Cleanup
 from testbed.config.scenario import load_scenario
 from testbed.errors import ConfigError
+from testbed.faults import KINDS
 from testbed.faults.base import FaultContext, Step
 from testbed.faults.link import LinkSpec
 from testbed.faults.nas_outage import NasOutageSpec
@@ -122,7 +123,7 @@ def test_ipsec_cannot_cover_aoe() -> None:
 def test_shipped_fault_scenarios_validate() -> None:
     files = sorted((REPO / "scenarios/faults").glob("*.yaml"))
     kinds = {f.kind for p in files for f in load_scenario(p).scenario.faults}
-    assert kinds == {"competing-traffic", "fragmentation", "multiplexed", "ipsec", "link", "nas-outage", "dhcp"}
+    assert kinds == set(KINDS)  # every fault kind has a shipped scenario
 
 
 def test_dhcp_needs_network_storage() -> None:
