@@ -2,11 +2,19 @@
 
 from __future__ import annotations
 
+import json
 import statistics
+import tempfile
 import time
 from collections.abc import Callable
+from pathlib import Path
 
+from testbed.config.scenario import load_scenario
 from testbed.images.build import build
+from testbed.report.progress import Ui
+from testbed.runner import Case, run_case
+from testbed.store import new_run
+from testbed.tags import new_tag
 from testbed.vm import oneshot
 
 
@@ -28,16 +36,6 @@ def boot(role: str, mem: int, runs: int, accel: str, say: Callable[[str], None])
 def case_overhead(scenario: str, runs: int, say: Callable[[str], None]) -> int:
     """Median of case wall time / workload wall time for a shipped scenario, and swap MB/s beside
     iperf3 MB/s over the same client-NAS path (reported, not a target: TCG bounds both)."""
-    import json
-    import tempfile
-    from pathlib import Path
-
-    from testbed.config.scenario import load_scenario
-    from testbed.report.progress import Ui
-    from testbed.runner import Case, run_case
-    from testbed.store import new_run
-    from testbed.tags import new_tag
-
     class IperfCase(Case):
         """The scenario's network, NAS and client, with iperf3 instead of the workload."""
 

@@ -11,6 +11,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+
 from testbed.cleanup import INTERRUPTED
 from testbed.config.matrix import Matrix, MatrixCase
 from testbed.errors import UsageError
@@ -76,8 +78,6 @@ class MatrixUi(Ui):
         self._lock = threading.Lock()
         self.bar: Any = None
         if not quiet and self.console.is_terminal:
-            from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
-
             self.bar = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
                                 TimeElapsedColumn(), TimeRemainingColumn(), console=self.console)
             self.task = self.bar.add_task("matrix", total=total)

@@ -18,6 +18,8 @@ from typing import Any
 import yaml
 
 from testbed import __version__
+from testbed.errors import UsageError
+from testbed.index import read_case
 from testbed.paths import results_dir
 
 
@@ -110,9 +112,6 @@ def new_run(tag: str, request: dict[str, Any], root: Path | None = None) -> RunD
 def merge(sources: list[Path], tag: str, root: Path | None = None) -> RunDir:
     """Fold complete cases from several runs or results folders (e.g. shards from several machines)
     into one new run. Case ids must not collide: shards of one matrix never do."""
-    from testbed.errors import UsageError
-    from testbed.index import read_case
-
     root = root or results_dir()
     runs: list[Path] = []
     for s in sources:

@@ -4,18 +4,15 @@ from __future__ import annotations
 
 import argparse
 
+from testbed import bench
 from testbed.commands.common import err
 
 
 def cmd_bench_boot(args: argparse.Namespace) -> int:
-    from testbed import bench
-
     return bench.boot(args.role, args.mem, args.runs, args.accel, err)
 
 
 def cmd_bench_case(args: argparse.Namespace) -> int:
-    from testbed import bench
-
     return bench.case_overhead(args.scenario, args.runs, err)
 
 

@@ -6,6 +6,11 @@ from __future__ import annotations
 import argparse
 import sys
 
+from rich.console import Console
+from rich.table import Table
+
+from testbed.report.runs import pivot
+
 
 def err(msg: str) -> None:
     print(msg, file=sys.stderr, flush=True)
@@ -26,11 +31,6 @@ def exit_for(results: list) -> int:
 
 
 def print_pivot(cases: list, rows: str, cols: str) -> None:
-    from rich.console import Console
-    from rich.table import Table
-
-    from testbed.report.runs import pivot
-
     header, body = pivot(cases, rows, cols)
     t = Table(title="verdicts (median time to recover)")
     for h in header:

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import argparse
 
+from testbed.report.runs import compare, load_cases
+
 
 def cmd_compare(args: argparse.Namespace) -> int:
-    from testbed.report.runs import compare, load_cases
-
     changes, only = compare(load_cases(args.run_a), load_cases(args.run_b), args.threshold)
     for c in changes:
         mark = "WORSE" if c.worse else "changed"

@@ -6,13 +6,12 @@ import argparse
 import time
 
 from testbed.commands.common import err
+from testbed.images import cache
+from testbed.images.build import build
+from testbed.images.recipe import load_recipe, recipe_hash, recipe_names
 
 
 def cmd_image_build(args: argparse.Namespace) -> int:
-    from testbed.images import cache
-    from testbed.images.build import build
-    from testbed.images.recipe import recipe_names
-
     names = recipe_names() if args.name == "all" else [args.name]
     cache.remove_stale_temps()
     for name in names:
@@ -24,9 +23,6 @@ def cmd_image_build(args: argparse.Namespace) -> int:
 
 
 def cmd_image_list(args: argparse.Namespace) -> int:
-    from testbed.images import cache
-    from testbed.images.recipe import load_recipe, recipe_hash, recipe_names
-
     current = {n: recipe_hash(load_recipe(n)) for n in recipe_names()}
     rows = cache.all_entries()
     if not rows:

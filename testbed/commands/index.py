@@ -4,12 +4,11 @@ from __future__ import annotations
 
 import argparse
 
+from testbed import index
 from testbed.errors import UsageError
 
 
 def cmd_index(args: argparse.Namespace) -> int:
-    from testbed import index
-
     if not args.rebuild:
         raise UsageError("index: say --rebuild (the index is otherwise kept up to date by every run)")
     n = index.rebuild()

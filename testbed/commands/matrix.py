@@ -3,19 +3,17 @@
 from __future__ import annotations
 
 import argparse
+import json
+from pathlib import Path
 
 from testbed.commands.common import case_options, exit_for, print_pivot
+from testbed.config.matrix import load_matrix
+from testbed.matrix import parse_shard, run_matrix
+from testbed.report.progress import summary_table
+from testbed.report.runs import load_cases
 
 
 def cmd_matrix(args: argparse.Namespace) -> int:
-    import json
-    from pathlib import Path
-
-    from testbed.config.matrix import load_matrix
-    from testbed.matrix import parse_shard, run_matrix
-    from testbed.report.progress import summary_table
-    from testbed.report.runs import load_cases
-
     matrix = load_matrix(Path(args.file))
     shard = parse_shard(args.shard) if args.shard else None
     mr = run_matrix(matrix, jobs=args.jobs, resume=args.resume, shard=shard, fail_fast=args.fail_fast,

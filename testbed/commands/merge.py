@@ -3,14 +3,13 @@
 from __future__ import annotations
 
 import argparse
+from pathlib import Path
+
+from testbed import index, store
+from testbed.tags import new_tag
 
 
 def cmd_merge(args: argparse.Namespace) -> int:
-    from pathlib import Path
-
-    from testbed import index, store
-    from testbed.tags import new_tag
-
     run = store.merge([Path(d) for d in args.dirs], new_tag())
     index.rebuild()
     print(f"merged into run {run.id}: {run.path}")

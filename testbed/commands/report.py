@@ -3,16 +3,14 @@
 from __future__ import annotations
 
 import argparse
+from pathlib import Path
 
 from testbed.commands.common import print_pivot
+from testbed.report import junit
+from testbed.report.runs import load_cases, resolve_run
 
 
 def cmd_report(args: argparse.Namespace) -> int:
-    from pathlib import Path
-
-    from testbed.report import junit
-    from testbed.report.runs import load_cases, resolve_run
-
     cases = load_cases(args.run)
     print_pivot(cases, args.rows, args.cols)
     if args.junit:

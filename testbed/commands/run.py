@@ -3,21 +3,19 @@
 from __future__ import annotations
 
 import argparse
+import json
 import sys
+from pathlib import Path
 
 from testbed.commands.common import case_options, exit_for
+from testbed.config.scenario import load_scenario
+from testbed.report.progress import Ui, summary_table
+from testbed.runner import run_case
+from testbed.store import new_run
+from testbed.tags import new_tag
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    import json
-    from pathlib import Path
-
-    from testbed.config.scenario import load_scenario
-    from testbed.report.progress import Ui
-    from testbed.runner import run_case
-    from testbed.store import new_run
-    from testbed.tags import new_tag
-
     loaded = [load_scenario(Path(f), args.set) for f in args.files]  # all files checked before anything runs
     ui = Ui(quiet=args.quiet or args.json)
     run = new_run(new_tag(), {"argv": sys.argv, "files": args.files, "set": args.set, "accel": args.accel})
@@ -27,8 +25,6 @@ def cmd_run(args: argparse.Namespace) -> int:
             case_id = ls.scenario.name + (f"-r{r + 1}" if ls.scenario.repeat > 1 else "")
             results.append(run_case(ls, run, case_id, args.accel, ui))
     if len(results) > 1 and not (args.json or args.quiet):
-        from testbed.report.progress import summary_table
-
         summary_table([r.data for r in results])
     if args.json:
         print(json.dumps({"run": run.id, "path": str(run.path), "cases": [r.data for r in results]}, indent=2, default=str))

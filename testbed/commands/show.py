@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import argparse
 
+from testbed.report.runs import find_case, find_case_path, load_cases, show_lines
+
 
 def cmd_show(args: argparse.Namespace) -> int:
-    from testbed.report.runs import find_case, find_case_path, load_cases, show_lines
-
     recs = [find_case(args.ref)] if find_case_path(args.ref) else load_cases(args.ref)
     for rec in recs:
         print("\n".join(show_lines(rec)))

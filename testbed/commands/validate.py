@@ -4,16 +4,14 @@ from __future__ import annotations
 
 import argparse
 import sys
+from pathlib import Path
+
+from testbed.config.matrix import is_matrix_file, load_matrix
+from testbed.config.scenario import load_scenario
+from testbed.errors import ConfigError
 
 
 def cmd_validate(args: argparse.Namespace) -> int:
-    from pathlib import Path
-
-    from testbed.config.scenario import load_scenario
-    from testbed.errors import ConfigError
-
-    from testbed.config.matrix import is_matrix_file, load_matrix
-
     bad = 0
     for f in args.files:
         try:

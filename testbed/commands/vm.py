@@ -8,11 +8,10 @@ import sys
 
 from testbed.commands.common import err
 from testbed.errors import UsageError
+from testbed.vm import oneshot
 
 
 def cmd_vm_exec(args: argparse.Namespace) -> int:
-    from testbed.vm import oneshot
-
     command = list(args.command)
     if not command and not args.show_command:
         raise UsageError("vm exec needs a command after --, e.g. `testbed vm exec client -- uname -r`")

@@ -7,6 +7,7 @@ interrupted build never leaves an entry that looks complete.
 from __future__ import annotations
 
 import json
+import os
 import shutil
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -77,8 +78,6 @@ def all_entries() -> list[Image]:
 def remove_stale_temps() -> None:
     """Temporary folders of builds that were killed (not interrupted: those clean up themselves).
     A folder whose builder (the pid in its name) still runs is left alone."""
-    import os
-
     root = images_dir()
     if root.is_dir():
         for p in root.glob(".tmp-*"):

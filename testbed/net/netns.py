@@ -13,6 +13,7 @@ import socket
 import subprocess
 import threading
 import time
+from concurrent.futures import ThreadPoolExecutor
 
 from testbed import proc
 
@@ -56,8 +57,6 @@ class NetnsWorker:
     """
 
     def __init__(self, netns: str):
-        from concurrent.futures import ThreadPoolExecutor
-
         self.netns = netns
         self._ex = ThreadPoolExecutor(1, thread_name_prefix=f"netns-{netns}", initializer=_enter, initargs=(netns,))
 

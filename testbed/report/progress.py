@@ -7,6 +7,7 @@ import sys
 import time
 
 from rich.console import Console
+from rich.table import Table
 
 VERDICT_STYLE = {"recovered": "green", "unknown": "yellow"}
 
@@ -54,8 +55,6 @@ class Ui:
 
 def summary_table(cases: list[dict], stream=None) -> None:
     """One row per case: verdict and the figures that tell cases apart."""
-    from rich.table import Table
-
     t = Table(title="cases", show_lines=False)
     for col in ("case", "verdict", "expected", "wall s", "swap out MB", "net tx MB", "dirty peak", "wb peak",
                 "PFMemallocDrop", "allocstall", "recover s"):

@@ -24,6 +24,7 @@ from testbed.paths import cache_dir
 from testbed.tags import new_tag, vm_name
 from testbed.vm.argv import VMSpec
 from testbed.vm.caps import host_caps
+from testbed.vm.machine import VM
 
 PROBE_TIMEOUT = 20.0  # real KVM reaches ready in ~1.5 s; a hung PVM never does
 
@@ -66,8 +67,6 @@ def kvm_usable_device() -> bool:
 
 def probe_kvm(image: Image, timeout: float = PROBE_TIMEOUT) -> tuple[bool, str, float]:
     """Boot `image` under KVM; (reached ready, why not, seconds)."""
-    from testbed.vm.machine import VM
-
     tag = new_tag()
     with Cleanup() as undo:
         rundir = make_rundir(tag, undo)
