@@ -156,6 +156,14 @@ def _judge(obs: Observations) -> Judgement:
     ev = obs.events
     if obs.setup_error:
         return Judgement("unknown", [f"testbed failed before a verdict could be reached: {obs.setup_error}"])
+    # Only what happened up to the end of the pressure phase decides: a heal landing while evidence
+    # was taken, or a fault's teardown, says nothing about the client's state when it was judged.
+    end = obs.pressure_end
+    fh: FaultHistory = outcome.read(e for e in ev if end is None or e.t <= end + 1.0)
+    if fh.failures:  # the fault did not happen as planned: no product verdict can be claimed for it
+        f = fh.failures[0]
+        return Judgement("unknown", [f"fault operation {f.kind}:{f.op}-failed failed: {f.error}; "
+                                     "the testbed cannot say what state it left the path in"])
     p = obs.progress
     if p.mismatch:
         m = p.mismatch
@@ -177,8 +185,8 @@ def _judge(obs: Observations) -> Judgement:
     reasons = []
     if late:
         reasons.append(f"after the stall, the OOM killer killed {', '.join(late)}")
-    fh: FaultHistory = outcome.read(ev)
-    reasons += [_remark(r) for r in fh.remarks]
+    # What the faults measured is said even when it was measured at teardown; it decides nothing.
+    reasons += [_remark(r) for r in outcome.read(ev).remarks]
     if victims:
         reasons.append(f"the OOM killer killed {', '.join(victims)} (not on the storage path)")
     windows = fh.windows
@@ -192,10 +200,6 @@ def _judge(obs: Observations) -> Judgement:
                            else "no fault healed during the workload")
         reasons.append("client answered after the pressure")
         return Judgement("recovered", reasons, {"time_to_recover_s": ttr})
-    if fh.failures:
-        f = fh.failures[0]
-        return Judgement("unknown", reasons + [f"fault operation {f.kind}:{f.op}-failed failed: {f.error}; "
-                                               "the testbed cannot say what state it left the path in"])
     if obs.ended_by == "stall":
         since = obs.stall_since if obs.stall_since is not None else 0.0
         # Only a fault already in place when progress stopped (1 s of slack) can explain the stall.

@@ -165,10 +165,12 @@ def test_expired_dhcp_lease_is_a_path_down_from_its_expiry() -> None:
     inject = Event(5.0, "fault", "dhcp:inject", {"index": 0, "mode": "server-stop"})
     expired = Event(120.0, "fault", "dhcp:path-down", {"index": 0, "path_down": True})
     # Progress stopped when the lease ran out: the expired lease explains it.
-    j = judge(obs(ended_by="stall", stall_since=120.0, events=[inject, expired], rows=rows(230, 120, cpu_per_s=0.05)))
+    j = judge(obs(ended_by="stall", stall_since=120.0, pressure_end=229.0, events=[inject, expired],
+                  rows=rows(230, 120, cpu_per_s=0.05)))
     assert j.verdict == "stalled" and "dhcp" in j.reasons[-1], j.reasons
     # Progress stopped long before the lease ran out: the server being away does not explain it.
-    j = judge(obs(ended_by="stall", stall_since=30.0, events=[inject, expired], rows=rows(140, 30, cpu_per_s=0.05)))
+    j = judge(obs(ended_by="stall", stall_since=30.0, pressure_end=139.0, events=[inject, expired],
+                  rows=rows(140, 30, cpu_per_s=0.05)))
     assert j.verdict == "deadlocked", j.reasons
 
 
@@ -195,7 +197,7 @@ def test_an_address_the_client_lost_by_itself_is_its_own_deadlock() -> None:
     lost = Event(79.4, "fault", "dhcp:address-lost", {"index": 0, "path_down": False,
                                                        "finding": "the client lost its storage address at t=79 s"})
     ev = [Event(20.0, "fault", "dhcp:inject", {"index": 0}), lost, Event(80.6, "fault", "dhcp:heal", {"index": 0})]
-    j = judge(obs(ended_by="stall", stall_since=79.4, events=ev, rows=rows(170, 79, cpu_per_s=0.05)))
+    j = judge(obs(ended_by="stall", stall_since=79.4, pressure_end=169.0, events=ev, rows=rows(170, 79, cpu_per_s=0.05)))
     assert j.verdict == "deadlocked" and any("lost its storage address" in r for r in j.reasons), j.reasons
 
 
@@ -226,3 +228,22 @@ def test_fault_helpers_join_the_path_as_the_kernel_names_them() -> None:
     ike = load_scenario(REPO / "scenarios/faults/ipsec-ikev2.yaml").scenario.path_processes()
     assert "busybox" in dhcp and "busybox" not in NFS_PATH  # `busybox udhcpc` runs as busybox
     assert "charon" in ike and "charon" not in NFS_PATH
+
+
+def test_a_failed_injection_on_a_finished_workload_is_unknown() -> None:
+    # ../shared/evidence/link-delay-inject-failed-20261127: netem could not be set, the workload
+    # finished undisturbed, and the case was judged recovered.
+    ev = [Event(20.0, "fault", "link:inject-failed", {"error": "modprobe sch_netem failed", "index": 0})]
+    j = judge(obs(progress=finished(), ended_by="finished", workload_status=0, client_answers=True, events=ev))
+    assert j.verdict == "unknown" and "link:inject-failed" in j.reasons[0], j.reasons
+
+
+def test_events_after_the_pressure_do_not_decide() -> None:
+    # A NAS frozen for good; its heal lands while the evidence is taken (after the stall was called).
+    ev = [Event(10.0, "fault", "nas-outage:inject", {"path_down": True, "index": 0}),
+          Event(62.0, "fault", "nas-outage:heal", {"index": 0})]
+    j = judge(obs(ended_by="stall", stall_since=10.0, pressure_end=59.0, events=ev, rows=rows(60, 10, cpu_per_s=0.05)))
+    assert j.verdict == "stalled", j.reasons
+    late_teardown = [Event(75.0, "fault", "dhcp:teardown-failed", {"error": "socket closed"})]
+    j = judge(obs(progress=finished(), ended_by="finished", workload_status=0, client_answers=True, events=late_teardown))
+    assert j.verdict == "recovered", j.reasons
