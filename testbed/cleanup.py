@@ -18,7 +18,7 @@ from typing import Any
 log = logging.getLogger(__name__)
 
 
-@dataclass
+@dataclass(eq=False)  # one undo is itself, never another with equal fields
 class Undo:
     what: str
     fn: Callable[..., Any]
@@ -26,21 +26,39 @@ class Undo:
 
 
 class Cleanup:
-    """Undo stack: `push` right after acquiring, `close` (or leaving the `with`) undoes all in reverse."""
+    """Undo stack: `push` right after acquiring, `close` (or leaving the `with`) undoes all in reverse.
+
+    Threads may push and discard while another thread closes it; a push after `close` began its
+    last pass is undone at once (the resource came too late to be kept)."""
 
     def __init__(self) -> None:
         self._stack: list[Undo] = []
+        self._lock = threading.Lock()
+        self._closed = False
         self.errors: list[str] = []
 
     def push(self, what: str, fn: Callable[..., Any], *args: Any) -> Undo:
         undo = Undo(what, fn, args)
-        self._stack.append(undo)
+        with self._lock:
+            late = self._closed
+            if not late:
+                self._stack.append(undo)
+        if late:
+            self._run(undo)
         return undo
 
     def discard(self, undo: Undo) -> None:
         """Forget an undo whose resource was released by other means."""
-        if undo in self._stack:
-            self._stack.remove(undo)
+        with self._lock:
+            if undo in self._stack:
+                self._stack.remove(undo)
+
+    def _pop(self) -> Undo | None:
+        with self._lock:
+            if self._stack:
+                return self._stack.pop()
+            self._closed = True
+            return None
 
     def release(self, undo: Undo) -> None:
         """Run one undo now (out of order) and forget it."""
@@ -61,8 +79,8 @@ class Cleanup:
         for sig in old:
             signal.signal(sig, signal.SIG_IGN)
         try:
-            while self._stack:
-                self._run(self._stack.pop())
+            while (undo := self._pop()) is not None:
+                self._run(undo)
         finally:
             for sig, handler in old.items():
                 signal.signal(sig, handler)

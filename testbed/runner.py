@@ -163,8 +163,9 @@ class Case:
         self.timeline.start()
         undo.push("timeline", self.timeline.stop)
         ctx = FaultContext(client=self.client, nas=self.nas, history=self.history, sc=sc, storage=store, net=net,
-                           ends=ends, case_dir=self.dir.path, undo=undo)
+                           ends=ends, case_dir=self.dir.path, undo=Cleanup())
         self.scheduler = Scheduler(sc.faults, ctx)
+        undo.push("faults (schedule, heals, helpers)", self.scheduler.close)
         if sc.faults:
             self.phase("faults", ", ".join(f.kind for f in sc.faults))
             self.scheduler.setup()

@@ -160,12 +160,10 @@ def _judge(obs: Observations) -> Judgement:
     # was taken, or a fault's teardown, says nothing about the client's state when it was judged.
     end = obs.pressure_end
     fh: FaultHistory = outcome.read(e for e in ev if end is None or e.t <= end + 1.0)
-    if fh.failures:  # the fault did not happen as planned: no product verdict can be claimed for it
-        f = fh.failures[0]
-        return Judgement("unknown", [f"fault operation {f.kind}:{f.op}-failed failed: {f.error}; "
-                                     "the testbed cannot say what state it left the path in"])
+    # What the faults measured is said even when it was measured at teardown; it decides nothing.
+    remarks = [_remark(r) for r in outcome.read(ev).remarks]
     p = obs.progress
-    if p.mismatch:
+    if p.mismatch:  # seen, whatever else went wrong
         m = p.mismatch
         return Judgement("corrupted", [f"data read back differs: page {m.get('page')} (pass {m.get('pass')}, word {m.get('word')})"],
                          {"first_bad_page": m.get("page")})
@@ -173,6 +171,10 @@ def _judge(obs: Observations) -> Judgement:
     if io or obs.workload_status == -7:
         why = io[0].data.get("line", "") if io else "workload killed by SIGBUS"
         return Judgement("io-error", [f"swap or file I/O failed: {why}"])
+    if fh.failures:  # the fault did not happen as planned: no other verdict can be claimed for the case
+        f = fh.failures[0]
+        return Judgement("unknown", remarks + [f"fault operation {f.kind}:{f.op}-failed failed: {f.error}; "
+                                               "the testbed cannot say what state it left the path in"])
     all_kills = _console(ev, "oom-kill")
     # A kill after the case had already stalled (while evidence was taken) did not end the workload.
     stalled_at = obs.pressure_end if obs.ended_by == "stall" else None
@@ -185,8 +187,7 @@ def _judge(obs: Observations) -> Judgement:
     reasons = []
     if late:
         reasons.append(f"after the stall, the OOM killer killed {', '.join(late)}")
-    # What the faults measured is said even when it was measured at teardown; it decides nothing.
-    reasons += [_remark(r) for r in outcome.read(ev).remarks]
+    reasons += remarks
     if victims:
         reasons.append(f"the OOM killer killed {', '.join(victims)} (not on the storage path)")
     windows = fh.windows

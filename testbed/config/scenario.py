@@ -15,7 +15,7 @@ from typing import Annotated, Any, Literal
 
 from testbed import faults
 from testbed.config.assign import apply_assignments, parse_overrides
-from testbed.config.strict import from_dict, load_yaml
+from testbed.config.strict import Parse, from_dict, load_yaml
 from testbed.config.topology import Topology, load_topology, topology_path
 from testbed.errors import ConfigError
 from testbed.faults import FaultSpec
@@ -115,7 +115,7 @@ class Scenario:
     storage: StorageSpec = field(default_factory=StorageSpec)
     workload: WorkloadSpec = field(default_factory=WorkloadSpec)
     deadlines: Deadlines = field(default_factory=Deadlines)
-    faults: tuple[Annotated[FaultSpec, faults.parse_spec], ...] = ()  # the kind picks the spec
+    faults: tuple[Annotated[FaultSpec, Parse(faults.parse_spec)], ...] = ()  # the kind picks the spec
     expect: Verdict | None = None
     repeat: int = 1
     path: str = ""

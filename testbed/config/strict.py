@@ -33,6 +33,14 @@ def load_yaml(path: Path) -> Any:
         raise ConfigError(str(path), where, f"not valid YAML: {problem}") from None
 
 
+@dataclasses.dataclass(frozen=True)
+class Parse:
+    """`Annotated[Base, Parse(fn)]`: fn(value, source, path) builds the value (e.g. a fault's kind
+    picks its spec dataclass)."""
+
+    fn: typing.Callable[[Any, str, str], Any]
+
+
 def _join(path: str, key: str | int) -> str:
     if isinstance(key, int):
         return f"{path}[{key}]"
@@ -45,8 +53,9 @@ def convert(tp: Any, value: Any, source: str, path: str) -> Any:
     args = typing.get_args(tp)
     if tp is Any:
         return value
-    if origin is typing.Annotated:  # Annotated[Base, parse]: a parser picks the dataclass (e.g. by a fault's kind)
-        return args[1](value, source, path)
+    if origin is typing.Annotated:
+        parse = next((a for a in args[1:] if isinstance(a, Parse)), None)
+        return parse.fn(value, source, path) if parse else convert(args[0], value, source, path)
     if origin in (Union, types.UnionType):
         if value is None and type(None) in args:
             return None

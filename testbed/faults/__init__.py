@@ -14,21 +14,16 @@ from testbed.faults.base import BaseFault, FaultContext, FaultSpec, Step
 
 __all__ = ["KINDS", "BaseFault", "FaultContext", "FaultSpec", "Step", "make", "parse_spec"]
 
-_NOT_KINDS = {"base", "outcome", "scheduler", "ike"}  # the package's own modules and helpers
-
-
 def _discover() -> dict[str, type[BaseFault]]:
+    """Every BaseFault subclass that names its kind, in the package's modules (sorted by kind)."""
     found: dict[str, type[BaseFault]] = {}
     for mod in pkgutil.iter_modules(__path__):
-        if mod.name in _NOT_KINDS:
-            continue
         module = importlib.import_module(f"{__name__}.{mod.name}")
         for value in vars(module).values():
             if (isinstance(value, type) and issubclass(value, BaseFault) and value.__module__ == module.__name__
                     and "kind" in vars(value)):
                 found[value.kind] = value
-    order = ("nas-outage", "link", "competing-traffic", "fragmentation", "multiplexed", "ipsec", "dhcp")
-    return dict(sorted(found.items(), key=lambda kv: (order.index(kv[0]) if kv[0] in order else len(order), kv[0])))
+    return dict(sorted(found.items()))
 
 
 KINDS: dict[str, type[BaseFault]] = _discover()

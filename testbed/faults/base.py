@@ -11,15 +11,16 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
 
-from testbed.cleanup import Cleanup
 from testbed.errors import ConfigError
-from testbed.history import History
-from testbed.net.build import BuiltNet
-from testbed.storage.base import Ends, Storage
-from testbed.vm.machine import VM
 
-if TYPE_CHECKING:  # type only: the scenario holds the fault specs, so importing it here would be a cycle
+if TYPE_CHECKING:  # types only: the scenario holds the fault specs (importing it here would be a cycle),
+    # and the checker reads Step and Effect without needing the VM and network stack
+    from testbed.cleanup import Cleanup
     from testbed.config.scenario import Scenario
+    from testbed.history import History
+    from testbed.net.build import BuiltNet
+    from testbed.storage.base import Ends, Storage
+    from testbed.vm.machine import VM
 
 
 class FaultSpec:
@@ -134,6 +135,10 @@ class BaseFault:
         """An event of this fault between its scheduled operations (a capture, a rekey, a lease lost)."""
         data = (step or Step()).record()
         ctx.history.add("fault", f"{self.kind}:{op}", index=self.index, **{**data, **facts})
+
+    def failed(self, ctx: FaultContext, op: str, error: str) -> None:
+        """This fault could not do what it claims (the checker's `unknown`, as a failed inject)."""
+        ctx.history.add("fault", f"{self.kind}:{op}-failed", index=self.index, error=error, fault_failed=True)
 
 
 def deltas(before: dict[str, Any] | None, after: dict[str, Any] | None) -> dict[str, int | None] | None:

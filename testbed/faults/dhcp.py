@@ -21,7 +21,6 @@ import subprocess
 import threading
 import time
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any, Literal
 
 from testbed import proc
@@ -32,6 +31,9 @@ from testbed.storage.base import Storage
 
 DNSMASQ_MIN_LEASE_S = 120
 SCRIPT = "/usr/local/sbin/tb-udhcpc"
+# busybox's udhcpc started through a link of that name: the kernel's name for it (what an OOM kill
+# line shows) is then udhcpc, not busybox, which any other applet would share.
+APPLET = "/run/udhcpc"
 PIDFILE = "/run/tb-udhcpc.pid"
 ETH_P_ALL = 0x0003
 SO_ATTACH_FILTER = 26
@@ -72,7 +74,7 @@ class DhcpSpec(FaultSpec):
             raise ConfigError(source, f"{path}.kind", "dhcp needs network storage (the lease is the storage address)")
 
     def path_processes(self) -> tuple[str, ...]:
-        return ("busybox",)  # udhcpc is a busybox applet started as `busybox udhcpc`: the kernel calls it busybox
+        return ("udhcpc",)  # started through an applet link named udhcpc, so the kernel calls it that
 
     @property
     def renew_every_s(self) -> float:
@@ -186,7 +188,7 @@ class Dhcp(BaseFault):
 
     # -- the server ----------------------------------------------------------------------------
     def _start_server(self, ctx: FaultContext) -> None:
-        log = Path(ctx.case_dir or ".") / "dnsmasq.out"
+        log = ctx.case_dir / "dnsmasq.out"
         with open(log, "ab") as out:
             # No PDEATHSIG: a heal starts it from the short-lived scheduler thread, whose exit would kill it.
             # It lives in the run's namespace, and deleting the namespace ends it (net/netns.delete_netns).
@@ -215,7 +217,7 @@ class Dhcp(BaseFault):
     def _sniff(self, ctx: FaultContext) -> None:
         h, sock = ctx.history, self.sock
         assert sock is not None
-        pcap = open(Path(ctx.case_dir or ".") / "dhcp.pcap", "wb")  # the exchanges, for wireshark/tcpdump -r
+        pcap = open(ctx.case_dir / "dhcp.pcap", "wb")  # the exchanges, for wireshark/tcpdump -r
         pcap.write(struct.pack("<IHHiIII", 0xA1B2C3D4, 2, 4, 0, 0, 65535, 1))
         try:
             self._sniff_loop(ctx, h, sock, pcap)
@@ -290,7 +292,7 @@ class Dhcp(BaseFault):
         port = net.port_of("client")
         bridge = net.bridges[port.switch]
         lease = self.spec.lease_s
-        case_dir = Path(ctx.case_dir or ".")
+        case_dir = ctx.case_dir
         self.server_argv = [
             "ip", "netns", "exec", net.netns, "dnsmasq", "--conf-file=/dev/null", "--keep-in-foreground",
             "--port=0", f"--interface={bridge}", "--bind-interfaces", "--except-interface=lo", "--no-ping",
@@ -300,7 +302,8 @@ class Dhcp(BaseFault):
             f"--dhcp-leasefile={case_dir / 'dnsmasq.leases'}", f"--log-facility={case_dir / 'dnsmasq.log'}", "--log-dhcp",
         ]
         dev = ctx.client.net_devs[0]
-        udhcpc = ["busybox", "udhcpc", "-f", "-i", dev, "-s", SCRIPT, "-r", str(port.address.ip), "-p", PIDFILE, "-T", "2"]
+        ctx.client.exec(["ln", "-sf", "/bin/busybox", APPLET], 10, check=True)
+        udhcpc = [APPLET, "-f", "-i", dev, "-s", SCRIPT, "-r", str(port.address.ip), "-p", PIDFILE, "-T", "2"]
         # udhcpc tells its story on stderr; the agent streams stdout: one stream, every line an event.
         argv = ["/bin/sh", "-c", 'exec "$@" 2>&1', "udhcpc", *udhcpc]
         t0 = ctx.history.now()

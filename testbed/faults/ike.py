@@ -18,7 +18,7 @@ from __future__ import annotations
 import re
 import secrets
 import threading
-from pathlib import Path
+from collections.abc import Callable
 from typing import Any
 
 from testbed.errors import GuestError, TestbedError
@@ -120,8 +120,9 @@ def rekey_lateness(established: list[float], planned_s: float, until: float | No
 
 
 class Ikev2:
-    def __init__(self, spec: Any):
+    def __init__(self, spec: Any, note: Callable[..., None]):
         self.spec = spec
+        self.note = note  # the ipsec fault's own: IKE's events are that fault's
         self.jobs: list[Any] = []
         self.established: list[float] = []
         self.lock = threading.Lock()
@@ -130,8 +131,8 @@ class Ikev2:
 
     def _on_line(self, ctx: FaultContext, role: str, line: str) -> None:
         line = line.strip()
-        if ctx.case_dir and line:  # charon's whole log is evidence; the IKE milestones are also events
-            with open(Path(ctx.case_dir) / f"charon-{role}.log", "a") as f:
+        if line:  # charon's whole log is evidence; the IKE milestones are also events
+            with open(ctx.case_dir / f"charon-{role}.log", "a") as f:
                 f.write(line + "\n")
         if not line or not EVENT_LINE.search(line):
             return
@@ -139,10 +140,10 @@ class Ikev2:
             with self.lock:
                 self.established.append(ctx.history.now())
                 n = len(self.established)
-            name = "ipsec:child-sa" if n == 1 else "ipsec:rekey"
-            ctx.history.add("fault", name, via="ikev2", vm=role, line=line[:300])
+            name = "child-sa" if n == 1 else "rekey"
+            self.note(ctx, name, via="ikev2", vm=role, line=line[:300])
             return
-        ctx.history.add("fault", "ipsec:ike", vm=role, line=line[:300])
+        self.note(ctx, "ike", vm=role, line=line[:300])
 
     def setup(self, ctx: FaultContext) -> dict[str, object]:
         """charon started in both guests; nothing loaded yet (the storage path is untouched)."""

@@ -85,24 +85,22 @@ def sa_bytes(vm: VM) -> int | None:
     return sum(int(x) for x in re.findall(r"(\d+)\(bytes\)", res.stdout))
 
 
-def xfrm_evidence(vm: VM, role: str, case_dir: Any) -> dict[str, object]:
+def xfrm_evidence(vm: VM, role: str, case_dir: Path) -> dict[str, object]:
     """The kernel's IPsec error counters (non-zero ones) and, into xfrm-<role>.txt, its SAs and
     policies with their statistics: where ESP traffic died, if it did."""
     try:
         res = vm.sh("cat /proc/net/xfrm_stat; echo ===; ip -s xfrm state; echo ===; ip -s xfrm policy", 20, check=False)
     except GuestError as e:
         return {"xfrm_stat": f"not readable: {e}"}
-    if case_dir:
-        Path(case_dir, f"xfrm-{role}.txt").write_text(res.stdout + res.stderr)
+    (case_dir / f"xfrm-{role}.txt").write_text(res.stdout + res.stderr)
     stat = res.stdout.split("===")[0]
     nonzero = {k: int(v) for k, v in re.findall(r"^(\w+)\s+(\d+)$", stat, re.M) if int(v)}
     return {"xfrm_stat": nonzero}
 
 
-def split_stuck(info: dict[str, Any], **more: Any) -> Step:
+def split_stuck(info: dict[str, Any]) -> Step:
     """IKE's facts as a Step: a swanctl step that never returned is the Step's `stuck`."""
-    facts = {k: v for k, v in info.items() if k != "stuck"}
-    return Step({**facts, **more}, stuck=info.get("stuck"))
+    return Step({k: v for k, v in info.items() if k != "stuck"}, stuck=info.get("stuck"))
 
 
 class Ipsec(BaseFault):
@@ -116,7 +114,7 @@ class Ipsec(BaseFault):
         self.stop = threading.Event()
         self.thread: threading.Thread | None = None
         self.rekeys: list[float] = []
-        self.ike = Ikev2(spec) if spec.mode == "ikev2" else None
+        self.ike = Ikev2(spec, self.note) if spec.mode == "ikev2" else None
         self.captured: dict[str, object] = {}
 
     def _install(self, ctx: FaultContext) -> tuple[int, int]:
@@ -191,8 +189,8 @@ class Ipsec(BaseFault):
                 self.stop.wait(2)  # both SAs valid while traffic moves to the new one
                 self._remove(ctx, old)
                 self.note(ctx, "rekey", old_spi=[hex(x) for x in old], new_spi=[hex(x) for x in new])
-            except Exception as e:  # recorded: a failed rekey is a finding, not a crash of the case
-                self.note(ctx, "rekey-failed", error=str(e))
+            except Exception as e:  # `ip xfrm` could not finish in a guest: what the client went through, not a crash
+                self.note(ctx, "rekey-failed", Step(stuck=f"rekeying the static SAs: {e}"), error=str(e))
 
     def _capture(self, ctx: FaultContext) -> dict[str, object]:
         """Three seconds of the switch: ESP packets versus storage packets in clear."""
@@ -203,7 +201,8 @@ class Ipsec(BaseFault):
             p = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
         except OSError as e:
             return {"capture": f"failed: {e}"}
-        undo = ctx.undo.push(f"tcpdump on {bridge} (pid {p.pid})", p.kill)
+        # terminate, not kill: `timeout` passes SIGTERM on to tcpdump, a SIGKILL would orphan it
+        undo = ctx.undo.push(f"tcpdump on {bridge} (pid {p.pid})", p.terminate)
         try:
             text = p.communicate(timeout=15)[0]
         except subprocess.TimeoutExpired as e:
@@ -216,8 +215,7 @@ class Ipsec(BaseFault):
         esp = sum("ESP(spi" in ln for ln in lines)
         ports = ctx.storage.ports
         clear = sum(any(f".{p}:" in ln or f".{p} " in ln for p in ports) for ln in lines)
-        if ctx.case_dir:
-            Path(ctx.case_dir, "capture-ipsec.txt").write_text(text)
+        (ctx.case_dir / "capture-ipsec.txt").write_text(text)
         return {"capture_packets": len(lines), "capture_esp": esp, "capture_clear_storage": clear,
                 "capture_file": "capture-ipsec.txt"}
 

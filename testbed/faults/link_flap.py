@@ -61,9 +61,9 @@ class LinkFlap(BaseFault):
         while not self.stop.is_set():
             try:
                 ctx.net.set_up(s.node, False)
-            except Exception as e:  # the tap could not be set: recorded, the heal reports it as failed
+            except Exception as e:  # the tap could not be set: the fault did not happen as claimed
                 self.error = f"setting {s.node}'s link down: {e}"
-                self.note(ctx, "flap-failed", error=self.error)
+                self.failed(ctx, "flap", self.error)
                 return
             down_at = h.now()
             self.downs += 1
@@ -73,7 +73,7 @@ class LinkFlap(BaseFault):
                 ctx.net.set_up(s.node, True)
             except Exception as e:
                 self.error = f"setting {s.node}'s link up again: {e}"
-                self.note(ctx, "flap-failed", error=self.error)
+                self.failed(ctx, "flap", self.error)
                 return
             self.down_total_s += h.now() - down_at
             self.note(ctx, "path-up", flap=self.downs)

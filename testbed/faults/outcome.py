@@ -13,6 +13,8 @@ from testbed.faults.base import Effect
 from testbed.history import Event
 
 LEGACY_COUNTERS = ("dropped_packets", "fragments_sent", "datagrams_sent", "sa_bytes_client", "pages_done")
+# The scheduler's own operations; a kind's other operations fail as `<op>-failed` with `fault_failed`.
+SCHEDULED = ("inject", "heal", "rollback")
 
 
 @dataclass(frozen=True)
@@ -35,9 +37,12 @@ class Remark:
 
 @dataclass(frozen=True)
 class Failure:
+    """A fault operation that did not happen as planned before the case ended (one done only
+    because the case was ending, marked `teardown`, is not one)."""
+
     t: float
     kind: str
-    op: str  # inject, heal, rollback, teardown, rekey ...
+    op: str  # inject, heal, rollback, or a kind's own (link-flap's flap)
     error: str
 
 
@@ -101,10 +106,12 @@ def read(events: Iterable[Event]) -> FaultHistory:
         if o is None:
             o = by_key[key] = FaultOutcome(kind, e.data.get("index"))
             h.outcomes.append(o)
-        if op.endswith("-failed"):
-            f = Failure(e.t, kind, op[: -len("-failed")], str(e.data.get("error")))
-            o.failures.append(f)
-            h.failures.append(f)
+        if op.endswith("-failed") and not e.data.get("teardown"):
+            name = op[: -len("-failed")]
+            if name in SCHEDULED or e.data.get("fault_failed"):
+                f = Failure(e.t, kind, name, str(e.data.get("error")))
+                o.failures.append(f)
+                h.failures.append(f)
         _remarks(h, o, e, kind)
         if op == "inject":
             o.injected_t = e.t

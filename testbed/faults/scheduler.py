@@ -1,6 +1,10 @@
 """The fault schedule of one case: each fault's inject at at_s and heal at at_s + duration_s after
-the pressure starts, every operation recorded. Its setups and its final heal are registered on the
-case's undo stack, so teardown has one path."""
+the pressure starts, every operation recorded.
+
+The faults' helpers register on `ctx.undo`, the faults' own stack, which sits on the case's undo
+stack as one entry (`close`): teardown stops the schedule, heals what is in place, records each
+fault's teardown and only then undoes the helpers, in reverse order, so an iperf3 still running
+is stopped by its heal (and says what it measured) before anything kills it."""
 
 from __future__ import annotations
 
@@ -20,20 +24,19 @@ class Scheduler:
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="faults", daemon=True)
         self._lock = threading.Lock()
+        self._set_up: list[BaseFault] = []
         self.t_start = 0.0
 
     def setup(self) -> None:
-        """Before the pressure phase: each fault's preparations (servers, keys), recorded; its
-        teardown goes on the undo stack at once (a setup that fails half-way undoes itself)."""
+        """Before the pressure phase: each fault's preparations (servers, keys), recorded. A setup
+        that fails half-way leaves its helpers on `ctx.undo`, undone by `close`."""
         for f in self.faults:
             info = f.setup(self.ctx)
-            self.ctx.undo.push(f"fault {f.spec.kind} (teardown)", self._teardown, f)
+            self._set_up.append(f)
             self.ctx.history.add("fault", f"{f.spec.kind}:setup", **info.record())
 
     def start(self) -> None:
-        """Start the schedule; stopping it (and healing what is still in place) is on the undo stack."""
         self.t_start = self.ctx.history.now()
-        self.ctx.undo.push("fault schedule (stop, heal what is in place)", self.stop)
         if self.faults:
             self._thread.start()
 
@@ -64,7 +67,8 @@ class Scheduler:
             try:
                 step: Step = fault.inject(self.ctx) if op == "inject" else fault.heal(self.ctx)
             except Exception as e:  # recorded: the checker must know the fault did not happen as planned
-                h.add("fault", f"{fault.spec.kind}:{op}-failed", error=str(e), scheduled_s=scheduled, index=index)
+                late = {"teardown": True} if teardown else {}  # at the case's end: it decides nothing
+                h.add("fault", f"{fault.spec.kind}:{op}-failed", error=str(e), scheduled_s=scheduled, index=index, **late)
                 if op == "inject":  # half-applied: undo what may be in place
                     try:
                         fault.heal(self.ctx)
@@ -83,17 +87,21 @@ class Scheduler:
             else:
                 self.active.remove(fault)
 
-    def stop(self) -> None:
-        """Stop scheduling; heal what is still active (the case is ending: nothing stays broken)."""
+    def close(self) -> None:
+        """The case is ending: stop scheduling, heal what is still in place (nothing stays broken),
+        record each fault's teardown, then undo the faults' helpers in reverse order."""
         self._stop.set()
         if self._thread.is_alive():
             self._thread.join(10)
-        for f in list(self.active):
+        with self._lock:  # an operation that outlived the join may not start anything new
+            active = list(self.active)
+        for f in active:
             self._do("heal", f, self.ctx.history.now() - self.t_start, teardown=True)
-
-    def _teardown(self, f: BaseFault) -> None:
-        try:
-            info = f.teardown(self.ctx)
-            self.ctx.history.add("fault", f"{f.spec.kind}:teardown", **info.record())
-        except Exception as e:  # recorded; the VMs and the namespace go anyway
-            self.ctx.history.add("fault", f"{f.spec.kind}:teardown-failed", error=str(e))
+        for f in reversed(self._set_up):
+            try:
+                info = f.teardown(self.ctx)
+                self.ctx.history.add("fault", f"{f.spec.kind}:teardown", **info.record())
+            except Exception as e:  # recorded; the VMs and the namespace go anyway
+                self.ctx.history.add("fault", f"{f.spec.kind}:teardown-failed", error=str(e), teardown=True)
+        self._set_up.clear()
+        self.ctx.undo.close()

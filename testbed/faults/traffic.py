@@ -14,7 +14,7 @@ from typing import Any, Literal
 
 from testbed import proc
 from testbed.cleanup import Undo
-from testbed.errors import ConfigError
+from testbed.errors import ConfigError, TestbedError
 from testbed.faults.base import STALE, BaseFault, Effect, FaultContext, FaultSpec, Step, deltas, paced_send
 from testbed.net.netns import socket_in
 
@@ -73,8 +73,13 @@ class CompetingTraffic(BaseFault):
     def setup(self, ctx: FaultContext) -> Step:
         if self.spec.mode in ("tcp", "udp"):
             proc.need("iperf3")
-            job = ctx.client.agent.start(["iperf3", "-s"], on_line=lambda line: None)
+            # Its reports go to /dev/null, not through the agent (a stalled agent would stall it).
+            job = ctx.client.agent.start(["iperf3", "-s", "--logfile", "/dev/null"], on_line=lambda line: None)
             ctx.undo.push("iperf3 server in the client", job.kill)
+            time.sleep(1.0)
+            if job.done():
+                res = job.wait(5)
+                raise TestbedError(f"iperf3 -s in the client exited {res.status}: {(res.stderr or res.stdout).strip()[-200:]}")
             return Step({"server": "iperf3 -s on the client"})
         if self.spec.port_open:
             # A UDP socket nobody reads: its receive queue fills with non-memalloc buffers.

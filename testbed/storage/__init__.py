@@ -16,6 +16,7 @@ __all__ = ["MOUNT", "WORKFILE", "Ends", "Storage", "use_block_device", "PROTOCOL
 
 
 def _discover() -> dict[str, Storage]:
+    """One object of every Storage subclass in the package's modules (sorted by name)."""
     found: dict[str, Storage] = {}
     for mod in pkgutil.iter_modules(__path__):
         if mod.name == "base":
@@ -24,8 +25,7 @@ def _discover() -> dict[str, Storage]:
         for value in vars(module).values():
             if isinstance(value, type) and issubclass(value, Storage) and value is not Storage and value.__module__ == module.__name__:
                 found[value.name] = value()
-    order = ("nfs", "iscsi", "aoe", "local")  # the order help texts and errors list them in
-    return dict(sorted(found.items(), key=lambda kv: order.index(kv[0]) if kv[0] in order else len(order)))
+    return dict(sorted(found.items()))
 
 
 PROTOCOLS: dict[str, Storage] = _discover()

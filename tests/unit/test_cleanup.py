@@ -62,3 +62,15 @@ def test_interrupt_reaches_worker_threads_only() -> None:
     finally:
         INTERRUPTED.clear()
     assert seen == ["ran on", "interrupted"]
+
+
+def test_a_push_after_close_is_undone_at_once_and_undos_are_themselves() -> None:
+    done = []
+    undo = Cleanup()
+    a = undo.push("a", done.append, "a")
+    b = undo.push("a", done.append, "a")  # equal fields, another resource
+    undo.discard(b)
+    undo.close()
+    assert done == ["a"] and a is not b
+    undo.push("late", done.append, "late")
+    assert done == ["a", "late"]

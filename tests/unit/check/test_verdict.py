@@ -226,7 +226,7 @@ def test_oom_victims_are_matched_against_the_declared_path() -> None:
 def test_fault_helpers_join_the_path_as_the_kernel_names_them() -> None:
     dhcp = load_scenario(REPO / "scenarios/faults/dhcp-renew.yaml").scenario.path_processes()
     ike = load_scenario(REPO / "scenarios/faults/ipsec-ikev2.yaml").scenario.path_processes()
-    assert "busybox" in dhcp and "busybox" not in NFS_PATH  # `busybox udhcpc` runs as busybox
+    assert "udhcpc" in dhcp and "udhcpc" not in NFS_PATH  # started through an applet link of that name
     assert "charon" in ike and "charon" not in NFS_PATH
 
 
@@ -247,3 +247,24 @@ def test_events_after_the_pressure_do_not_decide() -> None:
     late_teardown = [Event(75.0, "fault", "dhcp:teardown-failed", {"error": "socket closed"})]
     j = judge(obs(progress=finished(), ended_by="finished", workload_status=0, client_answers=True, events=late_teardown))
     assert j.verdict == "recovered", j.reasons
+
+
+def test_corruption_seen_outranks_a_failed_fault_and_teardown_failures_decide_nothing() -> None:
+    p = Progress(done=10, total=200)
+    p.mismatch = {"page": 7, "pass": 1, "word": 3}
+    failed = Event(20.0, "fault", "link:inject-failed", {"error": "no netem", "index": 0})
+    assert judge(obs(progress=p, ended_by="workload-failed", workload_status=3, events=[failed])).verdict == "corrupted"
+    # A heal that failed only because the case was ending (marked by the scheduler) is no failure.
+    end_heal = Event(59.6, "fault", "dhcp:heal-failed", {"error": "agent gone", "index": 0, "teardown": True})
+    j = judge(obs(progress=finished(), ended_by="finished", workload_status=0, client_answers=True, events=[end_heal]))
+    assert j.verdict == "recovered", j.reasons
+
+
+def test_only_scheduled_or_declared_operations_fail_a_fault() -> None:
+    rekey = Event(30.0, "fault", "ipsec:rekey-failed", {"error": "ip xfrm timed out", "index": 0,
+                                                        "stuck": "rekeying the static SAs: ip xfrm timed out"})
+    j = judge(obs(progress=finished(), ended_by="finished", workload_status=0, client_answers=True, events=[rekey]))
+    assert j.verdict == "recovered" and any("could not finish it: rekeying" in r for r in j.reasons), j.reasons
+    flap = Event(30.0, "fault", "link-flap:flap-failed", {"error": "no such device", "index": 0, "fault_failed": True})
+    j = judge(obs(progress=finished(), ended_by="finished", workload_status=0, client_answers=True, events=[flap]))
+    assert j.verdict == "unknown" and "link-flap:flap-failed" in j.reasons[-1], j.reasons

@@ -47,7 +47,7 @@ class Recorder:
 
 
 def scheduler(specs, log, monkeypatch):
-    """A scheduler over Recorders; teardown is the undo stack's, as in a case."""
+    """A scheduler over Recorders, with the faults' own undo stack as in a case."""
     import testbed.faults as faults
 
     monkeypatch.setattr(faults, "make", lambda spec: Recorder(spec, log))
@@ -64,7 +64,7 @@ def test_inject_and_heal_on_schedule(monkeypatch) -> None:
     s.setup()
     s.start()
     time.sleep(0.8)
-    undo.close()
+    s.close()
     assert log[0] == ("setup", "nas-outage") and log[-1] == ("teardown", "nas-outage")
     t_inject = next(t for op, t in log if op == "inject")
     t_heal = next(t for op, t in log if op == "heal")
@@ -76,12 +76,39 @@ def test_inject_and_heal_on_schedule(monkeypatch) -> None:
     assert abs(inj["started_t"] - inj["scheduled_s"]) <= 0.15 and inj["took_s"] >= 0
 
 
+class Helper(Recorder):
+    """A fault whose inject starts a helper (an iperf3, a flood) registered for undo where it starts."""
+
+    def inject(self, ctx):
+        ctx.undo.push("helper", self.log.append, ("helper undone", self.spec.kind))
+        return super().inject(ctx)
+
+
+def test_teardown_heals_before_it_undoes_the_helpers(monkeypatch) -> None:
+    import testbed.faults as faults
+
+    log: list = []
+    monkeypatch.setattr(faults, "make", lambda spec: Helper(spec, log))
+    h = History(None)
+    ctx = FaultContext(client=None, nas=None, history=h, sc=None, storage=None, net=None, ends=None,
+                       case_dir=None, undo=Cleanup())
+    s = Scheduler((LinkSpec(kind="link", at_s=0.0),), ctx)
+    s.setup()
+    s.start()
+    time.sleep(0.3)
+    s.close()
+    ops = [op for op, _ in log]
+    assert ops == ["setup", "inject", "heal", "teardown", "helper undone"], log
+    ctx.undo.push("late", log.append, ("late", "now"))  # a helper that came after the end goes at once
+    assert log[-1] == ("late", "now")
+
+
 def test_unhealed_fault_is_healed_at_stop_and_marked(monkeypatch) -> None:
     log: list = []
     s, h, undo = scheduler([LinkSpec(kind="link", at_s=0.0)], log, monkeypatch)
     s.start()
     time.sleep(0.3)
-    undo.close()
+    s.close()
     heal = [e for e in h.events if e.name == "link:heal"]
     assert heal and heal[0].data["teardown"] is True
 
@@ -90,7 +117,7 @@ def test_stop_before_injection_injects_nothing(monkeypatch) -> None:
     log: list = []
     s, h, undo = scheduler([LinkSpec(kind="link", at_s=30, duration_s=5)], log, monkeypatch)
     s.start()
-    undo.close()
+    s.close()
     assert [op for op, _ in log] == []
 
 

@@ -51,7 +51,7 @@ def test_flaps_down_and_up_on_schedule_and_ends_up() -> None:
     s = Scheduler((spec,), ctx)
     s.start()
     time.sleep(2.0)
-    ctx.undo.close()
+    s.close()
     states = [up for _, _, up in taps.calls]
     assert states[:4] == [False, True, False, True] and states[-1] is True
     downs = [t for t, _, up in taps.calls if not up]
