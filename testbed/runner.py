@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from testbed import guests, index, storage, workload
+from testbed.check import casefile
 from testbed.check.verdict import Judgement, Observations, fault_windows, is_ok, judge
 from testbed.cleanup import Cleanup, check_interrupted
 from testbed.config.scenario import LoadedScenario
@@ -177,6 +178,9 @@ class Case:
         undo.push(f"console watcher ({role})", w.stop)
 
     def _on_line(self, line: str) -> None:
+        # The workload's own words are kept: `testbed judge` re-derives the verdict from them.
+        with open(self.dir.path / casefile.WORKLOAD_LINES, "a") as f:
+            f.write(line.rstrip("\n") + "\n")
         p = self.obs.progress
         if p.feed(line) and self.timeline:
             self.timeline.set_progress(p.done, p.total)

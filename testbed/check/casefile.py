@@ -1,0 +1,145 @@
+"""Reading a finished case folder back into the checker's input, so a verdict is a function of the
+folder (`testbed judge`). Folders written before a file existed are read from what they hold, and
+every stand-in is named in `notes`."""
+
+from __future__ import annotations
+
+import csv
+import json
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from testbed.check.verdict import Observations
+from testbed.config.scenario import Deadlines, Scenario
+from testbed.config.strict import from_dict
+from testbed.errors import ConfigError, UsageError
+from testbed.history import Event
+from testbed.workload import Progress
+
+WORKLOAD_LINES = "workload.jsonl"  # the workload's own output, a line each, as it printed them
+FLOAT_COLS = {"t", "agent_age_s", "ping_ms", "client_cpu_s"}
+STR_COLS = {"phase", "client_status", "nas_status"}
+
+
+@dataclass
+class CaseFile:
+    path: Path
+    observations: Observations
+    stored: dict[str, Any]  # verdict.json as written
+    notes: list[str] = field(default_factory=list)  # what had to be reconstructed, and how
+
+
+def _events(d: Path) -> list[Event]:
+    out: list[Event] = []
+    if not (d / "events.jsonl").exists():
+        return out
+    for line in (d / "events.jsonl").read_text().splitlines():
+        try:
+            row = json.loads(line)
+        except ValueError:  # a line cut short by a crash
+            continue
+        t, kind, name = row.pop("t"), row.pop("kind"), row.pop("name")
+        row.pop("wall", None)
+        if kind != "verdict":  # written after judging
+            out.append(Event(t, kind, name, row))
+    return out
+
+
+def _typed(key: str, value: str | None) -> Any:
+    if key in STR_COLS:
+        return value or ""
+    if value in ("", None):
+        return None
+    if key in FLOAT_COLS:
+        return float(value)
+    try:
+        return int(value)
+    except ValueError:
+        return float(value)
+
+
+def _rows(d: Path) -> list[dict[str, Any]]:
+    if not (d / "timeline.csv").exists():
+        return []
+    with open(d / "timeline.csv", newline="") as f:
+        return [{k: _typed(k, v) for k, v in r.items()} for r in csv.DictReader(f)]
+
+
+def _scenario(d: Path) -> Scenario | None:
+    f = d / "scenario.yaml"
+    if not f.exists():
+        return None
+    data = yaml.safe_load(f.read_text()) or {}
+    data = {k: v for k, v in data.items() if k != "topology_resolved"}
+    try:
+        return from_dict(Scenario, data, str(f))
+    except ConfigError:
+        return None
+
+
+def load(case_dir: Path) -> CaseFile:
+    d = Path(case_dir)
+    if not (d / "verdict.json").is_file():
+        raise UsageError(f"{d}: not a finished case folder (no verdict.json)")
+    stored = json.loads((d / "verdict.json").read_text())
+    figures = stored.get("figures") or {}
+    ended_by = stored.get("ended_by") or ""
+    notes: list[str] = []
+    sc = _scenario(d)
+    if sc is None:
+        notes.append("scenario.yaml missing or no longer valid: default deadlines, no declared path processes")
+    deadlines = sc.deadlines if sc else Deadlines()
+    events, rows = _events(d), _rows(d)
+    if not rows:
+        notes.append("no timeline.csv: figures and recovery times from the timeline cannot be computed")
+
+    def first(kind: str, name: str) -> Event | None:
+        return next((e for e in events if e.kind == kind and e.name == name), None)
+
+    start_ev = first("phase", "workload")
+    pressure_start = start_ev.t if start_ev else None
+    exit_ev, stall_ev, channel_ev = first("workload", "exit"), first("workload", "stall"), first("workload", "channel-closed")
+    answers_ev = first("probe", "client-answers")
+    errors = [e for e in events if e.kind == "error" and e.name not in ("traceback", "teardown", "interrupted", "timeline-sample")]
+    end_ev = {"stall": stall_ev, "finished": exit_ev, "workload-failed": exit_ev, "client-died": channel_ev}.get(ended_by)
+    pressure_end = end_ev.t if end_ev else None
+    if pressure_end is None and ended_by == "total-deadline" and pressure_start is not None:
+        pressure_end = pressure_start + deadlines.total_s
+    elif pressure_end is None and ended_by == "client-died" and pressure_start is not None:
+        after = [e.t for e in events if e.t >= pressure_start and (e in errors or (e.kind, e.name) == ("phase", "teardown"))]
+        pressure_end = after[0] if after else None
+        notes.append("end of the pressure taken from the first error or the teardown (no channel-closed event)")
+
+    status = exit_ev.data.get("status") if exit_ev else None
+    progress = Progress()
+    lines = d / WORKLOAD_LINES
+    if lines.exists():
+        for line in lines.read_text().splitlines():
+            progress.feed(line)
+    else:
+        notes.append(f"no {WORKLOAD_LINES} (written since 2026-11-27): the workload's result rebuilt from the "
+                     "verdict's figures and its exit status; a data mismatch cannot be re-derived")
+        progress.done = int(figures.get("progress_pages") or 0)
+        progress.total = int(figures.get("progress_total") or 0)
+        argv = (start_ev.data.get("argv") if start_ev else None) or []
+        if status == 0 and len(argv) >= 3 and argv[-3].isdigit():
+            progress.finished = {"done": True, "pages": int(argv[-3]) * 256, "passes": int(argv[-2]),
+                                 "seconds": figures.get("workload_s")}
+        if stored.get("verdict") == "corrupted":
+            m = next((re.search(r"page (\S+) \(pass", r) for r in stored.get("reasons", []) if "data read back" in r), None)
+            progress.mismatch = {"page": m.group(1) if m else figures.get("first_bad_page")}
+    obs = Observations(
+        deadlines=deadlines, progress=progress, events=events, rows=rows,
+        setup_error=errors[0].data.get("message", "") if errors and ended_by != "client-died" else None,
+        ended_by=ended_by, workload_status=status,
+        workload_stderr=(exit_ev.data.get("stderr") or "") if exit_ev else "",
+        pressure_start=pressure_start, pressure_end=pressure_end,
+        stall_since=stall_ev.data.get("last_progress_t") if stall_ev and ended_by == "stall" else None,
+        client_answers=answers_ev.data.get("ok") if answers_ev else None,
+        path_processes=sc.path_processes() if sc else (),
+    )
+    return CaseFile(d, obs, stored, notes)
