@@ -12,6 +12,7 @@ from typing import Any
 
 from testbed import guests, index, storage, workload
 from testbed.check import casefile
+from testbed.check.evidence import parse_zoneinfo, read_evidence
 from testbed.check.verdict import Judgement, Observations, fault_windows, is_ok, judge
 from testbed.cleanup import Cleanup, check_interrupted
 from testbed.config.scenario import LoadedScenario
@@ -21,6 +22,7 @@ from testbed.faults.base import FaultContext
 from testbed.faults.scheduler import Scheduler
 from testbed.history import History
 from testbed.images.build import ensure
+from testbed.monitor import helpers
 from testbed.monitor.console import ConsoleWatcher
 from testbed.monitor.evidence import sysrq_dump
 from testbed.monitor.ping import Pinger
@@ -35,6 +37,7 @@ from testbed.vm import accel as accel_mod
 from testbed.vm.machine import VM
 
 POLL_S = 0.5
+ZONEINFO = "zoneinfo-start.txt"
 
 
 @dataclass
@@ -151,6 +154,10 @@ class Case:
             for key, value in sc.client.sysctl.items():
                 self.client.exec(["sysctl", "-w", f"{key}={value}"], 10, check=True)
             self.history.add("fact", "client-sysctl", **sc.client.sysctl)
+        # The zone watermarks the kernel reclaims against, after the sysctls that move them.
+        zoneinfo = self.client.exec(["cat", "/proc/zoneinfo"], 15, check=True).stdout
+        (self.dir.path / ZONEINFO).write_text(zoneinfo)
+        self.history.add("fact", "zone-watermarks", zones=[z.to_dict() for z in parse_zoneinfo(zoneinfo)])
         self.phase("storage", f"{sc.storage.protocol}, {'swap' if sc.workload.uses_swap else 'filesystem'}")
         self.history.add("fact", "storage-attached", protocol=sc.storage.protocol, **store.attach(self.client, sc, ends))
         # The protocol counters are read once, after the pressure: counters start at the fresh mount,
@@ -170,6 +177,7 @@ class Case:
         if sc.faults:
             self.phase("faults", ", ".join(f.kind for f in sc.faults))
             self.scheduler.setup()
+        self.history.add("fact", "path-helpers", helpers=helpers.states(self.client, sc.path_processes()))
         self._pressure()
 
     def _watch(self, vm: VM, role: str, undo: Cleanup) -> None:
@@ -228,12 +236,32 @@ class Case:
                 break
         obs.pressure_end = self.history.now()
         if obs.ended_by == "stall":
-            self.phase("evidence", "sysrq w, m via QMP")
-            sysrq_dump(self.client, "wm", self.dir.path / "sysrq-client.txt", self.history)
+            self._evidence()
         elif obs.ended_by == "finished":
             obs.client_answers = self.client.agent.ping(15) is not None
             self.history.add("probe", "client-answers", ok=obs.client_answers)
-            self._counters("after")
+            if obs.client_answers:
+                self._counters("after")
+            else:
+                self._evidence()
+
+    def _evidence(self) -> None:
+        """Blocked tasks and memory (sysrq w, m through QMP: nothing needed from guest userspace),
+        then the path helpers' states if the guest still answers; parsed into evidence.json."""
+        assert self.client
+        self.phase("evidence", "sysrq w, m via QMP")
+        taken = self.history.now()
+        sysrq_dump(self.client, "wm", self.dir.path / casefile.SYSRQ, self.history)
+        at_stall = helpers.states(self.client, self.sc.path_processes())
+        self.history.add("fact", "path-helpers-at-stall", helpers=at_stall)
+        text = (self.dir.path / casefile.SYSRQ).read_text() if (self.dir.path / casefile.SYSRQ).exists() else ""
+        zoneinfo = (self.dir.path / ZONEINFO).read_text() if (self.dir.path / ZONEINFO).exists() else None
+        ev = read_evidence(text, taken_t=round(taken, 3), sources=(casefile.SYSRQ, ZONEINFO), zoneinfo=zoneinfo)
+        facts = {"protocol": self.sc.storage.protocol, "helpers": at_stall if isinstance(at_stall, list) else []}
+        tel = self.client.agent.fresh_telemetry()
+        self.dir.write_json(casefile.EVIDENCE, {"evidence": ev.to_dict(), "facts": facts,
+                                                "telemetry": tel or "stale (the agent stopped answering)"})
+        self.obs.evidence, self.obs.facts = ev, facts
 
     def _counters(self, when: str) -> None:
         """The protocol's own counters; a stuck client may not answer, which is recorded, not fatal."""
@@ -266,6 +294,7 @@ class Case:
             "expected": self.sc.expect,
             "as_expected": ok,
             "reasons": j.reasons,
+            "mechanism": j.mechanism.to_dict() if j.mechanism else None,
             "figures": j.figures,
             "ended_by": self.obs.ended_by,
             "protocol_counters": self.counters,

@@ -13,6 +13,7 @@ from typing import Any
 
 import yaml
 
+from testbed.check.evidence import Evidence, read_evidence
 from testbed.check.verdict import Observations
 from testbed.config.scenario import Deadlines, Scenario
 from testbed.config.strict import from_dict
@@ -21,6 +22,8 @@ from testbed.history import Event
 from testbed.workload import Progress
 
 WORKLOAD_LINES = "workload.jsonl"  # the workload's own output, a line each, as it printed them
+EVIDENCE = "evidence.json"  # taken at a stall: the parsed sysrq dump and the mechanism rules' facts
+SYSRQ = "sysrq-client.txt"
 FLOAT_COLS = {"t", "agent_age_s", "ping_ms", "client_cpu_s"}
 STR_COLS = {"phase", "client_status", "nas_status"}
 
@@ -132,6 +135,9 @@ def load(case_dir: Path) -> CaseFile:
         if stored.get("verdict") == "corrupted":
             m = next((re.search(r"page (\S+) \(pass", r) for r in stored.get("reasons", []) if "data read back" in r), None)
             progress.mismatch = {"page": m.group(1) if m else figures.get("first_bad_page")}
+    evidence, facts = load_evidence(d, notes)
+    if sc is not None:
+        facts.setdefault("protocol", sc.storage.protocol)
     obs = Observations(
         deadlines=deadlines, progress=progress, events=events, rows=rows,
         setup_error=errors[0].data.get("message", "") if errors and ended_by != "client-died" else None,
@@ -141,5 +147,16 @@ def load(case_dir: Path) -> CaseFile:
         stall_since=stall_ev.data.get("last_progress_t") if stall_ev and ended_by == "stall" else None,
         client_answers=answers_ev.data.get("ok") if answers_ev else None,
         path_processes=sc.path_processes() if sc else (),
+        evidence=evidence, facts=facts,
     )
     return CaseFile(d, obs, stored, notes)
+
+
+def load_evidence(d: Path, notes: list[str]) -> tuple[Evidence | None, dict[str, Any]]:
+    if (d / EVIDENCE).exists():
+        data = json.loads((d / EVIDENCE).read_text())
+        return Evidence.from_dict(data["evidence"]), dict(data.get("facts") or {})
+    if (d / SYSRQ).exists():
+        notes.append(f"no {EVIDENCE} (written since 2026-11-27): the blocked tasks parsed from {SYSRQ}")
+        return read_evidence((d / SYSRQ).read_text(), sources=(SYSRQ,)), {}
+    return None, {}

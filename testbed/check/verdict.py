@@ -10,6 +10,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
+from testbed.check.evidence import Evidence
+from testbed.check.mechanism import Mechanism, name_mechanism
 from testbed.config.scenario import Deadlines
 from testbed.faults import outcome
 from testbed.faults.outcome import FaultHistory, Remark, Window
@@ -41,6 +43,10 @@ class Observations:
     # Client processes the workload and storage path depend on, as the scenario's roles declare them
     # (Scenario.path_processes): the OOM killer taking one of these breaks the path itself.
     path_processes: tuple[str, ...] = ()
+    # At a stall (or a client that stopped answering): the parsed sysrq dump, and the facts the
+    # mechanism rules read (protocol, the path helpers' states at the stall).
+    evidence: Evidence | None = None
+    facts: dict[str, Any] = field(default_factory=dict)
 
 
 @dataclass
@@ -48,6 +54,34 @@ class Judgement:
     verdict: str
     reasons: list[str] = field(default_factory=list)
     figures: dict[str, Any] = field(default_factory=dict)
+    mechanism: Mechanism | None = None
+
+
+def reclaim_moving(rows: list[dict[str, Any]], since: float | None) -> bool:
+    """allocstall or direct scanning still rising after `since`: reclaim is running, not waiting."""
+    window = [r for r in rows if since is None or r["t"] >= since]
+    for key in ("allocstall", "pgscan_direct"):
+        vals = [r[key] for r in window if r.get(key) is not None]
+        if len(vals) >= 2 and vals[-1] > vals[0]:
+            return True
+    return False
+
+
+def _blocked_on_path(obs: Observations, context: list[str]) -> Judgement:
+    """deadlocked only with a blocked task on the memory/storage path in the evidence; else unknown."""
+    ev = obs.evidence
+    if ev is None or not ev.blocked:
+        why = "no sysrq dump was taken" if ev is None else "the sysrq dump shows no blocked task"
+        return Judgement("unknown", context + [f"stalled without evidence: {why}"])
+    path = ev.on_path
+    if not path:
+        names = ", ".join(t.label for t in ev.blocked[:6])
+        return Judgement("unknown", context + [f"stalled without evidence: blocked tasks ({names}) but none on the memory/storage path"])
+    mech = name_mechanism(ev, obs.facts)
+    shown = "; ".join(f"{t.label} ({', '.join(t.classes)})" for t in path[:4])
+    out = context + [f"blocked on the memory/storage path: {shown}"]
+    out.append(f"mechanism: {mech.sentence}" if mech else "mechanism: not named by any rule (see evidence.json)")
+    return Judgement("deadlocked", out, mechanism=mech)
 
 
 def _console(events: list[Event], *names: str, vm: str = "client") -> list[Event]:
@@ -193,7 +227,7 @@ def _judge(obs: Observations) -> Judgement:
     windows = fh.windows
     if obs.ended_by == "finished" and obs.workload_status == 0 and p.finished:
         if obs.client_answers is False:
-            return Judgement("deadlocked", reasons + ["workload finished but the client stopped answering afterwards"])
+            return _blocked_on_path(obs, reasons + ["workload finished but the client stopped answering afterwards"])
         ttr = time_to_recover(obs)
         reasons.append(f"workload finished and verified {p.finished.get('pages')} pages x {p.finished.get('passes')} passes")
         if windows:
@@ -216,11 +250,16 @@ def _judge(obs: Observations) -> Judgement:
         healed = fh.healed()
         context = (f"no progress since t={since:.0f} s" + (f", {len(healed)} fault(s) healed" if healed else "")
                    + " while the NAS was healthy and the link up")
-        if busy is not None and busy >= BUSY_CPU_FRACTION:
-            return Judgement("livelocked", reasons + [context, f"client CPU busy {busy:.0%} of a core (reclaim spinning)"],
-                             {"client_cpu_busy": round(busy, 2)})
-        return Judgement("deadlocked", reasons + [context] + ([f"client CPU {busy:.0%} of a core (waiting, not spinning)"] if busy is not None else []),
-                         {"client_cpu_busy": round(busy, 2) if busy is not None else None})
+        figures = {"client_cpu_busy": round(busy, 2) if busy is not None else None}
+        if busy is not None and busy >= BUSY_CPU_FRACTION and reclaim_moving(obs.rows, since):
+            j = Judgement("livelocked", reasons + [context, f"client CPU busy {busy:.0%} of a core with allocstall/pgscan "
+                                                   "still rising (reclaim spinning)"], figures)
+            j.mechanism = name_mechanism(obs.evidence, obs.facts) if obs.evidence else None
+            return j
+        cpu = [f"client CPU {busy:.0%} of a core" + ("" if busy >= BUSY_CPU_FRACTION else " (waiting, not spinning)")] if busy is not None else []
+        j = _blocked_on_path(obs, reasons + [context] + cpu)
+        j.figures.update(figures)
+        return j
     if obs.ended_by == "client-died":
         panic = _console(ev, "panic")
         no_victim = [e for e in ev if e.kind == "console" and e.name == "oom-no-victim"]

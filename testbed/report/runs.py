@@ -72,6 +72,8 @@ def show_lines(rec: CaseRecord) -> list[str]:
     if rec.axes:
         out.append("axes: " + ", ".join(f"{k}={val}" for k, val in rec.axes.items()))
     out += [f"  reason: {r}" for r in v.get("reasons", [])]
+    if v.get("mechanism"):
+        out.append(f"  mechanism: {v['mechanism']['sentence']}")
     for k, val in v.get("figures", {}).items():
         out.append(f"  {k}: {_fmt(val)}")
     out.append("evidence:")

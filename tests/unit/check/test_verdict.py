@@ -1,5 +1,6 @@
 from pathlib import Path
 
+from testbed.check.evidence import BlockedTask, Evidence, read_evidence
 from testbed.check.verdict import Observations, fault_windows, judge
 from testbed.config.scenario import Deadlines, load_scenario
 from testbed.faults.outcome import Window
@@ -8,6 +9,8 @@ from testbed.workload import Progress
 
 REPO = Path(__file__).parents[3]
 NFS_PATH = load_scenario(REPO / "scenarios/nfs-swap.yaml").scenario.path_processes()
+# A real dump: tb-work blocked in swap-in (on the path).
+ON_PATH = read_evidence((REPO / "tests/fixtures/sysrq/ipsec-static-swapin-6.1.txt").read_text())
 
 
 def rows(n: int, progress_until: int, cpu_per_s: float = 0.1, nas: str = "running") -> list[dict]:
@@ -27,7 +30,7 @@ def finished() -> Progress:
 
 def obs(**kw) -> Observations:
     base = dict(deadlines=Deadlines(), progress=Progress(done=50, total=200), events=[], rows=rows(60, 60),
-                pressure_start=0.0, pressure_end=59.0, path_processes=NFS_PATH)
+                pressure_start=0.0, pressure_end=59.0, path_processes=NFS_PATH, evidence=ON_PATH)
     base.update(kw)
     return Observations(**base)
 
@@ -268,3 +271,26 @@ def test_only_scheduled_or_declared_operations_fail_a_fault() -> None:
     flap = Event(30.0, "fault", "link-flap:flap-failed", {"error": "no such device", "index": 0, "fault_failed": True})
     j = judge(obs(progress=finished(), ended_by="finished", workload_status=0, client_answers=True, events=[flap]))
     assert j.verdict == "unknown" and "link-flap:flap-failed" in j.reasons[-1], j.reasons
+
+
+
+def test_a_stall_without_evidence_is_unknown() -> None:
+    stall = dict(ended_by="stall", stall_since=30.0, rows=rows(60, 30, cpu_per_s=0.05))
+    j = judge(obs(evidence=None, **stall))
+    assert j.verdict == "unknown" and "no sysrq dump was taken" in j.reasons[-1], j.reasons
+    j = judge(obs(evidence=Evidence(), **stall))
+    assert j.verdict == "unknown" and "shows no blocked task" in j.reasons[-1], j.reasons
+    agent_only = Evidence(blocked=(BlockedTask("tb-agent", 1, "D", frames=("port_fops_write",), classes=("virtio-console",)),))
+    j = judge(obs(evidence=agent_only, **stall))
+    assert j.verdict == "unknown" and "none on the memory/storage path" in j.reasons[-1], j.reasons
+
+
+def test_a_deadlock_names_its_blocked_tasks_and_mechanism() -> None:
+    j = judge(obs(ended_by="stall", stall_since=30.0, rows=rows(60, 30, cpu_per_s=0.05)))
+    assert j.verdict == "deadlocked" and j.mechanism is not None and j.mechanism.name == "swap-in-wait"
+    assert any(r.startswith("blocked on the memory/storage path: tb-work") for r in j.reasons), j.reasons
+
+
+def test_busy_cpu_without_reclaim_moving_is_not_livelock() -> None:
+    flat = [{**r, "allocstall": 5, "pgscan_direct": 5} for r in rows(60, 30, cpu_per_s=0.9)]
+    assert judge(obs(ended_by="stall", stall_since=30.0, rows=flat)).verdict == "deadlocked"

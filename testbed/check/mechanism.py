@@ -1,0 +1,241 @@
+"""Naming the mechanism of a stall from the evidence: one ordered table of rules over the blocked
+tasks, the memory summary and the runner's facts; the first that holds names it."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from testbed.check.evidence import BlockedTask, Evidence, MemorySummary
+
+Tasks = tuple[BlockedTask, ...]
+Facts = Mapping[str, Any]
+
+# Storage-path helpers by the kernel's name for them (a prefix, as the runner's pgrep uses), used
+# when the runner gave no `helpers` fact: a case judged from an old folder still names charon.
+DEFAULT_HELPERS = ("charon", "iscsid", "udhcpc", "dhclient", "dhcpcd", "rpc.statd", "rpcbind")
+# Classes of a task waiting on the storage (directly, or for memory only storage I/O can free).
+STORAGE_WAITS = frozenset({"swap-in", "swap-writeback", "mempool-wait", "nfs-rpc", "iscsi", "aoe", "block-io",
+                           "writeback-throttle"})
+PROTOCOL_KIND = {"nfs": "NFS/RPC", "iscsi": "block device", "aoe": "block device", "nbd": "block device",
+                 "local": "local disk"}
+
+
+@dataclass(frozen=True)
+class Finding:
+    sentence: str
+    tasks: Tasks  # the tasks that decided it
+
+
+@dataclass(frozen=True)
+class Rule:
+    name: str
+    test: Callable[[Tasks, MemorySummary | None, Facts], Finding | None]
+    description: str
+
+
+@dataclass(frozen=True)
+class Mechanism:
+    name: str  # the rule's short id
+    sentence: str
+    tasks: tuple[tuple[str, int], ...]  # (name, pid) of the tasks that decided it
+    also: tuple[str, ...] = ()  # later rules that hold too: consequences or companions, not the cause named
+    notes: tuple[str, ...] = ()  # side notes (the agent's own waits), never the mechanism
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"name": self.name, "sentence": self.sentence,
+                "tasks": [{"name": n, "pid": p} for n, p in self.tasks],
+                "also": list(self.also), "notes": list(self.notes)}
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> Mechanism:
+        return cls(d["name"], d["sentence"], tuple((t["name"], int(t["pid"])) for t in d.get("tasks", ())),
+                   tuple(d.get("also", ())), tuple(d.get("notes", ())))
+
+
+# --- wording ----------------------------------------------------------------------------------
+
+def labels(tasks: Tasks) -> str:
+    """`charon (pids 142, 143), tb-work (pid 156)`: threads of one program read as one."""
+    by_name: dict[str, list[int]] = {}
+    for t in tasks:
+        by_name.setdefault(t.name, []).append(t.pid)
+    return ", ".join(f"{n} (pid{'s' if len(p) > 1 else ''} {', '.join(map(str, p))})" for n, p in by_name.items())
+
+
+def memory_note(memory: MemorySummary | None) -> str:
+    """`; DMA32 free 712 kB < min 2844 kB, 6384 kB under writeback` or nothing."""
+    if memory is None:
+        return ""
+    parts = [f"{z.zone} free {z.free_kb} kB < min {z.min_kb} kB" for z in memory.below_min()]
+    if memory.writeback_kb:
+        parts.append(f"{memory.writeback_kb} kB under writeback")
+    return f"; {', '.join(parts)}" if parts else ""
+
+
+def storage_kind(tasks: Tasks, facts: Facts) -> str | None:
+    """What the waits go to: the frames say it when the task is inside the client; a swap-in or a
+    mempool wait shows no protocol frame (the I/O is in flight elsewhere), so then the scenario does."""
+    classes = {c for t in tasks for c in t.classes}
+    if "nfs-rpc" in classes:
+        return "NFS/RPC"
+    if classes & {"iscsi", "aoe", "block-io"}:
+        return "block device"
+    return PROTOCOL_KIND.get(str(facts.get("protocol", "")).lower())
+
+
+def _with(tasks: Tasks, *classes: str) -> Tasks:
+    return tuple(t for t in tasks if set(classes) <= set(t.classes))
+
+
+def _kind(tasks: Tasks, facts: Facts) -> str:
+    kind = storage_kind(tasks, facts)
+    return f" ({kind})" if kind else ""
+
+
+# --- rules ------------------------------------------------------------------------------------
+
+def _helpers(facts: Facts) -> list[dict[str, Any]]:
+    return [h for h in facts.get("helpers") or () if isinstance(h, dict) and h.get("name")]
+
+
+def _is_helper(task: BlockedTask, helper: Mapping[str, Any]) -> bool:
+    # by pid (the process) or by name: its other threads have their own pids, and the kernel's name
+    # is the runner's pgrep prefix (a 15-character comm)
+    return task.pid == helper.get("pid") or task.name.startswith(str(helper["name"])[:15])
+
+
+def helper_swapped_out(tasks: Tasks, memory: MemorySummary | None, facts: Facts) -> Finding | None:
+    parts, deciding = [], []
+    for h in _helpers(facts):
+        swap = int(h.get("VmSwap_kB") or 0)
+        blocked = tuple(t for t in _with(tasks, "swap-in") if _is_helper(t, h))
+        if swap > 0 and blocked:
+            parts.append(f"storage-path helper {h['name']} swapped out (VmSwap {swap} kB): "
+                         f"{labels(blocked)} blocked in swap-in")
+            deciding += [t for t in blocked if t not in deciding]
+    if not parts:
+        return None
+    return Finding("; ".join(parts) + ", so the path it keeps up waits on the storage it serves", tuple(deciding))
+
+
+def path_cut(tasks: Tasks, memory: MemorySummary | None, facts: Facts) -> Finding | None:
+    cut = facts.get("path_cut")
+    waiting = tuple(t for t in tasks if set(t.classes) & STORAGE_WAITS)
+    if not cut or not waiting:
+        return None  # a cut nobody waits on did not make this stall
+    return Finding(f"path cut ({cut}): {labels(waiting)} wait on the network storage", waiting)
+
+
+def rx_refill_reclaim(tasks: Tasks, memory: MemorySummary | None, facts: Facts) -> Finding | None:
+    refill = tuple(t for t in _with(tasks, "net-rx-refill", "direct-reclaim")
+                   if {"mempool-wait", "swap-writeback"} & set(t.classes))
+    if not refill:
+        return None
+    wq = f", workqueue {refill[0].workqueue}" if refill[0].workqueue else ""
+    return Finding(f"RX refill in direct reclaim waiting on swap writeback: {refill[0].name} (pid {refill[0].pid}{wq})"
+                   " cannot refill the receive ring until swap writeback completes, and the replies that would"
+                   f" complete it arrive through that ring{memory_note(memory)}", refill)
+
+
+def reclaim_mempool(tasks: Tasks, memory: MemorySummary | None, facts: Facts) -> Finding | None:
+    stuck = tuple(t for t in _with(tasks, "direct-reclaim", "mempool-wait", "swap-writeback")
+                  if "kswapd" not in t.classes)
+    if not stuck:
+        return None
+    return Finding(f"direct reclaim waiting on swap writeback to the network storage{_kind(stuck, facts)}"
+                   f" (mempool exhausted): {labels(stuck)}{memory_note(memory)}", stuck)
+
+
+def kswapd_writeback(tasks: Tasks, memory: MemorySummary | None, facts: Facts) -> Finding | None:
+    stuck = tuple(t for t in _with(tasks, "kswapd") if set(t.classes) & STORAGE_WAITS)
+    if not stuck:
+        return None
+    return Finding(f"kswapd stuck in writeback: {labels(stuck)} waits on the network storage{_kind(stuck, facts)}"
+                   f"{memory_note(memory)}", stuck)
+
+
+def writeback_throttled(tasks: Tasks, memory: MemorySummary | None, facts: Facts) -> Finding | None:
+    held = _with(tasks, "writeback-throttle")
+    if not held:
+        return None
+    return Finding(f"writeback throttled (balance_dirty_pages): {labels(held)} wait for dirty pages to reach the"
+                   f" storage{_kind(held, facts)}", held)
+
+
+def helper_in_swap_in(tasks: Tasks, memory: MemorySummary | None, facts: Facts) -> Finding | None:
+    names = [str(h["name"]) for h in _helpers(facts)] or list(DEFAULT_HELPERS)
+    blocked = tuple(t for t in _with(tasks, "swap-in") if any(t.name.startswith(n[:15]) for n in names))
+    if not blocked:
+        return None
+    return Finding(f"storage-path helper blocked in swap-in: {labels(blocked)} wait for their own pages from the"
+                   f" storage{_kind(tasks, facts)} whose path they keep up", blocked)
+
+
+def swap_in_wait(tasks: Tasks, memory: MemorySummary | None, facts: Facts) -> Finding | None:
+    waiting = _with(tasks, "swap-in")
+    if not waiting:
+        return None
+    return Finding(f"swap-in waiting on the network storage{_kind(tasks, facts)}: {labels(waiting)}", waiting)
+
+
+def storage_wait(tasks: Tasks, memory: MemorySummary | None, facts: Facts) -> Finding | None:
+    waiting = tuple(t for t in tasks if set(t.classes) & {"nfs-rpc", "iscsi", "aoe", "block-io"})
+    if not waiting:
+        return None
+    return Finding(f"I/O waiting on the network storage{_kind(waiting, facts)}: {labels(waiting)}", waiting)
+
+
+def reclaim_throttled(tasks: Tasks, memory: MemorySummary | None, facts: Facts) -> Finding | None:
+    held = _with(tasks, "reclaim-throttle")
+    if not held:
+        return None
+    return Finding(f"direct reclaim throttled, no writer visible: {labels(held)} wait for kswapd to restore the"
+                   f" reserves{memory_note(memory)}", held)
+
+
+# Ordered, first match names the mechanism. Facts from outside the dump come first: a helper swapped
+# out or a cut path explains every wait on the storage after it. Then the dump's own chains, the most
+# specific (a loop closed through the receive ring) before the waits that follow from any stuck write,
+# and a plain swap-in (a symptom of any stall) last but for the fallbacks.
+RULES: tuple[Rule, ...] = (
+    Rule("helper-swapped-out", helper_swapped_out,
+         "a storage-path helper (facts.helpers, VmSwap > 0) is blocked faulting its own pages back in"),
+    Rule("path-cut", path_cut, "facts.path_cut says the path is down, and tasks wait on the storage"),
+    Rule("rx-refill-reclaim", rx_refill_reclaim,
+         "virtio-net's RX refill is in direct reclaim waiting on swap writeback: the loop that never ends"),
+    Rule("reclaim-mempool", reclaim_mempool,
+         "direct reclaim blocked in mempool_alloc under swap writeback: the pool waits on I/O that does not end"),
+    Rule("kswapd-writeback", kswapd_writeback, "kswapd blocked writing pages to the storage"),
+    Rule("writeback-throttle", writeback_throttled, "writers held in balance_dirty_pages"),
+    Rule("helper-in-swap-in", helper_in_swap_in,
+         "a task named as a storage-path helper is blocked in swap-in (no VmSwap fact needed)"),
+    Rule("swap-in-wait", swap_in_wait, "tasks wait for swapped-out pages to come back from the storage"),
+    Rule("storage-wait", storage_wait, "tasks wait inside the NFS/RPC, iSCSI, AoE or block layers"),
+    Rule("reclaim-throttled", reclaim_throttled, "direct reclaim throttled with nothing else visible"),
+)
+
+
+def side_notes(evidence: Evidence) -> tuple[str, ...]:
+    """The agent's own waits: it stops telemetry, which is a consequence to mention, never a cause."""
+    agent = tuple(t for t in evidence.blocked if "virtio-console" in t.classes)
+    if not agent:
+        return ()
+    how = [c for c in agent[0].classes if c != "virtio-console"]
+    via = f" ({', '.join(how)})" if how else ""
+    return (f"the testbed's agent is blocked in the kernel writing telemetry: {labels(agent)} in port_fops_write{via}",)
+
+
+def name_mechanism(evidence: Evidence, facts: Facts | None = None) -> Mechanism | None:
+    """The first rule of RULES that holds, with the later ones that hold too, or None when none does."""
+    facts = facts or {}
+    # The agent's telemetry writes are the testbed's own instrumentation: never evidence for a mechanism.
+    tasks = tuple(t for t in evidence.blocked if "virtio-console" not in t.classes)
+    found = [(r, f) for r in RULES if (f := r.test(tasks, evidence.memory, facts)) is not None]
+    if not found:
+        return None
+    rule, finding = found[0]
+    return Mechanism(rule.name, finding.sentence, tuple((t.name, t.pid) for t in finding.tasks),
+                     also=tuple(r.name for r, _ in found[1:]), notes=side_notes(evidence))
+
