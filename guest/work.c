@@ -12,6 +12,10 @@
  *                                         unmapped, dropped from the page cache, re-read, verified
  *   write FILE SIZE_MB PASSES SEED        buffered write()s with an fsync every 16 MB, then the
  *                                         same drop and verify
+ *   udp-sink PORT [RCVBUF]                a UDP socket bound on PORT (0: any free one) that is
+ *                                         never read, so a flood fills its receive queue; prints
+ *                                         {"listening":PORT,"rcvbuf":BYTES} (the kernel's figure)
+ *                                         and sleeps until killed; named tb-udp-sink
  * Progress counts pages: written (or dirtied), synced, verified.
  */
 #define _GNU_SOURCE
@@ -22,7 +26,10 @@
 #include <stdlib.h>
 #include <string.h>
 #include <fcntl.h>
+#include <netinet/in.h>
 #include <sys/mman.h>
+#include <sys/prctl.h>
+#include <sys/socket.h>
 #include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
@@ -269,15 +276,45 @@ static int run_write(const char *path, uint64_t pages, int passes, uint64_t seed
     return 0;
 }
 
+/* Bind and never read: datagrams queue until the socket's receive buffer is full, then are dropped
+ * (RcvbufErrors). Its own name keeps it apart from the workload in ps and in OOM reports. */
+static int run_udp_sink(const char *port_arg, int port, int rcvbuf)
+{
+    prctl(PR_SET_NAME, "tb-udp-sink");
+    int fd = socket(AF_INET, SOCK_DGRAM, 0);
+    if (fd < 0)
+        return fail("socket", port_arg);
+    if (rcvbuf > 0 && setsockopt(fd, SOL_SOCKET, SO_RCVBUF, &rcvbuf, sizeof(rcvbuf)) < 0)
+        return fail("SO_RCVBUF", port_arg);
+    struct sockaddr_in a = {.sin_family = AF_INET, .sin_port = htons(port), .sin_addr.s_addr = htonl(INADDR_ANY)};
+    if (bind(fd, (struct sockaddr *)&a, sizeof(a)) < 0)
+        return fail("bind", port_arg);
+    socklen_t len = sizeof(a);
+    getsockname(fd, (struct sockaddr *)&a, &len);
+    len = sizeof(rcvbuf);
+    getsockopt(fd, SOL_SOCKET, SO_RCVBUF, &rcvbuf, &len);
+    say("{\"listening\":%d,\"rcvbuf\":%d}", ntohs(a.sin_port), rcvbuf);
+    for (;;)
+        pause();
+}
+
 static void usage(void)
 {
-    say("{\"error\":\"usage: tb-work anon SIZE_MB PASSES SEED | tb-work {mmap-shared,write} FILE SIZE_MB PASSES SEED\"}");
+    say("{\"error\":\"usage: tb-work anon SIZE_MB PASSES SEED | tb-work {mmap-shared,write} FILE SIZE_MB PASSES SEED"
+        " | tb-work udp-sink PORT [RCVBUF]\"}");
     exit(2);
 }
 
 int main(int argc, char **argv)
 {
     t0 = now();
+    if (argc >= 3 && argc <= 4 && !strcmp(argv[1], "udp-sink")) {
+        char *end;
+        long port = strtol(argv[2], &end, 10), rcvbuf = argc == 4 ? atol(argv[3]) : 0;
+        if (*end || end == argv[2] || port < 0 || port > 65535 || rcvbuf < 0 || rcvbuf > (1L << 30))
+            usage();
+        return run_udp_sink(argv[2], (int)port, (int)rcvbuf);
+    }
     int file = argc == 6 && (!strcmp(argv[1], "mmap-shared") || !strcmp(argv[1], "write"));
     if (!(argc == 5 && !strcmp(argv[1], "anon")) && !file)
         usage();

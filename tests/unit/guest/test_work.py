@@ -1,11 +1,16 @@
-"""The guest workload program, compiled and run on the host: its pattern and progress lines are real."""
+"""The guest workload program, compiled and run on the host: its pattern and progress lines are real,
+and so is the never-read UDP sink the udp-flood fault fills."""
 
 import json
 import shutil
+import socket
 import subprocess
+import time
 from pathlib import Path
 
 import pytest
+
+from testbed.faults.traffic import udp_socket_on
 
 SRC = Path(__file__).parents[3] / "guest"
 
@@ -55,3 +60,37 @@ def test_file_modes_write_sync_and_verify(work: Path, tmp_path: Path, mode: str)
 def test_unwritable_file_is_an_error(work: Path) -> None:
     cp = subprocess.run([str(work), "write", "/nonexistent/dir/file", "1", "1", "1"], capture_output=True, text=True)
     assert cp.returncode == 2 and "open /nonexistent/dir/file" in cp.stdout
+
+
+@pytest.fixture
+def sink(work: Path):
+    """tb-work udp-sink on a free port with a small buffer, killed afterwards."""
+    p = subprocess.Popen([str(work), "udp-sink", "0", "16384"], stdout=subprocess.PIPE, text=True)
+    try:
+        yield p, json.loads(p.stdout.readline())
+    finally:
+        p.kill()
+        p.wait(5)
+
+
+def test_udp_sink_fills_and_never_reads(sink) -> None:
+    proc, said = sink
+    port, rcvbuf = said["listening"], said["rcvbuf"]
+    assert port > 0 and rcvbuf >= 16384  # the kernel doubles what was asked (bookkeeping overhead)
+    assert Path(f"/proc/{proc.pid}/comm").read_text().strip() == "tb-udp-sink"  # not the workload in OOM reports
+    s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    for _ in range(200):
+        s.sendto(b"\0" * 1400, ("127.0.0.1", port))
+    s.close()
+    time.sleep(0.2)
+    entry = udp_socket_on(Path("/proc/net/udp").read_text(), port)
+    assert entry is not None and entry["drops"] > 0 and entry["rx_queue"] >= rcvbuf // 2
+    assert proc.poll() is None  # still there, still not reading
+
+
+def test_udp_sink_refuses_a_taken_port_and_bad_arguments(work: Path, sink) -> None:
+    cp = subprocess.run([str(work), "udp-sink", str(sink[1]["listening"])], capture_output=True, text=True, timeout=10)
+    assert cp.returncode == 2 and json.loads(cp.stdout)["error"].startswith("bind ")
+    for args in (["70000"], ["x"], ["1", "2", "3"], []):
+        cp = subprocess.run([str(work), "udp-sink", *args], capture_output=True, text=True, timeout=10)
+        assert cp.returncode == 2 and "usage" in cp.stdout
