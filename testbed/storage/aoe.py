@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from testbed.errors import ConfigError, GuestError
-from testbed.storage.base import Ends, Storage, use_block_device
+from testbed.storage.base import Ends, ServiceState, Storage, use_block_device
 from testbed.vm.machine import VM
 
 if TYPE_CHECKING:  # type only: see testbed/storage/base.py
@@ -59,6 +59,14 @@ def parse_debugfs(text: str) -> dict[str, Any]:
     return out
 
 
+def parse_vblade_pids(text: str) -> ServiceState:
+    """`pgrep -x vblade`: one pid a line while vblade serves, nothing once it is gone."""
+    pids = [w for w in text.split() if w.isdigit()]
+    if pids:
+        return ServiceState(True, f"vblade pid {','.join(pids)}")
+    return ServiceState(False, "no vblade process")
+
+
 class Aoe(Storage):
     name = "aoe"
     title = "AoE"
@@ -87,6 +95,12 @@ class Aoe(Storage):
     def stop_service(self, nas: VM, sc: Scenario, ends: Ends) -> str:
         nas.exec(["pkill", "-x", "vblade"], 10)
         return "pkill -x vblade"
+
+    def service_argv(self, sc: Scenario, ends: Ends) -> list[str] | None:
+        return ["pgrep", "-x", "vblade"]
+
+    def parse_service(self, text: str) -> ServiceState:
+        return parse_vblade_pids(text)
 
     def attach(self, client: VM, sc: Scenario, ends: Ends) -> dict[str, Any]:
         a = sc.storage.aoe

@@ -8,7 +8,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
 
 from testbed.cleanup import Cleanup
-from testbed.errors import TestbedError
+from testbed.errors import GuestError, TestbedError
+from testbed.vm.agent import ExecResult
 from testbed.vm.argv import Disk
 from testbed.vm.machine import VM
 
@@ -17,6 +18,9 @@ if TYPE_CHECKING:  # type only: the scenario holds the protocols' specs, so impo
 
 MOUNT = "/mnt/nas"
 WORKFILE = f"{MOUNT}/tb-work.dat"
+# A service check is one short guest command: the guest kills it after this, and a monitor sampling
+# at 1 Hz never waits longer than this for it.
+SERVICE_TIMEOUT_S = 2.0
 
 
 @dataclass(frozen=True)
@@ -36,6 +40,20 @@ class Ends:
         return f"iqn.2026-11.org.netswap:{self.tag}-client"
 
 
+@dataclass(frozen=True)
+class ServiceState:
+    """Whether the NAS's storage service is up, as read back from the NAS itself.
+    alive None: could not tell (the agent did not answer, the command did not run or timed out)."""
+
+    alive: bool | None
+    detail: str
+
+    @property
+    def flag(self) -> int | None:
+        """1, 0 or None: the timeline's `nas_service`."""
+        return None if self.alive is None else int(self.alive)
+
+
 class Storage:
     """A protocol: exports on the NAS, attaches on the client, then swaps on what it got (the anon
     workload) or holds a filesystem at MOUNT (the file workloads).
@@ -43,7 +61,11 @@ class Storage:
     Declarations: `name` (as in scenario files), `spec` (its options dataclass under
     `storage.<name>`, or None), `needs_nas`, `is_ip` (whether its traffic is IP: IPsec can cover it,
     a DHCP lease carries its address), `ports` (the NAS's service ports), `client_processes` and
-    `nas_processes` (the processes its path depends on, as their names appear to the kernel)."""
+    `nas_processes` (the processes its path depends on, as their names appear to the kernel).
+
+    Whether the NAS serves is asked with one guest command, `service_argv`, whose output the pure
+    function `parse_service` reads; `service_check` runs the pair (monitors may run the command
+    without waiting for it: see testbed/monitor/probes.py)."""
 
     name: ClassVar[str]
     title: ClassVar[str]  # as people write it: NFS, iSCSI, AoE
@@ -85,6 +107,37 @@ class Storage:
 
     def start_service(self, nas: VM, sc: Scenario, ends: Ends) -> str:
         raise TestbedError(f"{self.name} storage has no service to start")
+
+    def service_argv(self, sc: Scenario, ends: Ends) -> list[str] | None:
+        """The one NAS command (argv, or /bin/sh -c with a constant script) whose stdout says whether
+        the service is up; None when the protocol has no service on a NAS."""
+        return None
+
+    def parse_service(self, text: str) -> ServiceState:
+        """What `service_argv` printed -> ServiceState (a pure function of the text)."""
+        raise NotImplementedError
+
+    def service_result(self, res: ExecResult) -> ServiceState:
+        """ServiceState from the finished command: a command that timed out or could not run tells nothing."""
+        what = (res.argv[2] if res.argv[:2] == ["/bin/sh", "-c"] else " ".join(res.argv))[:100]
+        if res.timed_out:
+            return ServiceState(None, f"`{what}` timed out in the NAS")
+        if res.status < 0 or res.status >= 126:  # killed by a signal, or sh could not run a tool
+            return ServiceState(None, f"`{what}` could not run (status {res.status}): {res.stderr.strip()[:120]}")
+        return self.parse_service(res.stdout)
+
+    def service_check(self, nas: VM, sc: Scenario, ends: Ends,
+                      timeout: float = SERVICE_TIMEOUT_S) -> ServiceState | None:
+        """Ask the NAS whether it serves; None when there is no service. Waits at most `timeout` (+0.5 s
+        for the channel): nas.exec would wait 15 s more for a stuck agent."""
+        argv = self.service_argv(sc, ends)
+        if argv is None:
+            return None
+        try:
+            res = nas.agent.start(argv, timeout=timeout).wait(timeout + 0.5)
+        except GuestError as e:
+            return ServiceState(None, f"no answer from the NAS agent: {e}")
+        return self.service_result(res)
 
 
 def use_block_device(client: VM, dev: str, sc: Scenario) -> dict[str, Any]:

@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from testbed.errors import ConfigError, GuestError
-from testbed.storage.base import Ends, Storage, use_block_device
+from testbed.storage.base import Ends, ServiceState, Storage, use_block_device
 from testbed.vm.machine import VM
 
 if TYPE_CHECKING:  # type only: see testbed/storage/base.py
@@ -50,6 +50,23 @@ def parse_session_stats(text: str) -> dict[str, Any]:
         if sep and key in wanted and value.strip().isdigit():
             out[f"iscsi_{key}"] = int(value)
     return out
+
+
+def tpg_enable_path(ends: Ends) -> str:
+    """LIO's switch for the target's portal group: stop_service writes 0 there, start_service 1."""
+    return f"/sys/kernel/config/target/iscsi/{ends.target_iqn}/tpgt_1/enable"
+
+
+def parse_tpg_enable(text: str) -> ServiceState:
+    """The TPG's `enable` file: '1' serves, '0' refuses logins; no file (cat printed nothing): no target."""
+    value = text.strip()
+    if value == "1":
+        return ServiceState(True, "LIO TPG 1 enabled")
+    if value == "0":
+        return ServiceState(False, "LIO TPG 1 disabled")
+    if not value:
+        return ServiceState(False, "no LIO TPG 1 (target not configured)")
+    return ServiceState(None, f"unexpected TPG enable value {value[:40]!r}")
 
 
 class Iscsi(Storage):
@@ -115,7 +132,7 @@ class Iscsi(Storage):
         return parse_session_stats(client.exec(["iscsiadm", "-m", "session", "-s"], 10, check=True).stdout)
 
     def _tpg_enable(self, nas: VM, ends: Ends, value: str) -> str:
-        path = f"/sys/kernel/config/target/iscsi/{ends.target_iqn}/tpgt_1/enable"
+        path = tpg_enable_path(ends)
         nas.sh('echo "$1" > "$2"', 30, args=[value, path])
         return f"echo {value} > {path}"
 
@@ -124,3 +141,9 @@ class Iscsi(Storage):
 
     def start_service(self, nas: VM, sc: Scenario, ends: Ends) -> str:
         return self._tpg_enable(nas, ends, "1")
+
+    def service_argv(self, sc: Scenario, ends: Ends) -> list[str] | None:
+        return ["cat", tpg_enable_path(ends)]
+
+    def parse_service(self, text: str) -> ServiceState:
+        return parse_tpg_enable(text)

@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Literal
 
 from testbed.errors import ConfigError, GuestError
-from testbed.storage.base import MOUNT, Ends, Storage, mounted
+from testbed.storage.base import MOUNT, Ends, ServiceState, Storage, mounted
 from testbed.vm.machine import VM
 
 if TYPE_CHECKING:  # type only: see testbed/storage/base.py
@@ -22,6 +22,9 @@ START_NFSD = ("modprobe nfsd && mount -t nfsd nfsd /proc/fs/nfsd"
               " && echo 10 > /proc/fs/nfsd/nfsv4gracetime && echo 10 > /proc/fs/nfsd/nfsv4leasetime"
               " && mkdir -p /run/rpcbind /var/lib/nfs/v4recovery && rpcbind -w"
               " && exportfs -ra && rpc.mountd && rpc.nfsd 8")
+# Is nfsd serving: its thread count (0 after `rpc.nfsd 0`; empty when the nfsd filesystem is not
+# mounted) and rpc.mountd's pids (nfsd asks mountd about exports whenever its cache entries expire).
+SERVICE = "echo threads $(cat /proc/fs/nfsd/threads 2>/dev/null); echo mountd $(pgrep -x rpc.mountd)"
 
 
 @dataclass(frozen=True)
@@ -68,6 +71,24 @@ def parse_mountstats(text: str) -> dict[str, Any]:
             retrans += max(0, trans - o)
             timeouts += major
     return {"nfs_ops": ops, "nfs_retrans": retrans, "nfs_major_timeouts": timeouts, "xprt": xprt}
+
+
+def parse_service(text: str) -> ServiceState:
+    """SERVICE's output, e.g. 'threads 8\\nmountd 412\\n' -> alive; 'threads 0' or no mountd -> not."""
+    fields: dict[str, list[str]] = {}
+    for line in text.splitlines():
+        key, _, rest = line.strip().partition(" ")
+        if key in ("threads", "mountd"):
+            fields[key] = rest.split()
+    if "threads" not in fields:
+        return ServiceState(None, f"unexpected output: {text.strip()[:100]!r}")
+    threads = fields["threads"]
+    mountd = [p for p in fields.get("mountd", []) if p.isdigit()]
+    mountd_text = f"rpc.mountd pid {','.join(mountd)}" if mountd else "rpc.mountd not running"
+    if not (threads and threads[0].isdigit()):
+        return ServiceState(False, f"no nfsd (/proc/fs/nfsd/threads unreadable), {mountd_text}")
+    n = int(threads[0])
+    return ServiceState(n > 0 and bool(mountd), f"nfsd threads {n}, {mountd_text}")
 
 
 class Nfs(Storage):
@@ -118,3 +139,9 @@ class Nfs(Storage):
     def start_service(self, nas: VM, sc: Scenario, ends: Ends) -> str:
         nas.exec(["rpc.nfsd", "8"], 30, check=True)
         return "rpc.nfsd 8"
+
+    def service_argv(self, sc: Scenario, ends: Ends) -> list[str] | None:
+        return ["/bin/sh", "-c", SERVICE]
+
+    def parse_service(self, text: str) -> ServiceState:
+        return parse_service(text)
