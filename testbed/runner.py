@@ -26,6 +26,7 @@ from testbed.monitor import helpers
 from testbed.monitor.console import ConsoleWatcher
 from testbed.monitor.evidence import sysrq_dump
 from testbed.monitor.ping import Pinger
+from testbed.monitor.probes import NasProbe, ProbeError
 from testbed.monitor.timeline import Timeline
 from testbed.nas import vm as nas_vm
 from testbed.net.build import build as build_net
@@ -167,7 +168,15 @@ class Case:
 
         pinger = Pinger(net.netns, client_ip)
         undo.push("ping socket", pinger.close)
-        self.timeline = Timeline(self.dir.path / "timeline.csv", self.history, self.client, self.nas, pinger)
+        probe = None
+        if self.nas is not None:
+            try:
+                probe = NasProbe(self.nas, store, sc, ends, net)
+                undo.push("NAS probes", probe.close)
+                self.history.add("fact", "nas-probes", **probe.facts())
+            except ProbeError as e:  # recorded: the verdict then has no probe to cite
+                self.history.add("error", "nas-probe", message=str(e))
+        self.timeline = Timeline(self.dir.path / "timeline.csv", self.history, self.client, self.nas, pinger, probe)
         self.timeline.start()
         undo.push("timeline", self.timeline.stop)
         ctx = FaultContext(client=self.client, nas=self.nas, history=self.history, sc=sc, storage=store, net=net,

@@ -24,8 +24,8 @@ from testbed.workload import Progress
 WORKLOAD_LINES = "workload.jsonl"  # the workload's own output, a line each, as it printed them
 EVIDENCE = "evidence.json"  # taken at a stall: the parsed sysrq dump and the mechanism rules' facts
 SYSRQ = "sysrq-client.txt"
-FLOAT_COLS = {"t", "agent_age_s", "ping_ms", "client_cpu_s"}
-STR_COLS = {"phase", "client_status", "nas_status"}
+FLOAT_COLS = {"t", "agent_age_s", "ping_ms", "client_cpu_s", "client_wait_s", "nas_agent_ms", "nas_connect_ms", "nas_aoe_ms"}
+STR_COLS = {"phase", "client_status", "nas_status", "nas_connect_error"}
 
 
 @dataclass
@@ -107,7 +107,7 @@ def load(case_dir: Path) -> CaseFile:
     pressure_start = start_ev.t if start_ev else None
     exit_ev, stall_ev, channel_ev = first("workload", "exit"), first("workload", "stall"), first("workload", "channel-closed")
     answers_ev = first("probe", "client-answers")
-    errors = [e for e in events if e.kind == "error" and e.name not in ("traceback", "teardown", "interrupted", "timeline-sample")]
+    errors = [e for e in events if e.kind == "error" and e.name not in ("traceback", "teardown", "interrupted", "timeline-sample", "nas-probe")]
     end_ev = {"stall": stall_ev, "finished": exit_ev, "workload-failed": exit_ev, "client-died": channel_ev}.get(ended_by)
     pressure_end = end_ev.t if end_ev else None
     if pressure_end is None and ended_by == "total-deadline" and pressure_start is not None:

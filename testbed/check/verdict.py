@@ -67,6 +67,43 @@ def reclaim_moving(rows: list[dict[str, Any]], since: float | None) -> bool:
     return False
 
 
+STARVED_FRACTION = 0.5  # QEMU runnable but waiting for a host CPU this share of the stall: not the guest's doing
+PROBE_TAIL = 5  # the last samples of the stall window the NAS probes must agree on
+
+
+def _window(rows: list[dict[str, Any]], since: float, end: float | None) -> list[dict[str, Any]]:
+    return [r for r in rows if r["t"] >= since and (end is None or r["t"] <= end + 1.0)]
+
+
+def client_not_running(rows: list[dict[str, Any]], since: float, end: float | None) -> str | None:
+    """The client VM's QMP status, if it was not running while progress had stopped."""
+    states = {r.get("client_status") for r in _window(rows, since, end)} - {"running", "", None, "no-qmp"}
+    return ", ".join(sorted(states)) or None
+
+
+def host_starvation(rows: list[dict[str, Any]], since: float, end: float | None) -> float | None:
+    """Share of the stall QEMU spent waiting for a host CPU (its run-queue wait over wall time)."""
+    w = [r for r in _window(rows, since, end) if r.get("client_wait_s") is not None]
+    if len(w) < 2 or w[-1]["t"] <= w[0]["t"]:
+        return None
+    return (w[-1]["client_wait_s"] - w[0]["client_wait_s"]) / (w[-1]["t"] - w[0]["t"])
+
+
+def nas_trouble(rows: list[dict[str, Any]], since: float, end: float | None) -> str | None:
+    """What the independent NAS probes said at the end of the stall, if they agree the NAS side failed."""
+    tail = [r for r in _window(rows, since, end) if "nas_service" in r][-PROBE_TAIL:]
+    if len(tail) < PROBE_TAIL:
+        return None
+    if all(r.get("nas_service") == 0 for r in tail):
+        return "the NAS's storage service was down (service probe: read back from the NAS)"
+    errors = [r.get("nas_connect_error") for r in tail]
+    if all(errors) and all(r.get("nas_connect_ms") is None for r in tail):
+        return f"the NAS refused or ignored connections to its service (connect probe from the switch: {errors[-1]})"
+    if all(r.get("nas_agent_ms") is None for r in tail) and all(r.get("nas_service") is None for r in tail):
+        return "the NAS answered nothing: its agent and its service read-back were silent (NAS probes)"
+    return None
+
+
 def _blocked_on_path(obs: Observations, context: list[str]) -> Judgement:
     """deadlocked only with a blocked task on the memory/storage path in the evidence; else unknown."""
     ev = obs.evidence
@@ -237,6 +274,18 @@ def _judge(obs: Observations) -> Judgement:
         return Judgement("recovered", reasons, {"time_to_recover_s": ttr})
     if obs.ended_by == "stall":
         since = obs.stall_since if obs.stall_since is not None else 0.0
+        paused = client_not_running(obs.rows, since, obs.pressure_end)
+        if paused:
+            return Judgement("unknown", reasons + [f"no progress since t={since:.0f} s while the client VM was {paused} "
+                                                   "(QMP status): nothing inside it can be judged"])
+        starved = host_starvation(obs.rows, since, obs.pressure_end)
+        if starved is not None and starved >= STARVED_FRACTION:
+            return Judgement("unknown", reasons + [f"no progress since t={since:.0f} s while QEMU waited for a host CPU "
+                                                   f"{starved:.0%} of the time (host contention, not the guest)"],
+                             {"qemu_wait_fraction": round(starved, 2)})
+        trouble = nas_trouble(obs.rows, since, obs.pressure_end)
+        if trouble:
+            return Judgement("stalled", reasons + [f"no progress since t={since:.0f} s: {trouble}"])
         # Only a fault already in place when progress stopped (1 s of slack) can explain the stall.
         unhealed = [w for w in fh.path_down if w.end is None and w.start <= since + 1.0]
         if unhealed:

@@ -1,4 +1,5 @@
-"""The 1 Hz timeline: guest telemetry beside workload progress, ping, QMP status and QEMU CPU time.
+"""The 1 Hz timeline: guest telemetry beside workload progress, ping, QMP status, QEMU CPU time and
+run-queue wait, and the independent NAS probes (testbed/monitor/probes.py).
 
 Rows go to timeline.csv as they are sampled and stay in memory for the checker.
 """
@@ -14,10 +15,12 @@ from typing import Any
 from testbed.errors import GuestError
 from testbed.history import History
 from testbed.monitor.ping import Pinger
+from testbed.monitor.probes import NasProbe, ProbeError
 from testbed.vm.machine import VM
 
 COLUMNS = [
     "t", "phase", "progress", "total", "agent_age_s", "ping_ms", "client_status", "nas_status", "client_cpu_s",
+    "client_wait_s", *NasProbe.COLUMNS,
     "MemFree", "MemAvailable", "SwapTotal", "SwapFree", "Dirty", "Writeback",
     "pswpin", "pswpout", "pgscan_direct", "pgscan_kswapd", "pgscan_direct_throttle", "allocstall", "oom_kill",
     "nr_dirty", "nr_writeback", "PFMemallocDrop", "TCPMemoryPressures", "rx_bytes", "tx_bytes", "rx_drop",
@@ -46,8 +49,10 @@ def telemetry_row(tel: dict[str, Any]) -> dict[str, Any]:
 
 
 class Timeline:
-    def __init__(self, path: Path, history: History, client: VM, nas: VM | None, pinger: Pinger | None):
+    def __init__(self, path: Path, history: History, client: VM, nas: VM | None, pinger: Pinger | None,
+                 nas_probe: NasProbe | None = None):
         self.path, self.history, self.client, self.nas, self.pinger = path, history, client, nas, pinger
+        self.nas_probe = nas_probe
         self.rows: list[dict[str, Any]] = []
         self.phase = "setup"
         self.progress = 0
@@ -82,17 +87,34 @@ class Timeline:
         except GuestError:
             return "no-qmp"
 
+    def _probe_nas(self, out: dict[str, Any]) -> None:
+        assert self.nas_probe
+        try:
+            out.update(self.nas_probe.sample())
+        except ProbeError as e:  # its own machinery broke: said once, its columns stay empty
+            self.history.add("error", "nas-probe", message=str(e))
+
     def sample(self) -> dict[str, Any]:
         row: dict[str, Any] = {"t": round(self.history.now(), 2), "phase": self.phase,
                                "progress": self.progress, "total": self.total}
+        probed: dict[str, Any] = {}
+        # The NAS probes run beside the client's ping and QMP calls, so a row stays within its second.
+        beside = threading.Thread(target=self._probe_nas, args=(probed,), daemon=True) if self.nas_probe else None
+        if beside:
+            beside.start()
         agent = self.client.agent
         row["agent_age_s"] = round(time.monotonic() - agent.last_seen, 2) if agent.last_seen else None
         row["ping_ms"] = round(rtt, 2) if self.pinger and (rtt := self.pinger.ping(0.8)) is not None else None
         row["client_status"] = self._status(self.client)
         row["nas_status"] = self._status(self.nas)
         row["client_cpu_s"] = round(self.client.cpu_seconds(), 2)
+        wait = self.client.runqueue_wait_s()
+        row["client_wait_s"] = round(wait, 2) if wait is not None else None
         if agent.telemetry:
             row.update(telemetry_row(agent.telemetry))
+        if beside:
+            beside.join(2.0)
+            row.update({k: probed.get(k) for k in NasProbe.COLUMNS})
         return row
 
     def _run(self) -> None:

@@ -1,3 +1,4 @@
+import json
 import os
 import shutil
 import subprocess
@@ -68,9 +69,14 @@ PRODUCT_VERDICTS = ("recovered", "deadlocked", "livelocked")
 
 
 def check_judged(out: dict, case: Path) -> None:
+    """A product verdict (never corrupted, io-error or unknown), and a deadlock proven by its evidence:
+    evidence.json with a classified blocked task on the memory/storage path."""
     assert out["verdict"] in PRODUCT_VERDICTS, out["reasons"]
     if out["verdict"] == "recovered":
         assert out["figures"]["swap_out_mb"] > 50
     else:
         assert "Show Blocked State" in (case / "sysrq-client.txt").read_text()
         assert "NAS was healthy" in " ".join(out["reasons"])
+    if out["verdict"] == "deadlocked":
+        evidence = json.loads((case / "evidence.json").read_text())["evidence"]
+        assert any(set(t["classes"]) - {"lock", "page-lock", "virtio-console"} for t in evidence["blocked"]), evidence

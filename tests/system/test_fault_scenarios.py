@@ -19,8 +19,12 @@ def test_fault_scenario(name: str, results: dict[str, str]) -> None:
     cp = cli("run", f"scenarios/faults/{name}", "--json", env=results)
     assert cp.stdout, cp.stderr[-3000:]
     case = json.loads(cp.stdout)["cases"][0]
-    assert case["verdict"] in VERDICTS and case["verdict"] != "unknown", case["reasons"]
+    # Never accepted: a testbed that could not tell, or a product failure no fault here should cause.
+    assert case["verdict"] in VERDICTS and case["verdict"] not in ("unknown", "corrupted", "io-error"), case["reasons"]
     run = (Path(results["TESTBED_RESULTS"]) / "latest").resolve()
+    if case["verdict"] == "deadlocked":  # proven by a classified blocked task on the path
+        evidence = json.loads((run / case["case"] / "evidence.json").read_text())["evidence"]
+        assert any(set(t["classes"]) - {"lock", "page-lock", "virtio-console"} for t in evidence["blocked"]), evidence
     events = [json.loads(x) for x in (run / case["case"] / "events.jsonl").read_text().splitlines()]
     faults = [e for e in events if e["kind"] == "fault"]
     if not faults:  # large-wsize-small-mtu shapes the topology, it schedules nothing

@@ -46,13 +46,19 @@ def test_nfs_swap_judged(version: str, results: dict[str, str]) -> None:
 
 
 def test_controls(results: dict[str, str]) -> None:
-    files = ["scenarios/controls/local-swap.yaml", "scenarios/controls/nas-frozen.yaml", "scenarios/controls/nas-frozen-60s.yaml"]
+    files = ["scenarios/controls/local-swap.yaml", "scenarios/controls/nas-frozen.yaml", "scenarios/controls/nas-frozen-60s.yaml",
+             "scenarios/controls/client-frozen.yaml", "scenarios/controls/nas-service-down.yaml"]
     cp = cli("run", *files, "--json", env=results)
     assert cp.stdout, cp.stderr[-3000:]
     cases = {c["scenario"]: c for c in json.loads(cp.stdout)["cases"]}
     assert cases["control-local-swap"]["verdict"] == "recovered"
     frozen = cases["control-nas-frozen"]
-    assert frozen["verdict"] == "stalled"
+    assert frozen["verdict"] == "stalled" and "NAS probes" in frozen["reasons"][-1], frozen["reasons"]
+    # Each control is decided by its evidence: the client's QMP status, the NAS's service read-back.
+    paused = cases["control-client-frozen"]
+    assert paused["verdict"] == "unknown" and "client VM was paused" in paused["reasons"][-1], paused["reasons"]
+    down = cases["control-nas-service-down"]
+    assert down["verdict"] == "stalled" and "service probe" in down["reasons"][-1], down["reasons"]
     dump = Path(json.loads(cp.stdout)["path"]) / "control-nas-frozen" / "sysrq-client.txt"
     assert "Show Blocked State" in dump.read_text()
     thawed = cases["control-nas-frozen-60s"]

@@ -294,3 +294,26 @@ def test_a_deadlock_names_its_blocked_tasks_and_mechanism() -> None:
 def test_busy_cpu_without_reclaim_moving_is_not_livelock() -> None:
     flat = [{**r, "allocstall": 5, "pgscan_direct": 5} for r in rows(60, 30, cpu_per_s=0.9)]
     assert judge(obs(ended_by="stall", stall_since=30.0, rows=flat)).verdict == "deadlocked"
+
+
+def probed(rows_: list[dict], **cols) -> list[dict]:
+    return [{**r, "nas_agent_ms": 3.0, "nas_service": 1, "nas_connect_ms": 1.0, "nas_connect_error": "", **cols} for r in rows_]
+
+
+def test_the_service_probe_decides_a_server_side_stall() -> None:
+    stall = dict(ended_by="stall", stall_since=30.0)
+    j = judge(obs(rows=probed(rows(60, 30, cpu_per_s=0.05), nas_service=0), **stall))
+    assert j.verdict == "stalled" and "service probe" in j.reasons[-1], j.reasons
+    refused = probed(rows(60, 30, cpu_per_s=0.05), nas_connect_ms=None, nas_connect_error="ECONNREFUSED")
+    assert "ECONNREFUSED" in judge(obs(rows=refused, **stall)).reasons[-1]
+    assert judge(obs(rows=probed(rows(60, 30, cpu_per_s=0.05)), **stall)).verdict == "deadlocked"  # healthy NAS
+
+
+def test_a_paused_client_or_a_starved_qemu_is_unknown() -> None:
+    stall = dict(ended_by="stall", stall_since=30.0)
+    paused = [{**r, "client_status": "paused" if r["t"] >= 30 else "running"} for r in rows(60, 30, cpu_per_s=0.05)]
+    j = judge(obs(rows=paused, **stall))
+    assert j.verdict == "unknown" and "client VM was paused" in j.reasons[-1], j.reasons
+    starved = [{**r, "client_wait_s": r["t"] * 0.7} for r in rows(60, 30, cpu_per_s=0.05)]
+    j = judge(obs(rows=starved, **stall))
+    assert j.verdict == "unknown" and "waited for a host CPU 70%" in j.reasons[-1], j.reasons

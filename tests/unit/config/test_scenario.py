@@ -74,7 +74,7 @@ def test_workload_must_fit_ram_plus_swap() -> None:
 
 
 def test_unknown_fault_kind() -> None:
-    with pytest.raises(ConfigError, match=r"faults\[0\].kind: must be one of competing-traffic"):
+    with pytest.raises(ConfigError, match=r"faults\[0\].kind: must be one of client-freeze, competing-traffic"):
         load_scenario(REPO / "scenarios/nfs-swap.yaml", ["faults=[{kind: meteor, at_s: 1}]"])
 
 

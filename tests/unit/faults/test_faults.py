@@ -148,9 +148,9 @@ def test_ipsec_cannot_cover_aoe() -> None:
 
 
 def test_shipped_fault_scenarios_validate() -> None:
-    files = sorted((REPO / "scenarios/faults").glob("*.yaml"))
+    files = sorted((REPO / "scenarios/faults").glob("*.yaml")) + sorted((REPO / "scenarios/controls").glob("*.yaml"))
     kinds = {f.kind for p in files for f in load_scenario(p).scenario.faults}
-    assert kinds == set(KINDS)  # every fault kind has a shipped scenario
+    assert kinds == set(KINDS)  # every fault kind has a shipped scenario (or control)
 
 
 def test_dhcp_needs_network_storage() -> None:
