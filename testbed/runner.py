@@ -6,7 +6,7 @@ from __future__ import annotations
 import subprocess
 import time
 import traceback
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -15,7 +15,7 @@ from testbed.check import casefile
 from testbed.check.evidence import parse_zoneinfo, read_evidence
 from testbed.check.verdict import Judgement, Observations, fault_windows, is_ok, judge
 from testbed.cleanup import Cleanup, check_interrupted
-from testbed.config.scenario import LoadedScenario
+from testbed.config.scenario import Deadlines, LoadedScenario
 from testbed.config.strict import to_dict
 from testbed.errors import GuestError, TestbedError
 from testbed.faults.base import FaultContext
@@ -35,6 +35,7 @@ from testbed.rundir import make_rundir
 from testbed.store import RunDir
 from testbed.tags import new_tag
 from testbed.vm import accel as accel_mod
+from testbed.vm import slowdown
 from testbed.vm.machine import VM
 
 POLL_S = 0.5
@@ -72,6 +73,7 @@ class Case:
         self.nas_ip = ""
         self.store: storage.Storage | None = None
         self.counters: dict[str, dict[str, Any]] = {}
+        self.deadlines = self.sc.deadlines  # scaled by the host's slowdown once it is known
 
     def phase(self, name: str, detail: str = "", **data: Any) -> None:
         if name != "teardown":
@@ -124,6 +126,11 @@ class Case:
         choice = accel_mod.choose(self.accel_req, client_img, say=lambda m: self.ui.note(self.case_id, m))
         self.facts["accel"] = {"accel": choice.accel, "reason": choice.reason}
         self.history.add("fact", "accel", accel=choice.accel, reason=choice.reason)
+        slow = slowdown.measure()
+        self.deadlines = scaled(sc.deadlines, slow.factor)
+        self.obs.deadlines = self.deadlines
+        self.facts["slowdown"] = {"factor": slow.factor, "measured_s": slow.measured_s, "reference_s": slow.reference_s}
+        self.history.add("fact", "slowdown", **self.facts["slowdown"], deadlines=to_dict(self.deadlines))
 
         self.phase("network", self.topo.name)
         rundir = make_rundir(self.tag, undo)
@@ -211,8 +218,36 @@ class Case:
         self.phase("workload", " ".join(argv[1:]), argv=argv)
         job = self.client.agent.start(argv, on_line=self._on_line)
         obs.pressure_start = self.history.now()
-        tl.last_progress_t = obs.pressure_start
+        tl.restart_clock(obs.pressure_start)
         self.scheduler.start()
+        while True:
+            self._until_end(job)
+            obs.pressure_end = self.history.now()
+            if obs.ended_by != "stall":
+                break
+            done = obs.progress.done
+            self._evidence()
+            # Progress is looked at again once the evidence is taken: a guest that moved meanwhile
+            # was slow, not stuck (the evidence stays in the folder, the stall is withdrawn).
+            if obs.progress.done > done and not job.done():
+                self.history.add("workload", "stall-withdrawn", progress=obs.progress.done, was=done)
+                obs.ended_by, obs.stall_since, obs.pressure_end, obs.evidence = "", None, None, None
+                self.phase("workload", "progress resumed while the evidence was taken")
+                continue
+            break
+        if obs.ended_by == "finished":
+            obs.client_answers = self.client.agent.ping(15) is not None
+            self.history.add("probe", "client-answers", ok=obs.client_answers)
+            if obs.client_answers:
+                self._counters("after")
+            else:
+                self._evidence()
+
+    def _until_end(self, job: Any) -> None:
+        """Poll until the workload ends, the client dies, progress stalls or the total deadline."""
+        assert self.client
+        sc, obs, tl = self.sc, self.obs, self.timeline
+        assert tl
         while True:
             time.sleep(POLL_S)
             check_interrupted()
@@ -237,22 +272,13 @@ class Case:
                 obs.ended_by = "client-died"
                 break
             if self._stalled(now):
-                obs.ended_by, obs.stall_since = "stall", tl.last_progress_t
-                self.history.add("workload", "stall", last_progress_t=round(tl.last_progress_t, 1), progress=obs.progress.done)
+                obs.ended_by, obs.stall_since = "stall", tl.last_activity_t
+                self.history.add("workload", "stall", last_progress_t=round(tl.last_activity_t, 1), progress=obs.progress.done,
+                                 last_workload_progress_t=round(tl.last_progress_t, 1))
                 break
-            if now - obs.pressure_start > sc.deadlines.total_s:
+            if now - obs.pressure_start > self.deadlines.total_s:
                 obs.ended_by = "total-deadline"
                 break
-        obs.pressure_end = self.history.now()
-        if obs.ended_by == "stall":
-            self._evidence()
-        elif obs.ended_by == "finished":
-            obs.client_answers = self.client.agent.ping(15) is not None
-            self.history.add("probe", "client-answers", ok=obs.client_answers)
-            if obs.client_answers:
-                self._counters("after")
-            else:
-                self._evidence()
 
     def _evidence(self) -> None:
         """Blocked tasks and memory (sysrq w, m through QMP: nothing needed from guest userspace),
@@ -282,13 +308,17 @@ class Case:
         self.history.add("probe", f"storage-counters-{when}", **self.counters[when])
 
     def _stalled(self, now: float) -> bool:
-        tl, d = self.timeline, self.sc.deadlines
+        """Progress stopped in the guest: no workload progress, no swap in or out, no writeback
+        completed for progress_s (host-side counters do not count: a NAS retransmitting into a ring
+        nobody refills keeps them rising)."""
+        tl, d = self.timeline, self.deadlines
         assert tl
-        if now - tl.last_progress_t > d.progress_s:
+        last = tl.last_activity_t
+        if now - last > d.progress_s:
             return True
         # A healed fault the client never recovers from is the seed's deadlock: judge it at recover_s.
         for w in fault_windows(self.history.events):
-            if w.end is not None and tl.last_progress_t < w.end and now - w.end > d.recover_s:
+            if w.end is not None and last < w.end and now - w.end > d.recover_s:
                 return True
         return False
 
@@ -314,6 +344,11 @@ class Case:
         path = self.dir.complete(data)
         self.ui.verdict(self.case_id, j.verdict, self.sc.expect, ok, j.reasons, str(path))
         return CaseResult(self.case_id, j.verdict, self.sc.expect, ok, str(path), data)
+
+
+def scaled(d: Deadlines, factor: float) -> Deadlines:
+    """The pressure deadlines stretched for a slower host (boot_s is the VM's own and stays)."""
+    return replace(d, progress_s=d.progress_s * factor, recover_s=d.recover_s * factor, total_s=d.total_s * factor)
 
 
 def run_case(loaded: LoadedScenario, run: RunDir, case_id: str, accel: str, ui: Ui,

@@ -97,6 +97,9 @@ def load(case_dir: Path) -> CaseFile:
         notes.append("scenario.yaml missing or no longer valid: default deadlines, no declared path processes")
     deadlines = sc.deadlines if sc else Deadlines()
     events, rows = _events(d), _rows(d)
+    slow = next((e for e in events if e.kind == "fact" and e.name == "slowdown"), None)
+    if slow and isinstance(slow.data.get("deadlines"), dict):  # as the run scaled them for its host
+        deadlines = Deadlines(**slow.data["deadlines"])
     if not rows:
         notes.append("no timeline.csv: figures and recovery times from the timeline cannot be computed")
 
@@ -105,7 +108,8 @@ def load(case_dir: Path) -> CaseFile:
 
     start_ev = first("phase", "workload")
     pressure_start = start_ev.t if start_ev else None
-    exit_ev, stall_ev, channel_ev = first("workload", "exit"), first("workload", "stall"), first("workload", "channel-closed")
+    exit_ev, channel_ev = first("workload", "exit"), first("workload", "channel-closed")
+    stall_ev = next((e for e in reversed(events) if (e.kind, e.name) == ("workload", "stall")), None)  # the last: earlier ones may be withdrawn
     answers_ev = first("probe", "client-answers")
     errors = [e for e in events if e.kind == "error" and e.name not in ("traceback", "teardown", "interrupted", "timeline-sample", "nas-probe")]
     end_ev = {"stall": stall_ev, "finished": exit_ev, "workload-failed": exit_ev, "client-died": channel_ev}.get(ended_by)

@@ -7,6 +7,7 @@ mlocked agent alive while swap I/O waits, and prints no hung-task warning. A tes
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -126,6 +127,28 @@ def _console(events: list[Event], *names: str, vm: str = "client") -> list[Event
     return [e for e in events if e.kind == "console" and e.name in names and e.data.get("vm", vm) == vm]
 
 
+def storage_device(events: list[Event]) -> str | None:
+    """The block device the case swaps or writes on (none for NFS), as its attach recorded it."""
+    attached = next((e for e in events if e.kind == "fact" and e.name == "storage-attached"), None)
+    dev = attached.data.get("device") if attached else None
+    return str(dev).rsplit("/", 1)[-1] if dev else None
+
+
+def _our_device(line: str, device: str | None) -> bool:
+    """An I/O error counts only on the case's own device; one that names no device (swap-device,
+    SIGBUS) counts. `I/O error, dev sr0` on a case swapping over NFS is not the case's."""
+    m = re.search(r"(?:dev|on device) ([A-Za-z0-9!._-]+)", line)
+    if not m:
+        return True
+    named = m.group(1).replace("!", "/").rsplit("/", 1)[-1].rstrip(",")
+    return device is not None and named.startswith(device)
+
+
+def _during(e: Event, obs: Observations) -> bool:
+    """Between the start of the workload and the end of the pressure."""
+    return (obs.pressure_start is None or e.t >= obs.pressure_start) and (obs.pressure_end is None or e.t <= obs.pressure_end + 1.0)
+
+
 def fault_windows(events: list[Event], path_down_only: bool = False) -> list[Window]:
     """Every fault's time in place (inject to heal); with `path_down_only`, only the times the NAS or
     the link was away (an outage, a cut, an expired DHCP lease), not conditions such as IPsec,
@@ -238,7 +261,8 @@ def _judge(obs: Observations) -> Judgement:
         m = p.mismatch
         return Judgement("corrupted", [f"data read back differs: page {m.get('page')} (pass {m.get('pass')}, word {m.get('word')})"],
                          {"first_bad_page": m.get("page")})
-    io = _console(ev, "swap-write-error", "swap-read-error", "io-error", "sigbus")
+    io = [e for e in _console(ev, "swap-write-error", "swap-read-error", "io-error", "sigbus")
+          if _during(e, obs) and _our_device(e.data.get("line", ""), storage_device(ev))]
     if io or obs.workload_status == -7:
         why = io[0].data.get("line", "") if io else "workload killed by SIGBUS"
         return Judgement("io-error", [f"swap or file I/O failed: {why}"])

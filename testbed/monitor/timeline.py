@@ -23,9 +23,12 @@ COLUMNS = [
     "client_wait_s", *NasProbe.COLUMNS,
     "MemFree", "MemAvailable", "SwapTotal", "SwapFree", "Dirty", "Writeback",
     "pswpin", "pswpout", "pgscan_direct", "pgscan_kswapd", "pgscan_direct_throttle", "allocstall", "oom_kill",
-    "nr_dirty", "nr_writeback", "PFMemallocDrop", "TCPMemoryPressures", "rx_bytes", "tx_bytes", "rx_drop",
+    "nr_dirty", "nr_writeback", "nr_written", "PFMemallocDrop", "TCPMemoryPressures", "rx_bytes", "tx_bytes", "rx_drop",
     "ReasmReqds", "ReasmFails", "ReasmTimeout", "FragFails", "UdpRcvbufErrors",
 ]
+
+
+ACTIVITY = ("pswpin", "pswpout", "nr_written")  # guest counters that move only when I/O completes
 
 
 def telemetry_row(tel: dict[str, Any]) -> dict[str, Any]:
@@ -35,7 +38,7 @@ def telemetry_row(tel: dict[str, Any]) -> dict[str, Any]:
     tcp = tel.get("netstat", {}).get("TcpExt", {})
     devs = {k: v for k, v in tel.get("netdev", {}).items() if k != "lo"}
     row: dict[str, Any] = {k: mem.get(k) for k in ("MemFree", "MemAvailable", "SwapTotal", "SwapFree", "Dirty", "Writeback")}
-    row.update({k: vm.get(k) for k in ("pswpin", "pswpout", "pgscan_direct", "pgscan_kswapd", "pgscan_direct_throttle", "oom_kill", "nr_dirty", "nr_writeback")})
+    row.update({k: vm.get(k) for k in ("pswpin", "pswpout", "pgscan_direct", "pgscan_kswapd", "pgscan_direct_throttle", "oom_kill", "nr_dirty", "nr_writeback", "nr_written")})
     row["allocstall"] = sum(v for k, v in vm.items() if k.startswith("allocstall"))
     row["PFMemallocDrop"] = tcp.get("PFMemallocDrop")
     row["TCPMemoryPressures"] = tcp.get("TCPMemoryPressures")
@@ -58,6 +61,7 @@ class Timeline:
         self.progress = 0
         self.total = 0
         self.last_progress_t = history.now()
+        self.last_activity_t = self.last_progress_t  # progress, swap in/out or writeback completed in the guest
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="timeline", daemon=True)
         self._file = open(path, "w", newline="")
@@ -67,7 +71,19 @@ class Timeline:
     def set_progress(self, done: int, total: int) -> None:
         if done > self.progress:
             self.last_progress_t = self.history.now()
+            self.last_activity_t = max(self.last_activity_t, self.last_progress_t)
         self.progress, self.total = done, total
+
+    def restart_clock(self, t: float) -> None:
+        """The pressure starts now: nothing before counts as progress or its absence."""
+        self.last_progress_t = self.last_activity_t = t
+
+    def _note_activity(self, row: dict[str, Any]) -> None:
+        """Swap in/out or writeback completed since the last row: the guest is moving."""
+        prev = self.rows[-1] if self.rows else None
+        if prev and any(isinstance(row.get(k), int) and isinstance(prev.get(k), int) and row[k] > prev[k]
+                        for k in ACTIVITY):
+            self.last_activity_t = max(self.last_activity_t, row["t"])
 
     def start(self) -> None:
         self._thread.start()
@@ -126,6 +142,7 @@ class Timeline:
                 self.history.add("error", "timeline-sample", message=repr(e))
                 self._stop.wait(1.0)
                 continue
+            self._note_activity(row)
             self.rows.append(row)
             self._csv.writerow({k: row.get(k) for k in COLUMNS})
             self._file.flush()

@@ -317,3 +317,16 @@ def test_a_paused_client_or_a_starved_qemu_is_unknown() -> None:
     starved = [{**r, "client_wait_s": r["t"] * 0.7} for r in rows(60, 30, cpu_per_s=0.05)]
     j = judge(obs(rows=starved, **stall))
     assert j.verdict == "unknown" and "waited for a host CPU 70%" in j.reasons[-1], j.reasons
+
+
+def test_io_errors_count_on_the_cases_device_during_the_workload_only() -> None:
+    done = dict(progress=finished(), ended_by="finished", workload_status=0, client_answers=True)
+    sr0 = Event(30.0, "console", "io-error", {"vm": "client", "line": "I/O error, dev sr0, sector 0 op 0x0:(READ)"})
+    assert judge(obs(events=[sr0], **done)).verdict == "recovered"  # NFS swap: no block device of ours
+    attached = Event(-5.0, "fact", "storage-attached", {"protocol": "iscsi", "device": "/dev/sda"})
+    sda = Event(30.0, "console", "io-error", {"vm": "client", "line": "I/O error, dev sda, sector 2048 op 0x1:(WRITE)"})
+    assert judge(obs(events=[attached, sda], **done)).verdict == "io-error"
+    early = Event(-2.0, "console", "io-error", {"vm": "client", "line": "I/O error, dev sda, sector 8 op 0x0:(READ)"})
+    assert judge(obs(events=[attached, early], **done)).verdict == "recovered"  # before the workload
+    swap = Event(30.0, "console", "swap-write-error", {"vm": "client", "line": "Write-error on swap-device (8:0:2056)"})
+    assert judge(obs(events=[swap], **done)).verdict == "io-error"
