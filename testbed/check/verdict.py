@@ -1,8 +1,15 @@
 """Judging a case: from what was observed to one verdict, the reasons that decided it, and key figures.
 
-Judged by workload progress, not liveness: a client whose NAS is frozen keeps its kernel and an
-mlocked agent alive while swap I/O waits, and prints no hung-task warning. A testbed failure is
-`unknown`, never a product verdict.
+Judged by progress in the guest, not liveness, and only on positive evidence; a testbed failure or
+a stall nothing explains is `unknown`, never a product verdict. Precedence, first match wins
+(tests/unit/check/test_precedence.py checks each row against the rows below it):
+  setup failed -> unknown | data read back differs -> corrupted | I/O error on the case's device
+  during the workload -> io-error | a fault operation failed -> unknown | a declared path process
+  OOM-killed -> oom | finished and verified -> recovered (a client that stops answering needs the
+  deadlock's evidence) | stall: client paused -> unknown, QEMU starved by the host -> unknown, NAS
+  probes say the NAS side failed -> stalled, a path-down fault in place -> stalled, reclaim spinning
+  -> livelocked, a blocked task on the memory/storage path -> deadlocked, else unknown | client
+  died -> oom (nothing to kill) or unknown | total deadline -> unknown.
 """
 
 from __future__ import annotations

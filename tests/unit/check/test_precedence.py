@@ -1,0 +1,65 @@
+"""The checker's precedence, row by row: each row's case also satisfies every lower row, so the row
+must win over all of them (a testbed failure before any product verdict; seen data before faults)."""
+
+from pathlib import Path
+
+import pytest
+
+from testbed.check.evidence import Evidence, read_evidence
+from testbed.check.verdict import Observations, judge
+from testbed.config.scenario import Deadlines
+from testbed.history import Event
+from testbed.workload import Progress
+
+REPO = Path(__file__).parents[3]
+ON_PATH = read_evidence((REPO / "tests/fixtures/sysrq/ipsec-static-swapin-6.1.txt").read_text())
+
+
+def rows(n: int, until: int, **extra) -> list[dict]:
+    return [{"t": float(t), "progress": min(t, until), "client_cpu_s": t * 0.05, "nas_status": "running",
+             "client_status": "running", "allocstall": t, "pgscan_direct": t, "pswpin": t, "pswpout": t, **extra}
+            for t in range(n)]
+
+
+def finished() -> Progress:
+    p = Progress(done=200, total=200)
+    p.finished = {"done": True, "pages": 100, "passes": 2}
+    return p
+
+
+def kill(name: str) -> Event:
+    return Event(20.0, "console", "oom-kill", {"vm": "client", "groups": ["7", name], "line": f"Killed process 7 ({name})"})
+
+
+FAILED = Event(10.0, "fault", "link:inject-failed", {"error": "no netem", "index": 0})
+SWAP_ERR = Event(20.0, "console", "swap-write-error", {"vm": "client", "line": "Write-error on swap-device (0:44:1)"})
+DOWN = Event(10.0, "fault", "nas-outage:inject", {"index": 1, "path_down": True})
+mismatch = Progress(done=10, total=200)
+mismatch.mismatch = {"page": 3, "pass": 1, "word": 0}
+stall = dict(ended_by="stall", stall_since=30.0, pressure_end=59.0)
+
+# (row, observations satisfying that row and lower ones, verdict, words in the deciding reason)
+TABLE = [
+    ("setup failed", dict(setup_error="QEMU would not start", progress=mismatch, events=[FAILED, SWAP_ERR]), "unknown", "before a verdict"),
+    ("data differs", dict(progress=mismatch, events=[FAILED, SWAP_ERR, kill("tb-work")], ended_by="workload-failed"), "corrupted", "data read back differs"),
+    ("I/O failed", dict(events=[FAILED, SWAP_ERR, kill("tb-work")], ended_by="workload-failed", workload_status=1), "io-error", "swap or file I/O failed"),
+    ("fault failed", dict(events=[FAILED, kill("tb-work"), DOWN], progress=finished(), ended_by="finished", workload_status=0), "unknown", "inject-failed"),
+    ("path process OOM-killed", dict(events=[kill("tb-work"), DOWN], progress=finished(), ended_by="finished", workload_status=0), "oom", "on the workload/storage path"),
+    ("finished and verified", dict(events=[kill("sleep")], progress=finished(), ended_by="finished", workload_status=0, client_answers=True), "recovered", "client answered"),
+    ("client paused", dict(events=[DOWN], rows=rows(60, 30, client_status="paused", nas_service=0, client_wait_s=0.0), **stall), "unknown", "client VM was paused"),
+    ("QEMU starved", dict(events=[DOWN], rows=[{**r, "client_wait_s": r["t"] * 0.8, "nas_service": 0} for r in rows(60, 30)], **stall), "unknown", "waited for a host CPU"),
+    ("NAS probes say down", dict(events=[DOWN], rows=rows(60, 30, nas_service=0, client_wait_s=0.0), **stall), "stalled", "service probe"),
+    ("path-down fault in place", dict(events=[DOWN], rows=rows(60, 30, nas_service=1, nas_agent_ms=2.0, client_wait_s=0.0), **stall), "stalled", "never healed"),
+    ("reclaim spinning", dict(rows=[{**r, "client_cpu_s": r["t"] * 0.9} for r in rows(60, 30)], **stall), "livelocked", "reclaim spinning"),
+    ("blocked on the path", dict(rows=rows(60, 30), evidence=ON_PATH, **stall), "deadlocked", "mechanism"),
+    ("stall without evidence", dict(rows=rows(60, 30), evidence=Evidence(), **stall), "unknown", "stalled without evidence"),
+    ("still progressing at the end", dict(ended_by="total-deadline"), "unknown", "raise it"),
+]
+
+
+@pytest.mark.parametrize("row,kw,verdict,words", TABLE, ids=[t[0] for t in TABLE])
+def test_precedence_row(row: str, kw: dict, verdict: str, words: str) -> None:
+    base = dict(deadlines=Deadlines(), progress=Progress(done=50, total=200), events=[], rows=rows(60, 60),
+                pressure_start=0.0, pressure_end=59.0, path_processes=("tb-work",), evidence=ON_PATH)
+    j = judge(Observations(**{**base, **kw}))
+    assert j.verdict == verdict and any(words in r for r in j.reasons), (row, j.verdict, j.reasons)
