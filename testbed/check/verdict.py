@@ -4,7 +4,8 @@ Judged by progress in the guest, not liveness, and only on positive evidence; a 
 a stall nothing explains is `unknown`, never a product verdict. Precedence, first match wins
 (tests/unit/check/test_precedence.py checks each row against the rows below it):
   setup failed -> unknown | data read back differs -> corrupted | I/O error on the case's device
-  during the workload -> io-error | a fault operation failed -> unknown | a declared path process
+  during the workload -> io-error | a fault operation failed, or its mechanism measured and not
+  seen -> unknown | a declared path process
   OOM-killed -> oom | finished and verified -> recovered (a client that stops answering needs the
   deadlock's evidence) | stall: client paused -> unknown, QEMU starved by the host -> unknown, NAS
   probes say the NAS side failed -> stalled, a path-down fault in place -> stalled, reclaim spinning
@@ -261,8 +262,9 @@ def _judge(obs: Observations) -> Judgement:
     # was taken, or a fault's teardown, says nothing about the client's state when it was judged.
     end = obs.pressure_end
     fh: FaultHistory = outcome.read(e for e in ev if end is None or e.t <= end + 1.0)
-    # What the faults measured is said even when it was measured at teardown; it decides nothing.
-    remarks = [_remark(r) for r in outcome.read(ev).remarks]
+    # What the faults measured is said even when it was measured at teardown.
+    measured = outcome.read(ev)
+    remarks = [_remark(r) for r in measured.remarks]
     p = obs.progress
     if p.mismatch:  # seen, whatever else went wrong
         m = p.mismatch
@@ -277,6 +279,11 @@ def _judge(obs: Observations) -> Judgement:
         f = fh.failures[0]
         return Judgement("unknown", remarks + [f"fault operation {f.kind}:{f.op}-failed failed: {f.error}; "
                                                "the testbed cannot say what state it left the path in"])
+    unseen = measured.unseen()
+    if unseen:  # the fault was there but what it claims to do was not seen: the case measured something else
+        u = unseen[0]
+        return Judgement("unknown", remarks + [f"fault {u.kind}: its intended mechanism was not seen ({u.text}); "
+                                               "the case did not test what its scenario claims"])
     all_kills = _console(ev, "oom-kill")
     # A kill after the case had already stalled (while evidence was taken) did not end the workload.
     stalled_at = obs.pressure_end if obs.ended_by == "stall" else None

@@ -33,6 +33,8 @@ class Remark:
     kind: str
     what: Literal["no-effect", "unmeasured", "finding", "stuck"]
     text: str
+    index: object = None
+    typed: bool = True  # from a fault that states its effect (`effect_counters`); older events did not
 
 
 @dataclass(frozen=True)
@@ -72,6 +74,12 @@ class FaultHistory:
 
     def healed(self) -> list[Window]:
         return [w for w in self.windows if w.end is not None]
+
+    def unseen(self) -> list[Remark]:
+        """Faults whose intended mechanism was measured and not seen (a guest step the client could not
+        finish counts as the fault having acted: its outcome is the client's)."""
+        stuck = {(o.kind, o.index) for o in self.outcomes if o.stuck}
+        return [r for r in self.remarks if r.what == "no-effect" and r.typed and (r.kind, r.index) not in stuck]
 
 
 def effect_of(data: dict[str, Any]) -> Effect | None:
@@ -143,17 +151,18 @@ def read(events: Iterable[Event]) -> FaultHistory:
 
 def _remarks(h: FaultHistory, o: FaultOutcome, e: Event, kind: str) -> None:
     effect = effect_of(e.data)
+    i = o.index
     if effect is not None:
         o.effect = effect
         if effect.visible is False:
-            h.remarks.append(Remark(e.t, kind, "no-effect", _counters_text(effect)))
+            h.remarks.append(Remark(e.t, kind, "no-effect", _counters_text(effect), i, "effect_counters" in e.data))
         elif effect.unmeasured:
-            h.remarks.append(Remark(e.t, kind, "unmeasured", effect.unmeasured))
+            h.remarks.append(Remark(e.t, kind, "unmeasured", effect.unmeasured, i))
     finding = e.data.get("finding")
     if finding:  # what the fault saw happen to the client
         o.findings.append(str(finding))
-        h.remarks.append(Remark(e.t, kind, "finding", str(finding)))
+        h.remarks.append(Remark(e.t, kind, "finding", str(finding), i))
     stuck = e.data.get("stuck")
     if stuck:  # a guest-side step of the fault never returned
         o.stuck.append(str(stuck))
-        h.remarks.append(Remark(e.t, kind, "stuck", str(stuck)))
+        h.remarks.append(Remark(e.t, kind, "stuck", str(stuck), i))

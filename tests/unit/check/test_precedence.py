@@ -34,6 +34,8 @@ def kill(name: str) -> Event:
 FAILED = Event(10.0, "fault", "link:inject-failed", {"error": "no netem", "index": 0})
 SWAP_ERR = Event(20.0, "console", "swap-write-error", {"vm": "client", "line": "Write-error on swap-device (0:44:1)"})
 DOWN = Event(10.0, "fault", "nas-outage:inject", {"index": 1, "path_down": True})
+UNSEEN = Event(40.0, "fault", "competing-traffic:heal", {"index": 2, "visible": False, "delta_udp_no_ports": 9000,
+                                                         "effect_counters": ["delta_udp_no_ports"]})
 mismatch = Progress(done=10, total=200)
 mismatch.mismatch = {"page": 3, "pass": 1, "word": 0}
 stall = dict(ended_by="stall", stall_since=30.0, pressure_end=59.0)
@@ -44,6 +46,7 @@ TABLE = [
     ("data differs", dict(progress=mismatch, events=[FAILED, SWAP_ERR, kill("tb-work")], ended_by="workload-failed"), "corrupted", "data read back differs"),
     ("I/O failed", dict(events=[FAILED, SWAP_ERR, kill("tb-work")], ended_by="workload-failed", workload_status=1), "io-error", "swap or file I/O failed"),
     ("fault failed", dict(events=[FAILED, kill("tb-work"), DOWN], progress=finished(), ended_by="finished", workload_status=0), "unknown", "inject-failed"),
+    ("mechanism not seen", dict(events=[UNSEEN, kill("tb-work"), DOWN], progress=finished(), ended_by="finished", workload_status=0), "unknown", "intended mechanism was not seen"),
     ("path process OOM-killed", dict(events=[kill("tb-work"), DOWN], progress=finished(), ended_by="finished", workload_status=0), "oom", "on the workload/storage path"),
     ("finished and verified", dict(events=[kill("sleep")], progress=finished(), ended_by="finished", workload_status=0, client_answers=True), "recovered", "client answered"),
     ("client paused", dict(events=[DOWN], rows=rows(60, 30, client_status="paused", nas_service=0, client_wait_s=0.0), **stall), "unknown", "client VM was paused"),

@@ -330,3 +330,15 @@ def test_io_errors_count_on_the_cases_device_during_the_workload_only() -> None:
     assert judge(obs(events=[attached, early], **done)).verdict == "recovered"  # before the workload
     swap = Event(30.0, "console", "swap-write-error", {"vm": "client", "line": "Write-error on swap-device (8:0:2056)"})
     assert judge(obs(events=[swap], **done)).verdict == "io-error"
+
+
+def test_an_unseen_mechanism_decides_only_from_the_typed_contract_and_not_when_the_client_was_stuck() -> None:
+    done = dict(progress=finished(), ended_by="finished", workload_status=0, client_answers=True)
+    legacy = Event(40.0, "fault", "ipsec:heal", {"index": 0, "visible": False, "sa_bytes_client": 0})
+    j = judge(obs(events=[legacy], **done))  # written before faults stated their effect: a reason only
+    assert j.verdict == "recovered" and any("no visible effect" in r for r in j.reasons), j.reasons
+    typed = Event(40.0, "fault", "ipsec:heal", {"index": 0, "visible": False, "sa_bytes_client": 0, "capture_esp": 0,
+                                                "effect_counters": ["sa_bytes_client", "capture_esp"]})
+    assert judge(obs(events=[typed], **done)).verdict == "unknown"
+    stuck = Event(20.0, "fault", "ipsec:inject", {"index": 0, "stuck": "swanctl --initiate: no answer"})
+    assert judge(obs(events=[stuck, typed], **done)).verdict == "recovered"
