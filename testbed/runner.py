@@ -225,14 +225,14 @@ class Case:
             obs.pressure_end = self.history.now()
             if obs.ended_by != "stall":
                 break
-            done = obs.progress.done
             self._evidence()
-            # Progress is looked at again once the evidence is taken: a guest that moved meanwhile
-            # was slow, not stuck (the evidence stays in the folder, the stall is withdrawn).
-            if obs.progress.done > done and not job.done():
-                self.history.add("workload", "stall-withdrawn", progress=obs.progress.done, was=done)
+            # The guest is looked at again once the evidence is taken: one that moved meanwhile (or
+            # finished, or died) was slow, not stuck; the stall is withdrawn and the end classified again.
+            if job.done() or not self.client.alive() or tl.last_activity_t > obs.pressure_end:
+                self.history.add("workload", "stall-withdrawn", progress=obs.progress.done,
+                                 last_activity_t=round(tl.last_activity_t, 1))
                 obs.ended_by, obs.stall_since, obs.pressure_end, obs.evidence = "", None, None, None
-                self.phase("workload", "progress resumed while the evidence was taken")
+                self.phase("workload", "the guest moved while the evidence was taken")
                 continue
             break
         if obs.ended_by == "finished":
@@ -286,17 +286,24 @@ class Case:
         assert self.client
         self.phase("evidence", "sysrq w, m via QMP")
         taken = self.history.now()
-        sysrq_dump(self.client, "wm", self.dir.path / casefile.SYSRQ, self.history)
+        dump = self.dir.path / casefile.SYSRQ
+        if dump.exists():  # from a stall that was withdrawn: kept under its time, never read as this one
+            dump.rename(dump.with_name(f"sysrq-client-withdrawn-{int(taken)}.txt"))
+        sysrq_dump(self.client, "wm", dump, self.history)
         at_stall = helpers.states(self.client, self.sc.path_processes())
         self.history.add("fact", "path-helpers-at-stall", helpers=at_stall)
-        text = (self.dir.path / casefile.SYSRQ).read_text() if (self.dir.path / casefile.SYSRQ).exists() else ""
+        text = dump.read_text() if dump.exists() else ""
+        facts = {"protocol": self.sc.storage.protocol, "helpers": at_stall if isinstance(at_stall, list) else []}
+        self.obs.facts = facts
+        if "Show Blocked State" not in text:  # sysrq w never printed: there is no evidence, not an empty one
+            self.history.add("evidence", "no-dump", reason="sysrq w printed nothing on the console")
+            return
         zoneinfo = (self.dir.path / ZONEINFO).read_text() if (self.dir.path / ZONEINFO).exists() else None
         ev = read_evidence(text, taken_t=round(taken, 3), sources=(casefile.SYSRQ, ZONEINFO), zoneinfo=zoneinfo)
-        facts = {"protocol": self.sc.storage.protocol, "helpers": at_stall if isinstance(at_stall, list) else []}
         tel = self.client.agent.fresh_telemetry()
         self.dir.write_json(casefile.EVIDENCE, {"evidence": ev.to_dict(), "facts": facts,
                                                 "telemetry": tel or "stale (the agent stopped answering)"})
-        self.obs.evidence, self.obs.facts = ev, facts
+        self.obs.evidence = ev
 
     def _counters(self, when: str) -> None:
         """The protocol's own counters; a stuck client may not answer, which is recorded, not fatal."""

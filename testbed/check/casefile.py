@@ -24,7 +24,7 @@ from testbed.workload import Progress
 WORKLOAD_LINES = "workload.jsonl"  # the workload's own output, a line each, as it printed them
 EVIDENCE = "evidence.json"  # taken at a stall: the parsed sysrq dump and the mechanism rules' facts
 SYSRQ = "sysrq-client.txt"
-FLOAT_COLS = {"t", "agent_age_s", "ping_ms", "client_cpu_s", "client_wait_s", "nas_agent_ms", "nas_connect_ms", "nas_aoe_ms"}
+FLOAT_COLS = {"t", "agent_age_s", "ping_ms", "client_cpu_s", "client_run_s", "client_wait_s", "nas_agent_ms", "nas_connect_ms", "nas_aoe_ms"}
 STR_COLS = {"phase", "client_status", "nas_status", "nas_connect_error"}
 
 
@@ -160,7 +160,7 @@ def load_evidence(d: Path, notes: list[str]) -> tuple[Evidence | None, dict[str,
     if (d / EVIDENCE).exists():
         data = json.loads((d / EVIDENCE).read_text())
         return Evidence.from_dict(data["evidence"]), dict(data.get("facts") or {})
-    if (d / SYSRQ).exists():
+    if (d / SYSRQ).exists() and "Show Blocked State" in (d / SYSRQ).read_text(errors="replace"):
         notes.append(f"no {EVIDENCE} (written since 2026-11-27): the blocked tasks parsed from {SYSRQ}")
         return read_evidence((d / SYSRQ).read_text(), sources=(SYSRQ,)), {}
     return None, {}

@@ -9,7 +9,7 @@ a stall nothing explains is `unknown`, never a product verdict. Precedence, firs
   OOM-killed -> oom | finished and verified -> recovered (a client that stops answering needs the
   deadlock's evidence) | stall: client paused -> unknown, QEMU starved by the host -> unknown, NAS
   probes say the NAS side failed -> stalled, a path-down fault in place -> stalled, reclaim spinning
-  -> livelocked, a blocked task on the memory/storage path -> deadlocked, else unknown | client
+  -> livelocked (the NAS VM not running at the end -> stalled, before it), a blocked task on the memory/storage path -> deadlocked, else unknown | client
   died -> oom (nothing to kill) or unknown | total deadline -> unknown.
 """
 
@@ -85,31 +85,46 @@ def _window(rows: list[dict[str, Any]], since: float, end: float | None) -> list
 
 
 def client_not_running(rows: list[dict[str, Any]], since: float, end: float | None) -> str | None:
-    """The client VM's QMP status, if it was not running while progress had stopped."""
-    states = {r.get("client_status") for r in _window(rows, since, end)} - {"running", "", None, "no-qmp"}
-    return ", ".join(sorted(states)) or None
+    """The client VM's QMP status, if it was still not running at the end of the stall."""
+    tail = [r.get("client_status") for r in _window(rows, since, end) if r.get("client_status")][-PROBE_TAIL:]
+    states = set(tail) - {"running", "no-qmp"}
+    return ", ".join(sorted(states)) if tail and len(states) == len(set(tail)) else None
 
 
 def host_starvation(rows: list[dict[str, Any]], since: float, end: float | None) -> float | None:
-    """Share of the stall QEMU spent waiting for a host CPU (its run-queue wait over wall time)."""
-    w = [r for r in _window(rows, since, end) if r.get("client_wait_s") is not None]
+    """Share of QEMU's runnable time spent waiting for a host CPU during the stall, when that wait
+    was real (>= 0.3 s per s) and the guest got little CPU (< 0.2 of a core); else None."""
+    w = [r for r in _window(rows, since, end) if r.get("client_wait_s") is not None and r.get("client_run_s") is not None]
     if len(w) < 2 or w[-1]["t"] <= w[0]["t"]:
         return None
-    return (w[-1]["client_wait_s"] - w[0]["client_wait_s"]) / (w[-1]["t"] - w[0]["t"])
+    dt = w[-1]["t"] - w[0]["t"]
+    wait, run = w[-1]["client_wait_s"] - w[0]["client_wait_s"], w[-1]["client_run_s"] - w[0]["client_run_s"]
+    if wait / dt < 0.3 or run / dt >= 0.2 or wait + run <= 0:
+        return None
+    return wait / (wait + run)
+
+
+def _network_answer(error: Any) -> bool:
+    """A connect that failed because of the NAS side (ECONNREFUSED, EHOSTUNREACH, a timeout), not
+    because our own probe broke."""
+    return isinstance(error, str) and (error == "timeout" or error.startswith("E"))
 
 
 def nas_trouble(rows: list[dict[str, Any]], since: float, end: float | None) -> str | None:
-    """What the independent NAS probes said at the end of the stall, if they agree the NAS side failed."""
-    tail = [r for r in _window(rows, since, end) if "nas_service" in r][-PROBE_TAIL:]
+    """What the independent NAS probes said at the end of the stall, if they agree the NAS side
+    failed. Only samples the probes finished count (`nas_probed`); a probe that did not run says
+    nothing about the NAS."""
+    tail = [r for r in _window(rows, since, end) if r.get("nas_probed") == 1][-PROBE_TAIL:]
     if len(tail) < PROBE_TAIL:
         return None
     if all(r.get("nas_service") == 0 for r in tail):
         return "the NAS's storage service was down (service probe: read back from the NAS)"
     errors = [r.get("nas_connect_error") for r in tail]
-    if all(errors) and all(r.get("nas_connect_ms") is None for r in tail):
+    if all(_network_answer(e) for e in errors) and all(r.get("nas_connect_ms") is None for r in tail):
         return f"the NAS refused or ignored connections to its service (connect probe from the switch: {errors[-1]})"
-    if all(r.get("nas_agent_ms") is None for r in tail) and all(r.get("nas_service") is None for r in tail):
-        return "the NAS answered nothing: its agent and its service read-back were silent (NAS probes)"
+    silent = all(r.get(k) is None for r in tail for k in ("nas_agent_ms", "nas_service", "nas_connect_ms", "nas_aoe_ms"))
+    if silent:
+        return "the NAS answered nothing: its agent, its service read-back and its storage port were silent (NAS probes)"
     return None
 
 
@@ -337,15 +352,15 @@ def _judge(obs: Observations) -> Judgement:
         healed = fh.healed()
         context = (f"no progress since t={since:.0f} s" + (f", {len(healed)} fault(s) healed" if healed else "")
                    + " while the NAS was healthy and the link up")
-        figures = {"client_cpu_busy": round(busy, 2) if busy is not None else None}
+        cpu_busy = {"client_cpu_busy": round(busy, 2) if busy is not None else None}
         if busy is not None and busy >= BUSY_CPU_FRACTION and reclaim_moving(obs.rows, since):
             j = Judgement("livelocked", reasons + [context, f"client CPU busy {busy:.0%} of a core with allocstall/pgscan "
-                                                   "still rising (reclaim spinning)"], figures)
+                                                   "still rising (reclaim spinning)"], cpu_busy)
             j.mechanism = name_mechanism(obs.evidence, obs.facts) if obs.evidence else None
             return j
         cpu = [f"client CPU {busy:.0%} of a core" + ("" if busy >= BUSY_CPU_FRACTION else " (waiting, not spinning)")] if busy is not None else []
         j = _blocked_on_path(obs, reasons + [context] + cpu)
-        j.figures.update(figures)
+        j.figures.update(cpu_busy)
         return j
     if obs.ended_by == "client-died":
         panic = _console(ev, "panic")

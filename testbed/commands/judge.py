@@ -11,6 +11,7 @@ from pathlib import Path
 from testbed import __version__, index
 from testbed.check import casefile
 from testbed.check.verdict import is_ok, judge
+from testbed.errors import TestbedError
 from testbed.report.runs import find_case_path, resolve_run
 from testbed.store import write_atomic
 
@@ -25,8 +26,16 @@ def case_folders(ref: str) -> list[Path]:
 
 def cmd_judge(args: argparse.Namespace) -> int:
     out = []
+    failed = 0
     for folder in case_folders(args.ref):
-        cf = casefile.load(folder)
+        try:
+            cf = casefile.load(folder)
+        except (TestbedError, OSError, ValueError, KeyError) as e:  # one damaged folder does not stop the others
+            failed += 1
+            out.append({"case": str(folder), "error": str(e)})
+            if not args.json:
+                print(f"{folder}: cannot be judged: {e}")
+            continue
         j = judge(cf.observations)
         old = cf.stored.get("verdict")
         row = {"case": str(folder), "stored": old, "verdict": j.verdict, "changed": j.verdict != old,
@@ -39,7 +48,9 @@ def cmd_judge(args: argparse.Namespace) -> int:
                    "mechanism": j.mechanism.to_dict() if j.mechanism else None,
                    "as_expected": is_ok(j.verdict, expected),
                    "rejudged": {"at": datetime.now(timezone.utc).isoformat(timespec="seconds"), "testbed": __version__,
-                                "previous": {k: cf.stored.get(k) for k in ("verdict", "reasons")}, "notes": cf.notes}}
+                                # the verdict as the run gave it, kept through later re-judgements
+                                "previous": cf.stored.get("rejudged", {}).get("previous")
+                                or {k: cf.stored.get(k) for k in ("verdict", "reasons")}, "notes": cf.notes}}
             write_atomic(folder / "verdict.json", json.dumps(new, indent=2, default=str) + "\n")
             index.add_case(folder, folder.parent.parent)
         if not args.json:
@@ -51,7 +62,7 @@ def cmd_judge(args: argparse.Namespace) -> int:
                 print(f"  judged from what the folder holds: {n}")
     if args.json:
         print(json.dumps({"cases": out}, indent=2))
-    return 0
+    return 3 if failed else 0
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:

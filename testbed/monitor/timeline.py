@@ -20,7 +20,7 @@ from testbed.vm.machine import VM
 
 COLUMNS = [
     "t", "phase", "progress", "total", "agent_age_s", "ping_ms", "client_status", "nas_status", "client_cpu_s",
-    "client_wait_s", *NasProbe.COLUMNS,
+    "client_run_s", "client_wait_s", "nas_probed", *NasProbe.COLUMNS,
     "MemFree", "MemAvailable", "SwapTotal", "SwapFree", "Dirty", "Writeback",
     "pswpin", "pswpout", "pgscan_direct", "pgscan_kswapd", "pgscan_direct_throttle", "allocstall", "oom_kill",
     "nr_dirty", "nr_writeback", "nr_written", "PFMemallocDrop", "TCPMemoryPressures", "rx_bytes", "tx_bytes", "rx_drop",
@@ -28,7 +28,9 @@ COLUMNS = [
 ]
 
 
-ACTIVITY = ("pswpin", "pswpout", "nr_written")  # guest counters that move only when I/O completes
+# Completed writeback, swap-out included (pswpin/pswpout count I/O submitted, which a guest queueing
+# to a dead server keeps doing); swap-in shows as the workload's own progress.
+ACTIVITY = ("nr_written",)
 
 
 def telemetry_row(tel: dict[str, Any]) -> dict[str, Any]:
@@ -56,12 +58,13 @@ class Timeline:
                  nas_probe: NasProbe | None = None):
         self.path, self.history, self.client, self.nas, self.pinger = path, history, client, nas, pinger
         self.nas_probe = nas_probe
+        self._probing: threading.Thread | None = None  # the NAS probes' sample in flight
         self.rows: list[dict[str, Any]] = []
         self.phase = "setup"
         self.progress = 0
         self.total = 0
         self.last_progress_t = history.now()
-        self.last_activity_t = self.last_progress_t  # progress, swap in/out or writeback completed in the guest
+        self.last_activity_t = self.last_progress_t  # workload progress or writeback completed in the guest
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="timeline", daemon=True)
         self._file = open(path, "w", newline="")
@@ -79,7 +82,7 @@ class Timeline:
         self.last_progress_t = self.last_activity_t = t
 
     def _note_activity(self, row: dict[str, Any]) -> None:
-        """Swap in/out or writeback completed since the last row: the guest is moving."""
+        """Writeback (swap-out included) completed since the last row: the guest is moving."""
         prev = self.rows[-1] if self.rows else None
         if prev and any(isinstance(row.get(k), int) and isinstance(prev.get(k), int) and row[k] > prev[k]
                         for k in ACTIVITY):
@@ -107,16 +110,21 @@ class Timeline:
         assert self.nas_probe
         try:
             out.update(self.nas_probe.sample())
+            out["nas_probed"] = 1
         except ProbeError as e:  # its own machinery broke: said once, its columns stay empty
             self.history.add("error", "nas-probe", message=str(e))
+        except Exception as e:  # a probe bug must not pass for a silent NAS: recorded, the row says "not probed"
+            self.history.add("error", "nas-probe", message=repr(e))
 
     def sample(self) -> dict[str, Any]:
         row: dict[str, Any] = {"t": round(self.history.now(), 2), "phase": self.phase,
                                "progress": self.progress, "total": self.total}
         probed: dict[str, Any] = {}
-        # The NAS probes run beside the client's ping and QMP calls, so a row stays within its second.
-        beside = threading.Thread(target=self._probe_nas, args=(probed,), daemon=True) if self.nas_probe else None
-        if beside:
+        # The NAS probes run beside the client's ping and QMP calls, so a row stays within its second;
+        # while the last sample is still in flight no other starts (the row then says "not probed").
+        beside = None
+        if self.nas_probe and not (self._probing and self._probing.is_alive()):
+            beside = self._probing = threading.Thread(target=self._probe_nas, args=(probed,), daemon=True)
             beside.start()
         agent = self.client.agent
         row["agent_age_s"] = round(time.monotonic() - agent.last_seen, 2) if agent.last_seen else None
@@ -124,13 +132,15 @@ class Timeline:
         row["client_status"] = self._status(self.client)
         row["nas_status"] = self._status(self.nas)
         row["client_cpu_s"] = round(self.client.cpu_seconds(), 2)
-        wait = self.client.runqueue_wait_s()
-        row["client_wait_s"] = round(wait, 2) if wait is not None else None
+        sched = self.client.schedstat()
+        row["client_run_s"], row["client_wait_s"] = (round(sched[0], 2), round(sched[1], 2)) if sched else (None, None)
         if agent.telemetry:
             row.update(telemetry_row(agent.telemetry))
         if beside:
             beside.join(2.0)
-            row.update({k: probed.get(k) for k in NasProbe.COLUMNS})
+        done = dict(probed) if beside and not beside.is_alive() else {}  # only a finished sample is written
+        row["nas_probed"] = done.get("nas_probed", 0) if self.nas_probe else None
+        row.update({k: done.get(k) for k in NasProbe.COLUMNS})
         return row
 
     def _run(self) -> None:

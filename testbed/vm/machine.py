@@ -124,21 +124,22 @@ class VM:
             raise GuestError(f"{self.name}: no disk with serial {serial}")
         return dev[0]
 
-    def runqueue_wait_s(self) -> float | None:
-        """Seconds QEMU's threads (vCPUs included) spent runnable but waiting for a host CPU, summed
-        from /proc/PID/task/*/schedstat: a guest starved by the host shows here, not inside."""
+    def schedstat(self) -> tuple[float, float] | None:
+        """Seconds QEMU's threads (vCPUs included) ran, and spent runnable but waiting for a host CPU,
+        summed from /proc/PID/task/*/schedstat: a guest starved by the host shows here, not inside."""
         if not self.proc:
             return None
-        total = 0
+        run = wait = 0
         try:
             for task in Path(f"/proc/{self.proc.pid}/task").iterdir():
                 try:
-                    total += int((task / "schedstat").read_text().split()[1])
+                    fields = (task / "schedstat").read_text().split()
+                    run, wait = run + int(fields[0]), wait + int(fields[1])
                 except (OSError, IndexError, ValueError):  # a thread that ended meanwhile
                     continue
         except OSError:
             return None
-        return total / 1e9
+        return run / 1e9, wait / 1e9
 
     def cpu_seconds(self) -> float:
         """QEMU's user+system CPU time: a busy guest (reclaim spinning) shows here even when it answers nothing."""

@@ -297,7 +297,8 @@ def test_busy_cpu_without_reclaim_moving_is_not_livelock() -> None:
 
 
 def probed(rows_: list[dict], **cols) -> list[dict]:
-    return [{**r, "nas_agent_ms": 3.0, "nas_service": 1, "nas_connect_ms": 1.0, "nas_connect_error": "", **cols} for r in rows_]
+    return [{**r, "nas_probed": 1, "nas_agent_ms": 3.0, "nas_service": 1, "nas_connect_ms": 1.0, "nas_connect_error": "", **cols}
+            for r in rows_]
 
 
 def test_the_service_probe_decides_a_server_side_stall() -> None:
@@ -307,6 +308,10 @@ def test_the_service_probe_decides_a_server_side_stall() -> None:
     refused = probed(rows(60, 30, cpu_per_s=0.05), nas_connect_ms=None, nas_connect_error="ECONNREFUSED")
     assert "ECONNREFUSED" in judge(obs(rows=refused, **stall)).reasons[-1]
     assert judge(obs(rows=probed(rows(60, 30, cpu_per_s=0.05)), **stall)).verdict == "deadlocked"  # healthy NAS
+    broken = probed(rows(60, 30, cpu_per_s=0.05), nas_connect_ms=None, nas_connect_error="probe broken")
+    assert judge(obs(rows=broken, **stall)).verdict == "deadlocked"  # our probe broke: says nothing of the NAS
+    unprobed = probed(rows(60, 30, cpu_per_s=0.05), nas_probed=0, nas_service=None, nas_agent_ms=None, nas_connect_ms=None)
+    assert judge(obs(rows=unprobed, **stall)).verdict == "deadlocked"  # samples the probes did not finish
 
 
 def test_a_paused_client_or_a_starved_qemu_is_unknown() -> None:
@@ -314,9 +319,13 @@ def test_a_paused_client_or_a_starved_qemu_is_unknown() -> None:
     paused = [{**r, "client_status": "paused" if r["t"] >= 30 else "running"} for r in rows(60, 30, cpu_per_s=0.05)]
     j = judge(obs(rows=paused, **stall))
     assert j.verdict == "unknown" and "client VM was paused" in j.reasons[-1], j.reasons
-    starved = [{**r, "client_wait_s": r["t"] * 0.7} for r in rows(60, 30, cpu_per_s=0.05)]
+    starved = [{**r, "client_wait_s": r["t"] * 0.7, "client_run_s": r["t"] * 0.1} for r in rows(60, 30, cpu_per_s=0.05)]
     j = judge(obs(rows=starved, **stall))
-    assert j.verdict == "unknown" and "waited for a host CPU 70%" in j.reasons[-1], j.reasons
+    assert j.verdict == "unknown" and "waited for a host CPU 88%" in j.reasons[-1], j.reasons
+    busy = [{**r, "client_wait_s": r["t"] * 0.7, "client_run_s": r["t"] * 0.5} for r in rows(60, 30, cpu_per_s=0.05)]
+    assert judge(obs(rows=busy, **stall)).verdict == "deadlocked"  # it had half a core: not starved
+    resumed = [{**r, "client_status": "paused" if 30 <= r["t"] < 40 else "running"} for r in rows(60, 30, cpu_per_s=0.05)]
+    assert judge(obs(rows=resumed, **stall)).verdict == "deadlocked"  # paused a while, then stuck by itself
 
 
 def test_io_errors_count_on_the_cases_device_during_the_workload_only() -> None:
