@@ -128,6 +128,24 @@ def nas_trouble(rows: list[dict[str, Any]], since: float, end: float | None) -> 
     return None
 
 
+def nas_health(rows: list[dict[str, Any]], since: float, end: float | None) -> str:
+    """What says the NAS side was fine during the stall: its probes where they ran, else its QMP status."""
+    probed = [r for r in _window(rows, since, end) if r.get("nas_probed") == 1]
+    if probed:
+        ok = sum(1 for r in probed if r.get("nas_service") == 1 or r.get("nas_connect_ms") is not None)
+        return f"NAS probes: service or port answered in {ok} of {len(probed)} samples; no path-down fault in place"
+    return "NAS VM running by QMP, no NAS probes in this case; no path-down fault in place"
+
+
+def nas_console(events: list[Event]) -> list[str]:
+    """The NAS's own console findings (reported; the NAS probes decide whether the NAS side failed)."""
+    seen = {}
+    for e in events:
+        if e.kind == "console" and e.data.get("vm") == "nas" and e.name not in seen:
+            seen[e.name] = e
+    return [f"the NAS's console at t={e.t:.0f} s: {e.name}: {str(e.data.get('line', ''))[:160]}" for e in seen.values()]
+
+
 def _blocked_on_path(obs: Observations, context: list[str]) -> Judgement:
     """deadlocked only with a blocked task on the memory/storage path in the evidence; else unknown."""
     ev = obs.evidence
@@ -311,7 +329,7 @@ def _judge(obs: Observations) -> Judgement:
     reasons = []
     if late:
         reasons.append(f"after the stall, the OOM killer killed {', '.join(late)}")
-    reasons += remarks
+    reasons += remarks + nas_console(ev)
     if victims:
         reasons.append(f"the OOM killer killed {', '.join(victims)} (not on the storage path)")
     windows = fh.windows
@@ -351,7 +369,7 @@ def _judge(obs: Observations) -> Judgement:
         busy = cpu_busy_fraction(obs.rows, since)
         healed = fh.healed()
         context = (f"no progress since t={since:.0f} s" + (f", {len(healed)} fault(s) healed" if healed else "")
-                   + " while the NAS was healthy and the link up")
+                   + f" while the NAS was healthy and the link up ({nas_health(obs.rows, since, obs.pressure_end)})")
         cpu_busy = {"client_cpu_busy": round(busy, 2) if busy is not None else None}
         if busy is not None and busy >= BUSY_CPU_FRACTION and reclaim_moving(obs.rows, since):
             j = Judgement("livelocked", reasons + [context, f"client CPU busy {busy:.0%} of a core with allocstall/pgscan "

@@ -149,7 +149,7 @@ class Link(BaseFault):
             self.mechanism = self._delay(ctx, tap)
             self.rtt_during = ping_times(net.netns, self.target, PINGS, self._ping_timeout())
             facts = {"rtt_before_ms": _median(self.rtt_before), "rtt_at_inject_ms": _median(self.rtt_during)}
-        return Step({"mode": s.mode, "node": s.node, "mechanism": self.mechanism, **facts}, path_down=s.mode == "cut")
+        return Step({"mode": s.mode, "node": s.node, "mechanism": self.mechanism, **facts}, path_down=s.mode == "cut" or (s.mode == "loss" and s.loss_pct >= 100))  # all lost: the path is down
 
     def _directions(self) -> int:
         return 2 if self.where == "nas" else 1

@@ -351,3 +351,12 @@ def test_an_unseen_mechanism_decides_only_from_the_typed_contract_and_not_when_t
     assert judge(obs(events=[typed], **done)).verdict == "unknown"
     stuck = Event(20.0, "fault", "ipsec:inject", {"index": 0, "stuck": "swanctl --initiate: no answer"})
     assert judge(obs(events=[stuck, typed], **done)).verdict == "recovered"
+
+
+def test_the_nas_console_is_reported_and_healthy_is_said_from_what_was_checked() -> None:
+    nas_oom = Event(25.0, "console", "oom-kill", {"vm": "nas", "line": "Out of memory: Killed process 88 (rpc.mountd)",
+                                                  "groups": ["88", "rpc.mountd"]})
+    j = judge(obs(ended_by="stall", stall_since=30.0, events=[nas_oom], rows=probed(rows(60, 30, cpu_per_s=0.05))))
+    assert j.verdict == "deadlocked", j.reasons  # the NAS's own trouble is reported, not the client's verdict
+    assert any(r.startswith("the NAS's console at t=25 s: oom-kill") for r in j.reasons), j.reasons
+    assert any("NAS probes: service or port answered in" in r for r in j.reasons), j.reasons

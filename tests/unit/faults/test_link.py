@@ -217,3 +217,12 @@ def test_cut_that_did_not_cut_is_not_seen(monkeypatch) -> None:
     net.to_node += 196  # our echo requests crossed
     rec = f.heal(ctx).record()
     assert rec["visible"] is False and rec["bytes_to_node_during_cut"] == 196
+
+
+def test_total_loss_takes_the_path_down(monkeypatch) -> None:
+    ran: list[list[str]] = []
+    monkeypatch.setattr(link.proc, "run", lambda argv, **kw: ran.append(argv))
+    for pct, down in ((100.0, True), (30.0, False)):
+        step = Link(LinkSpec(kind="link", at_s=0, mode="loss", loss_pct=pct)).inject(context(Net(False), None))
+        assert step.path_down is down and "numgen" in step.facts["mechanism"]
+    assert all(a[-3:] == ["nft", "-f", "-"] for a in ran)
