@@ -43,6 +43,11 @@ class FaultSpec:
     def check_storage(self, storage: Storage, source: str, path: str) -> None:
         """ConfigError (at `path`.kind) when this fault cannot act on this protocol."""
 
+    def check_node_has_nas(self, node: str, storage: Storage, source: str, path: str) -> None:
+        """For a fault on a node's link: the NAS's link exists only where the storage has a NAS."""
+        if node != "client" and not storage.needs_nas:
+            raise ConfigError(source, f"{path}.kind", f"{self.kind} needs a NAS (storage.protocol is {storage.name})")
+
     def path_processes(self) -> tuple[str, ...]:
         """Client processes this fault puts on the storage path, by the name the kernel shows."""
         return ()

@@ -114,8 +114,7 @@ class LinkSpec(FaultSpec):
             raise ConfigError(source, f"{path}.delay_ms", "delay and jitter must be >= 0")
 
     def check_storage(self, storage: Storage, source: str, path: str) -> None:
-        if self.node != "client" and not storage.needs_nas:
-            raise ConfigError(source, f"{path}.kind", f"link needs a NAS (storage.protocol is {storage.name})")
+        self.check_node_has_nas(self.node, storage, source, path)
 
 
 class Link(BaseFault):

@@ -30,8 +30,7 @@ class LinkFlapSpec(FaultSpec):
                 raise ConfigError(source, f"{path}.{name}", "must be at least 0.5 s (the tap is set by netlink from the host)")
 
     def check_storage(self, storage: Storage, source: str, path: str) -> None:
-        if self.node != "client" and not storage.needs_nas:
-            raise ConfigError(source, f"{path}.kind", f"link-flap needs a NAS (storage.protocol is {storage.name})")
+        self.check_node_has_nas(self.node, storage, source, path)
 
 
 class LinkFlap(BaseFault):
