@@ -64,6 +64,13 @@ def observations_from_folder(case_dir):  # type: ignore[no-untyped-def]
 
     import yaml
 
+    try:  # since `testbed judge`, the product reads a case folder itself (evidence.json included)
+        from testbed.check import casefile
+    except ImportError:
+        casefile = None
+    if casefile is not None:
+        return casefile.load(Path(case_dir)).observations
+
     from testbed.check.verdict import Observations
     from testbed.config.scenario import Deadlines
     from testbed.history import Event
