@@ -9,7 +9,7 @@ import sys
 from rich.console import Console
 from rich.table import Table
 
-from testbed.report.runs import pivot
+from testbed.report.runs import agreement_line, pivot_table, rate_pivot
 
 
 def err(msg: str) -> None:
@@ -31,10 +31,21 @@ def exit_for(results: list) -> int:
 
 
 def print_pivot(cases: list, rows: str, cols: str) -> None:
-    header, body = pivot(cases, rows, cols)
-    t = Table(title="verdicts (median time to recover)")
+    """The pivot of rates per cell (runs.cell_text), the run's repeat agreement, and how to read them."""
+    rp = rate_pivot(cases, rows, cols)
+    header, body = pivot_table(rp)
+    t = Table(title="verdicts and failure rates per cell", show_lines=True)
     for h in header:
-        t.add_column(h)
+        t.add_column(h, overflow="fold")
     for line in body:
         t.add_row(*line)
     Console(width=160, highlight=False).print(t)
+    print("fail k/n: judged runs whose verdict is not the case's expect (default recovered), the rate "
+          "[95% Wilson interval]; FLAKY: both outcomes occurred")
+    print("unknown: a testbed failure, counted apart and never in n; ttr: time to recover (median, p90); "
+          "mech: mechanisms seen")
+    print(agreement_line(rp.agree, rp.multi))
+    merged = sum(1 for n in rp.configs.values() if n > 1)
+    if merged:
+        print(f"{merged} pivot cell(s) hold several cells (other axis values or scenarios than --rows/--cols "
+              "tell apart): their rates mix configurations")
