@@ -3,13 +3,21 @@
 Expansion is deterministic (axes in file order, values in list order), and every case gets a
 stable readable id such as `iscsi-mtu9000-mem96-anon-r2`. A case that makes the scenario invalid is
 an error naming the matrix file, the case, and the axis values that made it.
+
+A cell is one assignment of the axes; its cases differ only by their repeat index (`-r<N>`).
+`Matrix.case(cell, r)` makes any repeat of a cell, so an adaptive run (`--until-ci`) can add repeats
+with ids that continue the numbering.
+
+A sysctl is an axis by its dotted name under `client.sysctl.`, e.g. `client.sysctl.vm.min_free_kbytes`
+(the name itself has dots, so it is one key of the client's `sysctl` mapping, not a path further
+down); the value `default` leaves the sysctl unset, i.e. at the kernel's own value.
 """
 
 from __future__ import annotations
 
 import itertools
 import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -25,7 +33,11 @@ LABELS = {
     "client.mem_mb": "mem{}",
     "storage.nfs.version": "nfs{}",
     "client.vcpus": "cpu{}",
+    "client.sysctl.vm.min_free_kbytes": "minfree{}",
 }
+
+SYSCTL_AXIS = "client.sysctl."
+SYSCTL_DEFAULT = "default"  # a sysctl axis value: leave the sysctl at the kernel's own value
 
 
 @dataclass(frozen=True)
@@ -60,6 +72,7 @@ class MatrixCase:
     assignments: dict[str, Any]
     repeat_index: int
     loaded: LoadedScenario
+    cell: int = 0  # index of its cell (its assignments) in Matrix.cells
 
     @property
     def axes_label(self) -> str:
@@ -67,10 +80,51 @@ class MatrixCase:
 
 
 @dataclass(frozen=True)
+class Cell:
+    """One assignment of the axes: the cases that differ only by their repeat index."""
+
+    assignments: dict[str, Any]
+    stem: str  # the case id without its repeat suffix
+    dup: int = 1  # >1: an earlier cell has the same stem; the ids then end in -<dup>
+
+    @property
+    def label(self) -> str:
+        return ", ".join(f"{k}={v}" for k, v in self.assignments.items()) or "the base scenario"
+
+    def case_id(self, r: int, suffixed: bool) -> str:
+        cid = f"{self.stem}-r{r}" if suffixed else self.stem
+        return f"{cid}-{self.dup}" if self.dup > 1 else cid
+
+
+@dataclass(frozen=True)
 class Matrix:
     spec: MatrixSpec
     path: Path
     cases: tuple[MatrixCase, ...]
+    cells: tuple[Cell, ...] = ()
+    base_data: dict[str, Any] = field(default_factory=dict)
+    base_path: Path | None = None
+    suffixed: bool = False  # case ids end in -r<N> (a repeat, or a --max-repeat, above 1)
+    fixed: dict[str, Any] = field(default_factory=dict)  # assignments every case gets but that are not axes (--set)
+
+    @property
+    def repeat(self) -> int:
+        """Repeats per cell in `cases` (the file's `repeat:` or its override)."""
+        return max((c.repeat_index for c in self.cases), default=1)
+
+    def case(self, cell: int, r: int) -> MatrixCase:
+        """Repeat r of a cell, built and checked like the cases of the file (any r: adaptive runs add repeats)."""
+        c = self.cells[cell]
+        cid = c.case_id(r, self.suffixed)
+        source = str(self.path)
+        where = f"{source}: case {cid} ({c.label})"
+        try:
+            named = {**self.base_data, "name": cid}
+            loaded = build_scenario(named, self.base_path or self.path, where,
+                                    scenario_assignments(self.base_data, {**self.fixed, **c.assignments}, where))
+        except ConfigError as e:
+            raise ConfigError(where, e.field, e.message) from None
+        return MatrixCase(cid, c.assignments, r, loaded, cell)
 
 
 def _label(axis: str, value: Any) -> str:
@@ -92,6 +146,33 @@ def case_id(assignments: dict[str, Any], axes: list[str], base_name: str, repeat
     return f"{cid}-r{repeat_index}" if repeat > 1 else cid
 
 
+def scenario_assignments(base: dict[str, Any], assignments: dict[str, Any], source: str = "") -> dict[str, Any]:
+    """Axis assignments as build_scenario takes them: `client.sysctl.<name>` axes (the name has dots)
+    are folded into one `client.sysctl` mapping, on top of the base's sysctls (and of a `client.sysctl`
+    axis, if any); the value `default` removes the name, leaving the kernel's own value."""
+    names = {k[len(SYSCTL_AXIS):]: v for k, v in assignments.items() if k.startswith(SYSCTL_AXIS)}
+    if not names:
+        return dict(assignments)
+    out = {k: v for k, v in assignments.items() if not k.startswith(SYSCTL_AXIS)}
+    client = base.get("client") if isinstance(base.get("client"), dict) else {}
+    sysctl = out.get("client.sysctl", client.get("sysctl"))
+    if sysctl is None:
+        sysctl = {}
+    if not isinstance(sysctl, dict):
+        raise ConfigError(source, "client.sysctl", "must be a mapping of sysctl names to values")
+    sysctl = dict(sysctl)
+    for name, value in names.items():
+        if value == SYSCTL_DEFAULT:
+            sysctl.pop(name, None)
+        elif isinstance(value, (dict, list)) or value is None:
+            raise ConfigError(source, f"{SYSCTL_AXIS}{name}",
+                              f"must be a plain value or {SYSCTL_DEFAULT!r}, not {value!r}")
+        else:
+            sysctl[name] = value
+    out["client.sysctl"] = sysctl
+    return out
+
+
 def expand_assignments(spec: MatrixSpec) -> list[dict[str, Any]]:
     axes = list(spec.axes)
     combos = [dict(zip(axes, values)) for values in itertools.product(*(spec.axes[a] for a in axes))] if axes else [{}]
@@ -99,39 +180,63 @@ def expand_assignments(spec: MatrixSpec) -> list[dict[str, Any]]:
     return kept + [dict(inc) for inc in spec.include]
 
 
-def load_matrix(path: Path) -> Matrix:
-    data = load_yaml(path)
-    source = str(path)
-    spec = from_dict(MatrixSpec, data, source)
-    if isinstance(spec.base, str):
-        base_path = (path.parent / spec.base).resolve()
+def load_base(path: Path, base: Any) -> tuple[Path, dict[str, Any], str]:
+    """A matrix's base scenario: (its path, its parsed data, its name)."""
+    if isinstance(base, str):
+        base_path = (path.parent / base).resolve()
         if not base_path.exists():
-            raise ConfigError(source, "base", f"no scenario at {base_path}")
+            raise ConfigError(str(path), "base", f"no scenario at {base_path}")
         base_data = load_yaml(base_path)
         if not isinstance(base_data, dict):
             raise ConfigError(str(base_path), "(top)", "a scenario must be a mapping")
     else:
-        base_path, base_data = path, dict(spec.base)
-    base_name = str(base_data.get("name", path.stem))
-    cases: list[MatrixCase] = []
+        base_path, base_data = path, dict(base)
+    return base_path, base_data, str(base_data.get("name", path.stem))
+
+
+def make_cells(assignments: list[dict[str, Any]], axes: list[str], base_name: str) -> tuple[Cell, ...]:
+    """Cells with their id stems; cells whose labels collide are told apart by a -<k> at the end."""
     seen: dict[str, int] = {}
-    for assignments in expand_assignments(spec):
-        for r in range(1, spec.repeat + 1):
-            cid = case_id(assignments, list(spec.axes), base_name, r, spec.repeat)
-            if cid in seen:
-                seen[cid] += 1
-                cid = f"{cid}-{seen[cid]}"
-            else:
-                seen[cid] = 1
-            label = ", ".join(f"{k}={v}" for k, v in assignments.items()) or "the base scenario"
-            where = f"{source}: case {cid} ({label})"
-            try:
-                named = {**base_data, "name": cid}
-                loaded = build_scenario(named, base_path, where, assignments)
-            except ConfigError as e:
-                raise ConfigError(where, e.field, e.message) from None
-            cases.append(MatrixCase(cid, assignments, r, loaded))
-    return Matrix(spec, path, tuple(cases))
+    cells = []
+    for a in assignments:
+        stem = case_id(a, axes, base_name, 0, 1)
+        seen[stem] = seen.get(stem, 0) + 1
+        cells.append(Cell(a, stem, seen[stem]))
+    return tuple(cells)
+
+
+def load_matrix(path: Path, repeat: int | None = None, max_repeat: int | None = None) -> Matrix:
+    """The matrix file's cases. `repeat` overrides the file's `repeat:`; `max_repeat` (an adaptive run's
+    cap) only makes the ids carry -r<N> when the file alone would not (repeats are added later)."""
+    data = load_yaml(path)
+    source = str(path)
+    spec = from_dict(MatrixSpec, data, source)
+    if repeat is not None:
+        if repeat < 1:
+            raise ConfigError(source, "repeat", f"--repeat {repeat}: must be at least 1")
+        spec = replace(spec, repeat=repeat)
+    base_path, base_data, base_name = load_base(path, spec.base)
+    cells = make_cells(expand_assignments(spec), list(spec.axes), base_name)
+    suffixed = max(spec.repeat, max_repeat or 1) > 1
+    m = Matrix(spec, path, (), cells, base_data, base_path, suffixed)
+    cases = [m.case(i, r) for i in range(len(cells)) for r in range(1, spec.repeat + 1)]
+    return replace(m, cases=tuple(cases))
+
+
+def axis_matrix(path: Path, axis: str, values: list[Any], repeat: int, fixed: dict[str, Any] | None = None) -> Matrix:
+    """A scenario file with one axis, a cell per value, built on demand (`Matrix.case`; `cases` is empty):
+    `testbed search`'s probes. Ids as a matrix's (`mem104-r2`), a value's dot as `p` (`loss0p5-r1`)."""
+    data = load_yaml(path)
+    if not isinstance(data, dict):
+        raise ConfigError(str(path), "(top)", "a scenario must be a mapping")
+    name = str(data.get("name", path.stem))
+    spec = MatrixSpec(name=name, base=str(path), axes={axis: tuple(values)}, repeat=repeat)
+
+    def stem(v: Any) -> str:
+        return case_id({axis: str(v).replace(".", "p") if isinstance(v, float) else v}, [axis], name, 0, 1)
+
+    cells = tuple(Cell({axis: v}, stem(v)) for v in values)
+    return Matrix(spec, path, (), cells, data, path.resolve(), repeat > 1, dict(fixed or {}))
 
 
 def is_matrix_file(path: Path) -> bool:
