@@ -146,6 +146,24 @@ def nas_console(events: list[Event]) -> list[str]:
     return [f"the NAS's console at t={e.t:.0f} s: {e.name}: {str(e.data.get('line', ''))[:160]}" for e in seen.values()]
 
 
+def oom_context(obs: Observations, fh: FaultHistory, t: float) -> list[str]:
+    """What the path and memory were when the OOM killer struck: the NAS side's state by its probes,
+    a path-down fault in place, and the memory under writeback, which reclaim cannot free until the
+    storage answers. Said beside the verdict, never instead of it."""
+    out = []
+    trouble = nas_trouble(obs.rows, t - 30.0, t - 1.0)
+    if trouble:
+        out.append(f"at the kill (t={t:.0f} s) {trouble}")
+    down = sorted({w.kind for w in fh.path_down if w.start <= t and (w.end is None or w.end >= t)})
+    if down:
+        out.append(f"at the kill a fault ({', '.join(down)}) had the NAS or link down")
+    before = [r for r in obs.rows if r["t"] < t and r.get("Writeback") is not None]
+    if before and before[-1]["Writeback"]:
+        r = before[-1]
+        out.append(f"{r['Writeback']} kB under writeback at t={r['t']:.0f} s, the last sample before the kill")
+    return out
+
+
 def _blocked_on_path(obs: Observations, context: list[str]) -> Judgement:
     """deadlocked only with a blocked task on the memory/storage path in the evidence; else unknown."""
     ev = obs.evidence
@@ -325,7 +343,9 @@ def _judge(obs: Observations) -> Judgement:
     victims = [k.data.get("groups", ["", ""])[1] for k in kills]
     on_path = [v for v in victims if any(v.startswith(s) for s in obs.path_processes)]
     if on_path:
-        return Judgement("oom", [f"the OOM killer killed {', '.join(on_path)} (on the workload/storage path)"])
+        first = next(k for k in kills if k.data.get("groups", ["", ""])[1] in on_path)
+        return Judgement("oom", [f"the OOM killer killed {', '.join(on_path)} (on the workload/storage path)",
+                                 *oom_context(obs, fh, first.t)])
     reasons = []
     if late:
         reasons.append(f"after the stall, the OOM killer killed {', '.join(late)}")

@@ -56,6 +56,38 @@ def set_path(data: Any, parts: list[str], value: Any, source: str, label: str) -
     set_path(data[head], rest, value, source, label)
 
 
+SYSCTL_AXIS = "client.sysctl."
+SYSCTL_DEFAULT = "default"  # a sysctl's value `default`: leave it at the kernel's own value
+
+
+def fold_sysctls(base: dict[str, Any], assignments: dict[str, Any], source: str = "") -> dict[str, Any]:
+    """`client.sysctl.<name>` assignments (from `--set` or a matrix axis; the name has dots, so it
+    is one key of the client's `sysctl` mapping, not a path further down) folded into one
+    `client.sysctl` mapping, on top of the base's sysctls (and of a `client.sysctl` assignment, if
+    any); the value `default` removes the name, leaving the kernel's own value."""
+    names = {k[len(SYSCTL_AXIS):]: v for k, v in assignments.items() if k.startswith(SYSCTL_AXIS)}
+    if not names:
+        return dict(assignments)
+    out = {k: v for k, v in assignments.items() if not k.startswith(SYSCTL_AXIS)}
+    client = base.get("client") if isinstance(base.get("client"), dict) else {}
+    sysctl = out.get("client.sysctl", client.get("sysctl"))
+    if sysctl is None:
+        sysctl = {}
+    if not isinstance(sysctl, dict):
+        raise ConfigError(source, "client.sysctl", "must be a mapping of sysctl names to values")
+    sysctl = dict(sysctl)
+    for name, value in names.items():
+        if value == SYSCTL_DEFAULT:
+            sysctl.pop(name, None)
+        elif isinstance(value, (dict, list)) or value is None:
+            raise ConfigError(source, f"{SYSCTL_AXIS}{name}",
+                              f"must be a plain value or {SYSCTL_DEFAULT!r}, not {value!r}")
+        else:
+            sysctl[name] = value
+    out["client.sysctl"] = sysctl
+    return out
+
+
 def apply_assignments(data: dict[str, Any], assignments: dict[str, Any], source: str) -> dict[str, Any]:
     out = copy.deepcopy(data)
     for key, value in assignments.items():

@@ -8,9 +8,9 @@ A cell is one assignment of the axes; its cases differ only by their repeat inde
 `Matrix.case(cell, r)` makes any repeat of a cell, so an adaptive run (`--until-ci`) can add repeats
 with ids that continue the numbering.
 
-A sysctl is an axis by its dotted name under `client.sysctl.`, e.g. `client.sysctl.vm.min_free_kbytes`
-(the name itself has dots, so it is one key of the client's `sysctl` mapping, not a path further
-down); the value `default` leaves the sysctl unset, i.e. at the kernel's own value.
+A sysctl is an axis by its dotted name under `client.sysctl.`, e.g. `client.sysctl.vm.min_free_kbytes`;
+the value `default` leaves the sysctl unset, i.e. at the kernel's own value (testbed/config/assign.py
+folds such names, for axes and `--set` alike).
 """
 
 from __future__ import annotations
@@ -35,10 +35,6 @@ LABELS = {
     "client.vcpus": "cpu{}",
     "client.sysctl.vm.min_free_kbytes": "minfree{}",
 }
-
-SYSCTL_AXIS = "client.sysctl."
-SYSCTL_DEFAULT = "default"  # a sysctl axis value: leave the sysctl at the kernel's own value
-
 
 @dataclass(frozen=True)
 class MatrixSpec:
@@ -121,7 +117,7 @@ class Matrix:
         try:
             named = {**self.base_data, "name": cid}
             loaded = build_scenario(named, self.base_path or self.path, where,
-                                    scenario_assignments(self.base_data, {**self.fixed, **c.assignments}, where))
+                                    {**self.fixed, **c.assignments})
         except ConfigError as e:
             raise ConfigError(where, e.field, e.message) from None
         return MatrixCase(cid, c.assignments, r, loaded, cell)
@@ -144,33 +140,6 @@ def case_id(assignments: dict[str, Any], axes: list[str], base_name: str, repeat
     parts += [_label(k, v) for k, v in assignments.items() if k not in axes]
     cid = "-".join(p for p in parts if p) or base_name
     return f"{cid}-r{repeat_index}" if repeat > 1 else cid
-
-
-def scenario_assignments(base: dict[str, Any], assignments: dict[str, Any], source: str = "") -> dict[str, Any]:
-    """Axis assignments as build_scenario takes them: `client.sysctl.<name>` axes (the name has dots)
-    are folded into one `client.sysctl` mapping, on top of the base's sysctls (and of a `client.sysctl`
-    axis, if any); the value `default` removes the name, leaving the kernel's own value."""
-    names = {k[len(SYSCTL_AXIS):]: v for k, v in assignments.items() if k.startswith(SYSCTL_AXIS)}
-    if not names:
-        return dict(assignments)
-    out = {k: v for k, v in assignments.items() if not k.startswith(SYSCTL_AXIS)}
-    client = base.get("client") if isinstance(base.get("client"), dict) else {}
-    sysctl = out.get("client.sysctl", client.get("sysctl"))
-    if sysctl is None:
-        sysctl = {}
-    if not isinstance(sysctl, dict):
-        raise ConfigError(source, "client.sysctl", "must be a mapping of sysctl names to values")
-    sysctl = dict(sysctl)
-    for name, value in names.items():
-        if value == SYSCTL_DEFAULT:
-            sysctl.pop(name, None)
-        elif isinstance(value, (dict, list)) or value is None:
-            raise ConfigError(source, f"{SYSCTL_AXIS}{name}",
-                              f"must be a plain value or {SYSCTL_DEFAULT!r}, not {value!r}")
-        else:
-            sysctl[name] = value
-    out["client.sysctl"] = sysctl
-    return out
 
 
 def expand_assignments(spec: MatrixSpec) -> list[dict[str, Any]]:

@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Annotated, Any, Literal
 
 from testbed import faults
-from testbed.config.assign import apply_assignments, parse_overrides
+from testbed.config.assign import apply_assignments, fold_sysctls, parse_overrides
 from testbed.config.strict import Parse, from_dict, load_yaml
 from testbed.config.topology import Topology, load_topology, topology_path
 from testbed.errors import ConfigError
@@ -166,7 +166,7 @@ def build_scenario(data: dict[str, Any], path: Path, source: str, assignments: d
     assignments = assignments or {}
     scen_set = {k: v for k, v in assignments.items() if not k.startswith("topology.")}
     topo_set = {k[len("topology."):]: v for k, v in assignments.items() if k.startswith("topology.")}
-    data = apply_assignments(data, scen_set, source)
+    data = apply_assignments(data, fold_sysctls(data, scen_set, source), source)
     data.pop("path", None)
     scenario = from_dict(Scenario, {**data, "path": str(path)}, source)
     tpath = topology_path(scenario.topology, path.parent)

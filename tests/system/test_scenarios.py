@@ -46,10 +46,8 @@ def test_nfs_swap_judged(version: str, results: dict[str, str]) -> None:
 
 
 def test_controls(results: dict[str, str]) -> None:
-    # nas-service-down is not here: it gave `oom` (tb-work killed while nfsd was stopped) in 1 of 2 runs,
-    # so it runs in the slow suite (test_nas_service_down_control) and its rate is in the README.
     files = ["scenarios/controls/local-swap.yaml", "scenarios/controls/nas-frozen.yaml", "scenarios/controls/nas-frozen-60s.yaml",
-             "scenarios/controls/client-frozen.yaml"]
+             "scenarios/controls/client-frozen.yaml", "scenarios/controls/nas-service-down.yaml"]
     cp = cli("run", *files, "--json", env=results)
     assert cp.stdout, cp.stderr[-3000:]
     cases = {c["scenario"]: c for c in json.loads(cp.stdout)["cases"]}
@@ -61,20 +59,13 @@ def test_controls(results: dict[str, str]) -> None:
     assert paused["verdict"] == "unknown" and "client VM was paused" in paused["reasons"][-1], paused["reasons"]
     dump = Path(json.loads(cp.stdout)["path"]) / "control-nas-frozen" / "sysrq-client.txt"
     assert "Show Blocked State" in dump.read_text()
+    down = cases["control-nas-service-down"]
+    assert down["verdict"] == "stalled" and "service probe" in down["reasons"][-1], down["reasons"]
     thawed = cases["control-nas-frozen-60s"]
     assert thawed["figures"]["time_to_recover_s"] is not None, thawed["reasons"]
     # Every control gives exactly its `expect:` (recovered when it names none), so the exit status is 0.
     assert all(c["as_expected"] for c in cases.values()), {n: (c["verdict"], c["expected"]) for n, c in cases.items()}
     assert cp.returncode == 0
-
-
-@pytest.mark.slow
-def test_nas_service_down_control(results: dict[str, str]) -> None:
-    """nfsd stopped for good with the NAS up: stalled, decided by the service probe (not reliable yet: see README)."""
-    cp = cli("run", "scenarios/controls/nas-service-down.yaml", "--json", env=results)
-    assert cp.stdout, cp.stderr[-3000:]
-    down = json.loads(cp.stdout)["cases"][0]
-    assert down["verdict"] == "stalled" and "service probe" in down["reasons"][-1], down["reasons"]
 
 
 @pytest.mark.parametrize("scenario,mark", [

@@ -67,3 +67,20 @@ def test_precedence_row(row: str, kw: dict, verdict: str, words: str) -> None:
                 pressure_start=0.0, pressure_end=59.0, path_processes=("tb-work",), evidence=ON_PATH)
     j = judge(Observations(**{**base, **kw}))
     assert j.verdict == verdict and any(words in r for r in j.reasons), (row, j.verdict, j.reasons)
+
+
+def test_oom_reasons_say_what_the_path_and_memory_were_at_the_kill() -> None:
+    """An OOM kill stays `oom`; beside it, the NAS probes and a path-down fault at the kill, and the
+    memory under writeback just before it (what reclaim could not free)."""
+    probed = rows(60, 60, nas_probed=1, nas_service=0, Writeback=28800)
+    j = judge(Observations(deadlines=Deadlines(), progress=Progress(done=50, total=200), events=[DOWN, kill("tb-work")],
+                           rows=probed, ended_by="workload-failed", workload_status=137, path_processes=("tb-work",)))
+    assert j.verdict == "oom", j.reasons
+    assert any("at the kill (t=20 s) the NAS's storage service was down" in r for r in j.reasons), j.reasons
+    assert any("fault (nas-outage) had the NAS or link down" in r for r in j.reasons), j.reasons
+    assert any("28800 kB under writeback at t=19 s" in r for r in j.reasons), j.reasons
+    # A healthy NAS, nothing in writeback: only the kill itself.
+    healthy = rows(60, 60, nas_probed=1, nas_service=1, Writeback=0)
+    j = judge(Observations(deadlines=Deadlines(), progress=Progress(done=50, total=200), events=[kill("tb-work")],
+                           rows=healthy, ended_by="workload-failed", workload_status=137, path_processes=("tb-work",)))
+    assert j.verdict == "oom" and len(j.reasons) == 1, j.reasons

@@ -92,3 +92,14 @@ def test_backing_size_follows_the_workload() -> None:
     sc = load_scenario(REPO / "scenarios/iscsi-write.yaml").scenario
     assert sc.backing_mb() >= sc.workload.total_mb(sc.client.mem_mb) * 9 // 8
     assert load_scenario(REPO / "scenarios/iscsi-swap.yaml").scenario.backing_mb() == 256
+
+
+def test_set_a_sysctl_by_its_dotted_name() -> None:
+    """`--set client.sysctl.vm.min_free_kbytes=8192` sets one sysctl (its name has dots) on top of the
+    file's; `default` removes it; a list is refused, naming the field."""
+    path = REPO / "scenarios/faults/link-cut.yaml"  # sets vm.min_free_kbytes itself
+    sc = load_scenario(path, ["client.sysctl.vm.swappiness=100"]).scenario
+    assert sc.client.sysctl == {"vm.min_free_kbytes": "8192", "vm.swappiness": "100"}
+    assert load_scenario(path, ["client.sysctl.vm.min_free_kbytes=default"]).scenario.client.sysctl == {}
+    with pytest.raises(ConfigError, match=r"client.sysctl.vm.swappiness: must be a plain value"):
+        load_scenario(path, ["client.sysctl.vm.swappiness=[1]"])
