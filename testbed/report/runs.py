@@ -83,7 +83,21 @@ def rate_pivot(cases: list[CaseRecord], rows: str, cols: str) -> RatePivot:
     cells = {rk: CellRate.from_verdicts(c.verdict for c in g) for rk, g in groups.items()}
     configs = {rk: len({cell_key(c) for c in g}) for rk, g in groups.items()}
     agree, multi = repeat_agreement(cases)
-    return RatePivot(rows, cols, rvals, cvals, cells, configs, agree, multi)
+    return RatePivot(rows, cols, axis_order(rvals), axis_order(cvals), cells, configs, agree, multi)
+
+
+def axis_order(values: list[str]) -> list[str]:
+    """An axis's values in numeric order when they are numbers (a search's 64, 96, 112, not the case
+    ids' 112, 64, 96), numbers before words (`8192`, `default`); else as first seen."""
+    def num(v: str) -> float | None:
+        try:
+            return float(v)
+        except ValueError:
+            return None
+
+    if not any(num(v) is not None for v in values):
+        return values
+    return sorted(values, key=lambda v: (0, num(v), "") if num(v) is not None else (1, 0.0, v))
 
 
 def repeat_agreement(cases: list[CaseRecord]) -> tuple[int, int]:

@@ -9,7 +9,7 @@ from junitparser import JUnitXml
 from testbed import index, store
 from testbed.errors import UsageError
 from testbed.report import junit
-from testbed.report.runs import compare_runs, pivot, pivot_json, read_run, repeat_agreement
+from testbed.report.runs import axis_order, compare_runs, pivot, pivot_json, read_run, repeat_agreement
 
 
 def make_run(root: Path, tag: str, cases: dict[str, tuple], ttr: dict[str, float] | None = None) -> Path:
@@ -135,3 +135,9 @@ def test_index_rebuild_from_folders(tmp_path: Path) -> None:
         mtu = db.execute("SELECT mtu FROM cases WHERE case_id='nfs-mtu9000'").fetchone()[0]
         assert mtu == 9000
         assert json.loads(db.execute("SELECT axes FROM cases WHERE case_id='aoe-mtu1500'").fetchone()[0])["storage.protocol"] == "aoe"
+
+
+def test_axis_values_in_numeric_order() -> None:
+    assert axis_order(["112", "64", "96.5", "-"]) == ["64", "96.5", "112", "-"]
+    assert axis_order(["default", "8192", "1024"]) == ["1024", "8192", "default"]
+    assert axis_order(["nfs", "aoe", "iscsi"]) == ["nfs", "aoe", "iscsi"]  # words: as first seen
