@@ -34,6 +34,7 @@ LABELS = {
     "storage.nfs.version": "nfs{}",
     "client.vcpus": "cpu{}",
     "client.sysctl.vm.min_free_kbytes": "minfree{}",
+    "faults.0.mode": "{}",
 }
 
 @dataclass(frozen=True)

@@ -20,6 +20,31 @@ from testbed.storage.base import Storage
 from testbed.vm.machine import VM
 
 AEAD = "rfc4106(gcm(aes))"
+_TCPDUMP_IP = re.compile(r"\bIP (\d+\.\d+\.\d+\.\d+)(?:\.(\d+))? > (\d+\.\d+\.\d+\.\d+)(?:\.(\d+))?:")
+
+
+def count_capture(lines: list[str], client_ip: str, nas_ip: str, ports: tuple[int, ...]) -> dict[str, int]:
+    """tcpdump -nn lines from the switch -> ESP packets, and storage packets in clear *between the
+    client and the NAS* (the protected pair). Clear packets to the storage port from elsewhere (the
+    testbed's own NAS probe from the switch's address) are counted apart: they are not the client's."""
+    esp = clear = other = 0
+    pair = {client_ip, nas_ip}
+    for ln in lines:
+        if "ESP(spi" in ln:
+            esp += 1
+            continue
+        m = _TCPDUMP_IP.search(ln)
+        if not m:
+            continue
+        src, sport, dst, dport = m.groups()
+        if not {int(p) for p in (sport, dport) if p} & set(ports):
+            continue
+        if {src, dst} == pair:
+            clear += 1
+        else:
+            other += 1
+    return {"capture_packets": len(lines), "capture_esp": esp, "capture_clear_storage": clear,
+            "capture_storage_port_other": other}
 
 
 @dataclass(frozen=True)
@@ -211,12 +236,8 @@ class Ipsec(BaseFault):
             return {"capture": f"failed: {e}"}
         finally:
             ctx.undo.discard(undo)
-        lines = text.splitlines()
-        esp = sum("ESP(spi" in ln for ln in lines)
-        ports = ctx.storage.ports
-        clear = sum(any(f".{p}:" in ln or f".{p} " in ln for p in ports) for ln in lines)
         (ctx.case_dir / "capture-ipsec.txt").write_text(text)
-        return {"capture_packets": len(lines), "capture_esp": esp, "capture_clear_storage": clear,
+        return {**count_capture(text.splitlines(), ctx.ends.client_ip, ctx.ends.nas_ip, ctx.storage.ports),
                 "capture_file": "capture-ipsec.txt"}
 
     def heal(self, ctx: FaultContext) -> Step:

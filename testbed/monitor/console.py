@@ -21,6 +21,9 @@ PATTERNS: dict[str, re.Pattern[str]] = {
     "panic": re.compile(r"Kernel panic"),
     "oom-no-victim": re.compile(r"Out of memory and no killable processes"),
     "sigbus": re.compile(r"SIGBUS|Bus error"),
+    # the NIC's transmit queue made no progress for the watchdog's period (5 s and more): that VM
+    # could not send, whatever its stacks say
+    "tx-timeout": re.compile(r"NETDEV WATCHDOG: .*transmit queue \d+ timed out"),
 }
 
 

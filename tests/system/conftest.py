@@ -50,9 +50,15 @@ def leftovers() -> list[str]:
 
 
 @pytest.fixture
-def results(tmp_path: Path) -> dict[str, str]:
-    """Each test writes its results to its own folder."""
-    return {"TESTBED_RESULTS": str(tmp_path / "results")}
+def results(tmp_path: Path, request: pytest.FixtureRequest) -> dict[str, str]:
+    """Each test writes its results to its own folder: under TESTBED_TEST_RESULTS when set (kept, so a
+    surprising case can be read and committed after the run), else in pytest's temporary folders
+    (rotated away after three sessions)."""
+    keep = os.environ.get("TESTBED_TEST_RESULTS")
+    if not keep:
+        return {"TESTBED_RESULTS": str(tmp_path / "results")}
+    name = "".join(ch if ch.isalnum() or ch in "-_." else "_" for ch in request.node.name)
+    return {"TESTBED_RESULTS": str(Path(keep) / name)}
 
 
 @pytest.fixture(autouse=True)

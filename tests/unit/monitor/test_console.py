@@ -32,3 +32,10 @@ def test_watcher_reads_only_complete_new_lines(tmp_path: Path) -> None:
     assert [e.name for e in h.events] == ["oom-kill", "swap-write-error"]
     w.poll()
     assert len(h.events) == 2
+
+
+def test_tx_watchdog_is_a_finding() -> None:
+    # the NAS's console during ipsec-ikev2.yaml, 2026-11-27: its NIC stopped sending
+    line = "[  269.157040] virtio_net virtio2 eth0: NETDEV WATCHDOG: CPU: 0: transmit queue 0 timed out 30208 ms"
+    assert [n for n, _ in scan_line(line)] == ["tx-timeout"]
+    assert scan_line("[  269.157376] virtio_net virtio2 eth0: TX timeout on queue: 0, sq: output.0") == []
