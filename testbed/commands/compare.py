@@ -5,8 +5,13 @@ from __future__ import annotations
 
 import argparse
 import json
+from pathlib import Path
 
-from testbed.report.runs import CellDiff, FigureMove, compare_runs, comparison_json, load_cases, resolve_run
+from testbed.commands.common import err
+from testbed.paths import results_dir
+from testbed.report.html import render
+from testbed.report.runs import (CellDiff, Comparison, FigureMove, compare_runs, comparison_json, load_cases,
+                                 resolve_run)
 from testbed.report.stats import CORRECTION_NAMES, CellRate
 
 
@@ -59,9 +64,21 @@ def _cell_lines(d: CellDiff, threshold: float, correction: str) -> list[str]:
     return lines
 
 
+def exit_line(cmp: Comparison) -> str:
+    regs, broken = cmp.regressions, cmp.broken_controls
+    if regs or broken:
+        return (f"exit 1: {len(regs)} significant regression(s), {len(broken)} broken control(s): "
+                + "; ".join(d.label for d in [*regs, *[b for b in broken if b not in regs]]))
+    return "exit 0: no significant regression, no broken control"
+
+
 def cmd_compare(args: argparse.Namespace) -> int:
     ra, rb = resolve_run(args.run_a).name, resolve_run(args.run_b).name
     cmp = compare_runs(load_cases(args.run_a), load_cases(args.run_b), args.alpha, args.correction)
+    if args.html is not None:
+        out = Path(args.html) if args.html else results_dir() / f"compare-{ra}-{rb}"
+        rep = render.compare_report(cmp, ra, rb, out, exit_line(cmp))
+        err(f"HTML: {rep.index}")
     if args.json:
         print(json.dumps(comparison_json(cmp, ra, rb), indent=2))
         return cmp.exit_code
@@ -90,12 +107,7 @@ def cmd_compare(args: argparse.Namespace) -> int:
         print(f"only in A: {label}")
     for label in cmp.only_b:
         print(f"only in B: {label}")
-    regs, broken = cmp.regressions, cmp.broken_controls
-    if regs or broken:
-        print(f"exit 1: {len(regs)} significant regression(s), {len(broken)} broken control(s): "
-              + "; ".join(d.label for d in [*regs, *[b for b in broken if b not in regs]]))
-    else:
-        print("exit 0: no significant regression, no broken control")
+    print(exit_line(cmp))
     return cmp.exit_code
 
 
@@ -110,4 +122,6 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     cp.add_argument("--threshold", type=float, default=0.25,
                     help="relative change of a figure's median worth showing without a test (default 0.25)")
     cp.add_argument("--json", action="store_true", help="the comparison as JSON on stdout")
+    cp.add_argument("--html", nargs="?", const="", metavar="DIR",
+                    help="also write the comparison as an HTML page (default folder: results/compare-A-B/)")
     cp.set_defaults(func=cmd_compare)

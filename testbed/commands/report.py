@@ -9,6 +9,7 @@ from pathlib import Path
 
 from testbed.commands.common import err, print_pivot
 from testbed.report import junit
+from testbed.report.html import render
 from testbed.report.runs import load_cases, pivot_json, resolve_run
 
 
@@ -22,6 +23,10 @@ def cmd_report(args: argparse.Namespace) -> int:
     if args.junit:
         junit.write(cases, run, Path(args.junit))
         (err if args.json else print)(f"JUnit XML: {args.junit}")
+    if args.html is not None:
+        out = Path(args.html) if args.html else resolve_run(args.run) / render.HTML_DIR
+        rep = render.run_report(resolve_run(args.run), out, args.rows, args.cols)
+        (err if args.json else print)(f"HTML: {rep.index} ({rep.pages} pages)")
     return 0
 
 
@@ -32,4 +37,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     rp.add_argument("--cols", default="topology.links.*.mtu", help="axis for columns")
     rp.add_argument("--json", action="store_true", help="the same data as JSON on stdout")
     rp.add_argument("--junit", metavar="FILE")
+    rp.add_argument("--html", nargs="?", const="", metavar="DIR",
+                    help=f"also write the run's HTML report: a run page and a page per case (default folder: "
+                         f"RUN/html/); self-contained, opens from file://")
     rp.set_defaults(func=cmd_report)
