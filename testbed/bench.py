@@ -68,3 +68,28 @@ def case_overhead(scenario: str, runs: int, say: Callable[[str], None]) -> int:
     print(f"{loaded.scenario.name}: case/workload wall time median {statistics.median(ratios):.2f} over {len(ratios)} runs (target <= 1.5)")
     print(f"swap {statistics.median(swap_rates):.1f} MB/s (in+out) vs iperf3 {IperfCase.mbps or 0:.1f} MB/s client->NAS")
     return 0
+
+
+def html_render(cases: int, sources: list[Path], say: Callable[[str], None]) -> dict[str, float]:
+    """Time to write the HTML report of a run of `cases` cases, made by copying real case folders
+    (`sources`, round robin) into a temporary run: the run page and every case page."""
+    import shutil
+
+    from testbed.report.html import render  # plotly and jinja2: only this benchmark needs them
+
+    with tempfile.TemporaryDirectory() as tmp:
+        run = new_run(new_tag(), {"bench": "html", "cases": cases}, root=Path(tmp))
+        for i in range(cases):
+            src = sources[i % len(sources)]
+            shutil.copytree(src, run.path / f"{src.name}-{i:03d}", ignore=shutil.ignore_patterns("qemu-*.log"))
+        say(f"{cases} cases copied from {len(sources)} real case folders; rendering")
+        t = time.monotonic()
+        rep = render.run_report(run.path, run.path / render.HTML_DIR, "storage.protocol", "topology.links.*.mtu")
+        secs = time.monotonic() - t
+        size = sum(p.stat().st_size for p in (run.path / render.HTML_DIR).rglob("*") if p.is_file())
+        index_kb = rep.index.stat().st_size / 1024
+    out = {"cases": cases, "render_s": round(secs, 1), "per_case_ms": round(1000 * secs / cases, 1),
+           "report_mb": round(size / 2**20, 1), "run_page_kb": round(index_kb, 1)}
+    print(f"HTML report of a {cases}-case run: {out['render_s']} s ({out['per_case_ms']} ms per case), "
+          f"{out['report_mb']} MB in all, run page {out['run_page_kb']} kB")
+    return out

@@ -1,5 +1,5 @@
-"""`testbed bench boot|case|until-ci`: boot-to-ready times, a case's overhead over its workload, and
-the case-minutes an adaptive matrix run saved against fixed repeats."""
+"""`testbed bench boot|case|until-ci|html`: boot-to-ready times, a case's overhead over its workload,
+the case-minutes an adaptive matrix run saved against fixed repeats, and the HTML report's render time."""
 
 from __future__ import annotations
 
@@ -9,6 +9,7 @@ from pathlib import Path
 
 from testbed import bench
 from testbed.commands.common import err
+from testbed.errors import UsageError
 from testbed.report import savings
 
 
@@ -25,6 +26,18 @@ def cmd_bench_until_ci(args: argparse.Namespace) -> int:
     if args.out:
         savings.write(s, Path(args.out))
     print(json.dumps(s.to_dict(), indent=2) if args.json else savings.render(s))
+    return 0
+
+
+def cmd_bench_html(args: argparse.Namespace) -> int:
+    sources = [Path(p) for p in args.cases_from] if args.cases_from else sorted(
+        p.parent for p in Path("results").glob("*/*/verdict.json"))
+    if not sources:
+        raise UsageError("bench html: no case folder to copy (give --cases-from DIR ...)")
+    out = bench.html_render(args.cases, sources, err)
+    if args.out:
+        Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+        Path(args.out).write_text(json.dumps(out, indent=2) + "\n")
     return 0
 
 
@@ -50,3 +63,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     bu.add_argument("--out", help="also write the figures as JSON to this file (e.g. benchmarks/results/until-ci.json)")
     bu.add_argument("--json", action="store_true")
     bu.set_defaults(func=cmd_bench_until_ci)
+    bh = bn.add_parser("html", help="time to write the HTML report of a large run (copies of real case folders)")
+    bh.add_argument("--cases", type=int, default=300)
+    bh.add_argument("--cases-from", nargs="+", metavar="CASE_DIR", help="real case folders to copy (default: results/*/*)")
+    bh.add_argument("--out", help="also write the figures as JSON to this file")
+    bh.set_defaults(func=cmd_bench_html)

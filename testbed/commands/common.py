@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+from pathlib import Path
 
 from rich.console import Console
 from rich.table import Table
@@ -21,6 +22,24 @@ def case_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--accel", choices=["auto", "kvm", "tcg"], default="auto")
     p.add_argument("--quiet", action="store_true", help="only the verdict lines")
     p.add_argument("--json", action="store_true", help="print the results as JSON on stdout")
+    p.add_argument("--no-html", action="store_true", help="do not write the run's HTML report (RUN/html/) at the end")
+
+
+def write_run_html(run_path: Path, args: argparse.Namespace, rows: str = "storage.protocol",
+                   cols: str = "topology.links.*.mtu") -> None:
+    """The run's HTML report into RUN/html/ when the run ends. A report that cannot be drawn is said on
+    stderr and never changes the run's exit status: the verdicts are the product, the page a view of them."""
+    if args.no_html or not any(p.is_dir() and (p / "verdict.json").exists() for p in run_path.iterdir()):
+        return
+    from testbed.report.html import render  # plotly and jinja2 (~0.4 s): only when a page is written
+
+    try:
+        rep = render.run_report(run_path, run_path / render.HTML_DIR, rows, cols)
+    except Exception as e:  # noqa: BLE001 - a view of the results must not fail the run that made them
+        err(f"HTML report not written: {e!r} (`testbed report {run_path.name} --html` tries again)")
+        return
+    if not args.quiet:
+        err(f"HTML report: {rep.index}")
 
 
 def exit_for(results: list) -> int:

@@ -9,7 +9,6 @@ from pathlib import Path
 
 from testbed.commands.common import err
 from testbed.paths import results_dir
-from testbed.report.html import render
 from testbed.report.runs import (CellDiff, Comparison, FigureMove, compare_runs, comparison_json, load_cases,
                                  resolve_run)
 from testbed.report.stats import CORRECTION_NAMES, CellRate
@@ -76,6 +75,8 @@ def cmd_compare(args: argparse.Namespace) -> int:
     ra, rb = resolve_run(args.run_a).name, resolve_run(args.run_b).name
     cmp = compare_runs(load_cases(args.run_a), load_cases(args.run_b), args.alpha, args.correction)
     if args.html is not None:
+        from testbed.report.html import render  # plotly and jinja2 (~0.4 s): only when a page is asked for
+
         out = Path(args.html) if args.html else results_dir() / f"compare-{ra}-{rb}"
         rep = render.compare_report(cmp, ra, rb, out, exit_line(cmp))
         err(f"HTML: {rep.index}")

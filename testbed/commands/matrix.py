@@ -7,7 +7,7 @@ import argparse
 import json
 from pathlib import Path
 
-from testbed.commands.common import case_options, exit_for, print_pivot
+from testbed.commands.common import case_options, exit_for, print_pivot, write_run_html
 from testbed.config.matrix import load_matrix
 from testbed.errors import UsageError
 from testbed.matrix import DEFAULT_MAX_REPEAT, parse_shard, run_matrix
@@ -41,6 +41,7 @@ def cmd_matrix(args: argparse.Namespace) -> int:
     mr = run_matrix(matrix, jobs=args.jobs, resume=args.resume, shard=shard, fail_fast=args.fail_fast,
                     accel=args.accel, quiet=args.quiet or args.json,
                     until_ci=args.until_ci, max_repeat=max_repeat)
+    write_run_html(mr.run.path, args)
     if args.json:
         out = {"run": mr.run.id, "path": str(mr.run.path), "skipped": mr.skipped,
                "cases": [r.data for r in mr.results]}

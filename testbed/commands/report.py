@@ -9,7 +9,6 @@ from pathlib import Path
 
 from testbed.commands.common import err, print_pivot
 from testbed.report import junit
-from testbed.report.html import render
 from testbed.report.runs import load_cases, pivot_json, resolve_run
 
 
@@ -24,6 +23,8 @@ def cmd_report(args: argparse.Namespace) -> int:
         junit.write(cases, run, Path(args.junit))
         (err if args.json else print)(f"JUnit XML: {args.junit}")
     if args.html is not None:
+        from testbed.report.html import render  # plotly and jinja2 (~0.4 s): only when a page is asked for
+
         out = Path(args.html) if args.html else resolve_run(args.run) / render.HTML_DIR
         rep = render.run_report(resolve_run(args.run), out, args.rows, args.cols)
         (err if args.json else print)(f"HTML: {rep.index} ({rep.pages} pages)")

@@ -7,7 +7,7 @@ import json
 import sys
 from pathlib import Path
 
-from testbed.commands.common import case_options, exit_for
+from testbed.commands.common import case_options, exit_for, write_run_html
 from testbed.config.scenario import load_scenario
 from testbed.report.progress import Ui, summary_table
 from testbed.runner import run_case
@@ -24,6 +24,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         for r in range(ls.scenario.repeat):
             case_id = ls.scenario.name + (f"-r{r + 1}" if ls.scenario.repeat > 1 else "")
             results.append(run_case(ls, run, case_id, args.accel, ui))
+    write_run_html(run.path, args)
     if len(results) > 1 and not (args.json or args.quiet):
         summary_table([r.data for r in results])
     if args.json:

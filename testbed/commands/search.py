@@ -13,7 +13,7 @@ from rich.console import Console
 from rich.table import Table
 
 from testbed.cleanup import INTERRUPTED
-from testbed.commands.common import case_options
+from testbed.commands.common import case_options, write_run_html
 from testbed.config.assign import parse_overrides
 from testbed.config.matrix import axis_matrix, is_matrix_file
 from testbed.errors import UsageError
@@ -105,6 +105,7 @@ def cmd_search(args: argparse.Namespace) -> int:
     res = bis.result()
     found = {**res.to_dict(), "cases": {str(k): v for k, v in cases_of.items()}}
     write_atomic(run.path / SEARCH_FILE, json.dumps(found, indent=2, default=str) + "\n")
+    write_run_html(run.path, args, rows=args.axis, cols="storage.protocol")
     if args.json:
         print(json.dumps({"run": run.id, "path": str(run.path), **found}, indent=2, default=str))
     else:

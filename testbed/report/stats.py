@@ -15,7 +15,14 @@ from collections.abc import Iterable, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from scipy import stats as _st
+
+def _scipy() -> Any:
+    """scipy.stats, imported when a statistic is computed: it takes ~0.7 s, which every `testbed`
+    command (even --help) would pay at start."""
+    from scipy import stats  # heavy: imported on first use (see docstring)
+
+    return stats
+
 
 CONFIDENCE = 0.95
 
@@ -26,7 +33,7 @@ def wilson(k: int, n: int, conf: float = CONFIDENCE) -> tuple[float, float]:
         return 0.0, 1.0
     if not 0 <= k <= n:
         raise ValueError(f"wilson: {k} successes out of {n}")
-    ci = _st.binomtest(k, n).proportion_ci(confidence_level=conf, method="wilson")
+    ci = _scipy().binomtest(k, n).proportion_ci(confidence_level=conf, method="wilson")
     return max(0.0, float(ci.low)), min(1.0, float(ci.high))
 
 
@@ -37,7 +44,7 @@ def fisher_one_sided(fail_a: int, n_a: int, fail_b: int, n_b: int) -> float:
     if n_a <= 0 or n_b <= 0:
         return 1.0
     table = [[fail_a, n_a - fail_a], [fail_b, n_b - fail_b]]
-    return float(_st.fisher_exact(table, alternative="less").pvalue)
+    return float(_scipy().fisher_exact(table, alternative="less").pvalue)
 
 
 def smallest_fisher_p(n_a: int, n_b: int) -> float:
@@ -61,7 +68,7 @@ def bh(pvalues: Sequence[float]) -> list[float]:
     """Benjamini–Hochberg adjusted p-values (false discovery rate), via scipy."""
     if not pvalues:
         return []
-    return [float(p) for p in _st.false_discovery_control(list(pvalues), method="bh")]
+    return [float(p) for p in _scipy().false_discovery_control(list(pvalues), method="bh")]
 
 
 CORRECTIONS = {"holm": holm, "bh": bh}
@@ -72,7 +79,7 @@ def mann_whitney(a: Sequence[float], b: Sequence[float], alternative: str = "two
     """p of the Mann–Whitney U test, or None when a side has fewer than 3 values (no claim then)."""
     if len(a) < 3 or len(b) < 3:
         return None
-    return float(_st.mannwhitneyu(list(a), list(b), alternative=alternative).pvalue)
+    return float(_scipy().mannwhitneyu(list(a), list(b), alternative=alternative).pvalue)
 
 
 def median(values: Sequence[float]) -> float | None:

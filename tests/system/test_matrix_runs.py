@@ -42,7 +42,8 @@ def test_smoke_matrix_interrupt_resume_report(results: dict[str, str], tmp_path:
     cp = cli("matrix", "scenarios/matrix/smoke.yaml", "--resume", run.name, env=results)
     assert "1 case(s) already complete, 2 to run" in cp.stderr, cp.stderr[-3000:]
     assert first.stat().st_mtime == stamp  # case 1 was not rerun
-    assert {p.name for p in run.iterdir() if p.is_dir()} == {"nfs", "iscsi", "aoe"}
+    assert {p.name for p in run.iterdir() if p.is_dir()} == {"nfs", "iscsi", "aoe", "html"}
+    assert (run / "html/index.html").exists() and (run / "html/cases/aoe.html").exists()  # written when it ended
     verdicts = {c: json.loads((run / c / "verdict.json").read_text())["verdict"] for c in ("nfs", "iscsi", "aoe")}
     assert set(verdicts.values()) <= {"recovered", "deadlocked", "livelocked"}, verdicts  # judged, never unknown
     bad = sum(v != "recovered" for v in verdicts.values())

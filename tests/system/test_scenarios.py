@@ -22,7 +22,7 @@ def events(case: Path) -> list[dict]:
 
 def only_case(results: dict[str, str]) -> Path:
     run = Path(results["TESTBED_RESULTS"]) / "latest"
-    cases = [p for p in run.resolve().iterdir() if p.is_dir()]
+    cases = [p for p in run.resolve().iterdir() if p.is_dir() and p.name != "html"]  # html/: the run's report
     assert len(cases) == 1, cases
     return cases[0]
 
