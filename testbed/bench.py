@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 import statistics
 import tempfile
 import time
@@ -73,8 +74,6 @@ def case_overhead(scenario: str, runs: int, say: Callable[[str], None]) -> int:
 def html_render(cases: int, sources: list[Path], say: Callable[[str], None]) -> dict[str, float]:
     """Time to write the HTML report of a run of `cases` cases, made by copying real case folders
     (`sources`, round robin) into a temporary run: the run page and every case page."""
-    import shutil
-
     from testbed.report.html import render  # plotly and jinja2: only this benchmark needs them
 
     with tempfile.TemporaryDirectory() as tmp:
