@@ -1,4 +1,5 @@
-"""`testbed image build|list`: build (or find cached) guest images, and list the cache."""
+"""`testbed image build|list|hash`: build (or find cached) guest images, list the cache, print the
+recipes' hashes."""
 
 from __future__ import annotations
 
@@ -35,6 +36,13 @@ def cmd_image_list(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_image_hash(args: argparse.Namespace) -> int:
+    """The recipes' current hashes, one `name hash` line each: the key a CI cache stores images under."""
+    for name in recipe_names():
+        print(f"{name} {recipe_hash(load_recipe(name))}")
+    return 0
+
+
 def add_parser(sub: argparse._SubParsersAction) -> None:
     img = sub.add_parser("image", help="build and list guest images").add_subparsers(dest="image_verb", required=True)
     b = img.add_parser("build", help="build (or find cached) guest images")
@@ -42,3 +50,4 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     b.add_argument("--rebuild", action="store_true", help="build even if a cached image matches the recipe")
     b.set_defaults(func=cmd_image_build)
     img.add_parser("list", help="list cached images").set_defaults(func=cmd_image_list)
+    img.add_parser("hash", help="the recipes' current hashes (a cache key for CI)").set_defaults(func=cmd_image_hash)
