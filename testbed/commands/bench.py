@@ -1,4 +1,5 @@
-"""`testbed bench boot|case|until-ci|html`: boot-to-ready times, a case's overhead over its workload,
+"""`testbed bench boot|case|until-ci|html|phases`: boot-to-ready times, a case's overhead over its workload,
+where finished cases' time went,
 the case-minutes an adaptive matrix run saved against fixed repeats, and the HTML report's render time."""
 
 from __future__ import annotations
@@ -10,7 +11,7 @@ from pathlib import Path
 from testbed import bench
 from testbed.commands.common import err
 from testbed.errors import UsageError
-from testbed.report import savings
+from testbed.report import phases, savings
 
 
 def cmd_bench_boot(args: argparse.Namespace) -> int:
@@ -41,6 +42,12 @@ def cmd_bench_html(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_bench_phases(args: argparse.Namespace) -> int:
+    s = phases.summarize(args.runs)
+    print(json.dumps(s.to_dict(), indent=2) if args.json else phases.render(s))
+    return 0
+
+
 def add_parser(sub: argparse._SubParsersAction) -> None:
     bn = sub.add_parser("bench", help="benchmarks").add_subparsers(dest="bench_verb", required=True)
     bb = bn.add_parser("boot", help="boot-to-ready times and the warm image build time")
@@ -68,3 +75,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     bh.add_argument("--cases-from", nargs="+", metavar="CASE_DIR", help="real case folders to copy (default: results/*/*)")
     bh.add_argument("--out", help="also write the figures as JSON to this file")
     bh.set_defaults(func=cmd_bench_html)
+    bp = bn.add_parser("phases", help="where finished cases' time went: median per phase, overhead, cases per hour")
+    bp.add_argument("runs", nargs="+", help="runs (id, `latest` or path) whose cases to read")
+    bp.add_argument("--json", action="store_true")
+    bp.set_defaults(func=cmd_bench_phases)
