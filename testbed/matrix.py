@@ -12,7 +12,7 @@ import shutil
 import threading
 import time
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
@@ -234,7 +234,8 @@ def existing_cases(matrix: Matrix, run: RunDir) -> dict[tuple[int, int], CaseRes
 
 def run_matrix(matrix: Matrix, *, jobs: int = 1, resume: str | None = None, shard: tuple[int, int] | None = None,
                fail_fast: bool = False, accel: str = "auto", quiet: bool = False,
-               until_ci: float | None = None, max_repeat: int = DEFAULT_MAX_REPEAT) -> MatrixRun:
+               until_ci: float | None = None, max_repeat: int = DEFAULT_MAX_REPEAT,
+               batch: Callable[..., tuple[list[CaseResult], bool]] | None = None) -> MatrixRun:
     """Run the matrix's cases; with `until_ci`, repeat each cell until its interval is narrower than
     until_ci or it has max_repeat judged runs (load the matrix with max_repeat so its ids carry -r<N>)."""
     if until_ci is not None:
@@ -288,11 +289,12 @@ def run_matrix(matrix: Matrix, *, jobs: int = 1, resume: str | None = None, shar
             ui.note(matrix.spec.name, f"resuming {run.id}: {len(skipped)} case(s) already complete, {len(todo)} to run")
         INTERRUPTED.clear()  # a matrix interrupted earlier in this process does not stop this one
         jobs = cap_jobs(cases, jobs, ui, matrix.spec.name)
-        new, stopped = run_batch(matrix.spec.name, todo, run, ui, jobs, fail_fast, accel)
+        batch = batch or run_batch
+        new, stopped = batch(matrix.spec.name, todo, run, ui, jobs, fail_fast, accel)
         results += new
         cells: list[CellStatus] = []
         if until_ci is not None and not stopped:
-            results, cells = _adapt(matrix, results, run, ui, jobs, fail_fast, accel, until_ci, max_repeat)
+            results, cells = _adapt(matrix, results, run, ui, jobs, fail_fast, accel, until_ci, max_repeat, batch)
     finally:
         ui.close()
     where = _locator(matrix)
@@ -311,7 +313,8 @@ def _locator(matrix: Matrix):
 
 
 def _adapt(matrix: Matrix, results: list[CaseResult], run: RunDir, ui: MatrixUi, jobs: int, fail_fast: bool,
-           accel: str, width: float, max_repeat: int) -> tuple[list[CaseResult], list[CellStatus]]:
+           accel: str, width: float, max_repeat: int,
+           batch: Callable[..., tuple[list[CaseResult], bool]]) -> tuple[list[CaseResult], list[CellStatus]]:
     """Rounds of new repeats for the cells whose interval is still too wide (cells_needing_runs)."""
     index = _locator(matrix)
     name = matrix.spec.name
@@ -338,7 +341,7 @@ def _adapt(matrix: Matrix, results: list[CaseResult], run: RunDir, ui: MatrixUi,
         ui.note(name, f"--until-ci round {round_no}: {len(need)} cell(s) need more runs, "
                       f"{len(matrix.cells) - len(need)} done; {len(todo)} case(s) more")
         ui.add_cases(len(todo))
-        new, stopped = run_batch(name, todo, run, ui, jobs, fail_fast, accel)
+        new, stopped = batch(name, todo, run, ui, jobs, fail_fast, accel)
         results = results + new
         changed = {c.cell for c in todo}
         if stopped:

@@ -38,9 +38,16 @@ def cmd_matrix(args: argparse.Namespace) -> int:
     max_repeat = args.max_repeat or DEFAULT_MAX_REPEAT
     adaptive = args.until_ci is not None
     matrix = load_matrix(Path(args.file), repeat=args.repeat, max_repeat=max_repeat if adaptive else None)
+    batch = None
+    if args.engine == "ray":
+        from testbed.ray_engine import RayBatch  # Ray is an optional extra: only --engine ray imports it
+
+        batch = RayBatch(args.address)
+    elif args.address:
+        raise UsageError("--address only applies with --engine ray")
     mr = run_matrix(matrix, jobs=args.jobs, resume=args.resume, shard=shard, fail_fast=args.fail_fast,
                     accel=args.accel, quiet=args.quiet or args.json,
-                    until_ci=args.until_ci, max_repeat=max_repeat)
+                    until_ci=args.until_ci, max_repeat=max_repeat, batch=batch)
     write_run_html(mr.run.path, args)
     if args.json:
         out = {"run": mr.run.id, "path": str(mr.run.path), "skipped": mr.skipped,
@@ -80,6 +87,11 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     m.add_argument("--resume", metavar="RUN_ID", help="finish an interrupted run: complete cases are kept")
     m.add_argument("--shard", metavar="I/N", help="run a deterministic 1/N of the cases (shard I)")
     m.add_argument("--fail-fast", action="store_true", help="stop after the first case not as expected")
+    m.add_argument("--engine", choices=["local", "ray"], default="local",
+                   help="local (default): this machine, --jobs at once; ray: each case a task on a Ray cluster's "
+                        "nodes (pip install '.[ray]'; nodes join with `ray start ... --resources "
+                        "\"$(testbed node-resources)\"`)")
+    m.add_argument("--address", help="with --engine ray: the cluster's address (default: auto, the local cluster)")
     m.add_argument("--repeat", type=int, metavar="N", help="runs per cell, instead of the file's `repeat:`")
     m.add_argument("--until-ci", type=float, metavar="W",
                    help="adaptive: repeat each cell until its failure rate's 95%% interval is narrower than W "

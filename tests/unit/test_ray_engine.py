@@ -1,0 +1,47 @@
+"""The Ray engine's result collection without a cluster: a case folder packed on a node is unpacked
+into the run as a complete case with the engine's facts; a missing Ray or cluster is one clear line."""
+
+import json
+import shutil
+import sys
+from pathlib import Path
+
+import pytest
+
+from testbed import store
+from testbed.errors import UsageError
+from testbed.index import read_run
+from testbed.ray_engine import ENGINE_LOG, _pack, _ray, log, unpack
+
+REPO = Path(__file__).parents[2]
+CASE = REPO / "results/20261127-210436-tbc975a6/minfree8192-r1"
+
+
+def test_a_returned_case_lands_complete(tmp_path: Path) -> None:
+    node = tmp_path / "node" / "minfree8192-r1"
+    shutil.copytree(CASE, node)
+    run = store.new_run("tbunit001", {"engine": "ray"}, root=tmp_path / "results")
+    folder = unpack(run, "minfree8192-r1", _pack(node), {"engine": "ray", "node": "n1", "attempt": 2})
+    assert folder == run.path / "minfree8192-r1" and not (run.path / "minfree8192-r1.incoming").exists()
+    v = json.loads((folder / "verdict.json").read_text())
+    assert v["engine"] == {"engine": "ray", "node": "n1", "attempt": 2} and v["verdict"] == "recovered"
+    assert [c.case_id for c in read_run(run.path)] == ["minfree8192-r1"]
+    assert sorted(p.name for p in folder.iterdir()) == sorted(p.name for p in CASE.iterdir())
+    log(run, case="minfree8192-r1", attempt=1, lost="WorkerCrashedError")
+    assert json.loads((run.path / ENGINE_LOG).read_text())["lost"] == "WorkerCrashedError"
+
+
+def test_a_returned_folder_without_verdict_is_refused(tmp_path: Path) -> None:
+    node = tmp_path / "node" / "c1"
+    node.mkdir(parents=True)
+    (node / "events.jsonl").write_text("")
+    run = store.new_run("tbunit002", {}, root=tmp_path / "results")
+    with pytest.raises(RuntimeError, match="no verdict.json"):
+        unpack(run, "c1", _pack(node), {})
+    assert not (run.path / "c1").exists()
+
+
+def test_without_ray_the_error_says_how_to_install(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setitem(sys.modules, "ray", None)
+    with pytest.raises(UsageError, match=r"pip install '\.\[ray\]'"):
+        _ray()
