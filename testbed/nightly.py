@@ -93,11 +93,22 @@ def parse_merge(argv: list[str]) -> Merge:
     return Merge(shards, previous, Path(a.out), alpha)
 
 
+def is_run(folder: Path) -> bool:
+    """A run folder under its own name. `results/latest` is a link to one, but an artifact upload
+    turns links into copies: a folder whose name is not its run's id is such a copy, not a run."""
+    if folder.is_symlink() or not (folder / "run.json").is_file():
+        return False
+    try:
+        return json.loads((folder / "run.json").read_text()).get("id") == folder.name
+    except ValueError:
+        return False
+
+
 def _one_run(path: Path) -> Path:
     """A run folder, or a folder holding exactly one (the previous night's artifact, as downloaded)."""
     if (path / "run.json").is_file():
         return path
-    found = sorted(p.parent for p in path.glob("**/run.json") if not p.parent.is_symlink()) if path.is_dir() else []
+    found = sorted(p.parent for p in path.glob("**/run.json") if is_run(p.parent)) if path.is_dir() else []
     if len(found) != 1:
         raise UsageError(f"ci/nightly-merge --previous {path}: "
                          + ("no such folder" if not path.is_dir() else f"holds {len(found)} runs, not one"))
@@ -137,7 +148,7 @@ def run_shard(s: Shard, say=print) -> int:
     if s.controls:
         say("shard 1 also runs the controls: testbed run " + " ".join(CONTROLS))
         statuses["controls"] = testbed("run", *CONTROLS, "--json", "--no-html", results=results).returncode
-    runs = [p for p in results.iterdir() if (p / "run.json").is_file() and not p.is_symlink()]
+    runs = [p for p in results.iterdir() if is_run(p)]
     (s.folder / "shard.json").write_text(json.dumps({"index": s.index, "total": s.total, "matrix": str(s.matrix),
                                                      "repeat": s.repeat, "exit": statuses,
                                                      "runs": sorted(p.name for p in runs)}, indent=2) + "\n")
@@ -149,7 +160,7 @@ def run_shard(s: Shard, say=print) -> int:
 
 
 def run_merge(m: Merge, say=print) -> int:
-    runs = sorted(p for p in m.shards.glob("shard-*/results/*") if (p / "run.json").is_file() and not p.is_symlink())
+    runs = sorted(p for p in m.shards.glob("shard-*/results/*") if is_run(p))
     if not runs:
         raise UsageError(f"ci/nightly-merge: no shard run under {m.shards}/shard-*/results/")
     m.out.mkdir(parents=True, exist_ok=True)
@@ -158,7 +169,7 @@ def run_merge(m: Merge, say=print) -> int:
     if merged.returncode != 0:
         say(merged.stdout)
         return 2
-    run = next(p for p in results.iterdir() if (p / "run.json").is_file() and not p.is_symlink())
+    run = next(p for p in results.iterdir() if is_run(p))
     say(f"merged {len(runs)} shard run(s) into {run}")
     report = testbed("report", str(run), "--json", "--junit", str(m.out / "junit.xml"), "--html", str(m.out / "html"),
                      results=results)

@@ -34,6 +34,10 @@ from testbed.store import RunDir, new_run, write_atomic
 CASE_RESOURCE = "testbed_case"
 KVM_RESOURCE = "kvm"
 ENGINE_LOG = "engine.jsonl"
+# What says the worker or its node went away (a retry may succeed), as against the case's own code
+# failing on the node (RayTaskError: the same error again; no retry).
+LOST = ("WorkerCrashedError", "NodeDiedError", "ObjectLostError", "OutOfMemoryError", "LocalRayletDiedError",
+        "OwnerDiedError", "ActorDiedError")
 CANCEL_WAIT_S = 90  # cancelled cases stop at their next check and tear down: give them this long
 
 
@@ -95,7 +99,10 @@ def unpack(run: RunDir, case_id: str, tar: bytes, engine: dict[str, Any]) -> Pat
     shutil.rmtree(work, ignore_errors=True)
     work.mkdir()
     with tarfile.open(fileobj=io.BytesIO(tar), mode="r:gz") as t:
-        t.extractall(work, filter="data")
+        if hasattr(tarfile, "data_filter"):  # Python >= 3.11.4: refuse links and paths out of the folder
+            t.extractall(work, filter="data")
+        else:
+            t.extractall(work)
     src = work / case_id
     if not (src / "verdict.json").is_file():
         raise RuntimeError(f"case {case_id}: the node returned no verdict.json")
@@ -110,6 +117,17 @@ def unpack(run: RunDir, case_id: str, tar: bytes, engine: dict[str, Any]) -> Pat
     return final
 
 
+def not_run(run: RunDir, c: Any, why: str, engine: dict[str, Any]) -> Path:
+    """A case the engine could not bring back (lost twice, or its code failed on the node): an
+    `unknown` case saying why, as a local case whose testbed failed is, so the run exits 2."""
+    sc = c.loaded.scenario
+    case = run.case(c.id)
+    case.write_yaml("scenario.yaml", c.loaded.raw)
+    return case.complete({"case": c.id, "scenario": sc.name, "verdict": "unknown", "expected": sc.expect,
+                          "axes": c.assignments, "reasons": [f"the Ray engine could not run this case: {why}"],
+                          "figures": {}, "engine": engine})
+
+
 def log(run: RunDir, **entry: Any) -> None:
     with open(run.path / ENGINE_LOG, "a") as f:
         f.write(json.dumps({"t": round(time.time(), 3), **entry}, default=str) + "\n")
@@ -122,8 +140,8 @@ class RayBatch:
         self.ray = _ray()
         self.address = address or "auto"
         try:
-            self.ray.init(address=self.address, ignore_reinit_error=True, log_to_driver=False,
-                          runtime_env={"env_vars": {k: v for k, v in os.environ.items() if k.startswith("TESTBED_")}})
+            # No environment is forwarded: a node keeps its own (its image cache, its runtime folder).
+            self.ray.init(address=self.address, ignore_reinit_error=True, log_to_driver=False)
         except (ConnectionError, SystemExit) as e:  # Ray exits the process when its GCS never answers
             raise UsageError(f"--engine ray: no Ray cluster at {self.address} ({e}); start one with "
                              "`ray start --head --resources \"$(testbed node-resources)\"`") from None
@@ -160,7 +178,8 @@ class RayBatch:
 
         def submit(c: Any, attempt: int) -> None:
             ui.case_started(c.id + (f" (attempt {attempt})" if attempt > 1 else ""))
-            pending[self.task.remote(c.loaded, c.id, c.assignments, accel)] = (c, attempt, time.monotonic())
+            task = self.task.options(resources={CASE_RESOURCE: 1, KVM_RESOURCE: 0.001}) if accel == "kvm" else self.task
+            pending[task.remote(c.loaded, c.id, c.assignments, accel)] = (c, attempt, time.monotonic())
 
         try:
             while queue or pending:
@@ -175,14 +194,22 @@ class RayBatch:
                         out = ray.get(ref)
                     except ray.exceptions.RayError as e:
                         what = type(e).__name__
-                        log(run, case=c.id, attempt=attempt, lost=what, error=str(e)[:500])
-                        ui.note(name, f"{c.id}: attempt {attempt} lost ({what}); cleaning the nodes' leftovers")
+                        lost = what in LOST and not INTERRUPTED.is_set()
+                        log(run, case=c.id, attempt=attempt, lost=what if lost else None, failed=None if lost else what,
+                            error=str(e)[:500])
                         self._clean_everywhere()
-                        if attempt == 1 and not INTERRUPTED.is_set():
-                            ui.note(name, f"{c.id}: resubmitted once")
+                        if lost and attempt == 1:
+                            ui.note(name, f"{c.id}: attempt 1 lost ({what}); nodes cleaned, resubmitted once")
                             submit(c, 2)
-                        else:
-                            ui.note(name, f"{c.id}: lost twice, not run (`--resume` runs it again)")
+                            continue
+                        why = (f"attempt {attempt} lost too ({what})" if lost else f"{what} on the node: {str(e)[:300]}")
+                        ui.note(name, f"{c.id}: {why}")
+                        folder = not_run(run, c, why, {"engine": "ray", "attempt": attempt, "error": what})
+                        index.add_case(folder, run.path.parent)
+                        ui.case_finished(time.monotonic() - started)
+                        r = _result_from_folder(folder)
+                        if r is not None:
+                            results.append(r)
                         continue
                     folder = unpack(run, c.id, out["tar"], {"engine": "ray", "node": out["node"], "attempt": attempt,
                                                             "worker_pid": out["pid"]})
@@ -195,10 +222,11 @@ class RayBatch:
                         if fail_fast and not r.ok:
                             stop = True
                             queue.clear()
-        except KeyboardInterrupt:
+        except BaseException as e:  # Ctrl-C, or the driver failing: no task may run on without it
             INTERRUPTED.set()
             queue.clear()
-            ui.note(name, f"interrupted: cancelling {len(pending)} running case(s); each cleans up, then every node")
+            why = "interrupted" if isinstance(e, KeyboardInterrupt) else f"driver failed ({e!r})"
+            ui.note(name, f"{why}: cancelling {len(pending)} running case(s); each cleans up, then every node")
             for ref in pending:
                 ray.cancel(ref)  # KeyboardInterrupt in the task: the case stops at its next check and undoes
             ray.wait(list(pending), num_returns=len(pending), timeout=CANCEL_WAIT_S)

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from testbed.errors import UsageError
-from testbed.nightly import parse_merge, parse_shard, plan
+from testbed.nightly import is_run, parse_merge, parse_shard, plan
 
 REPO = Path(__file__).parents[2]
 RUNS = REPO / "tests/fixtures/runs"
@@ -65,10 +65,20 @@ def _shards(root: Path, run: Path) -> None:
     for i, keep in ((1, "mtu1500"), (2, "mtu9000")):
         dest = root / f"shard-{i}-of-2" / "results" / f"{run.name}-s{i}"
         dest.mkdir(parents=True)
-        shutil.copy(run / "run.json", dest / "run.json")
+        meta = json.loads((run / "run.json").read_text())
+        (dest / "run.json").write_text(json.dumps({**meta, "id": dest.name}))  # a run is named by its id
         for case in run.iterdir():
             if case.is_dir() and keep in case.name:
                 shutil.copytree(case, dest / case.name)
+
+
+def test_an_uploaded_latest_link_is_not_a_second_run(tmp_path: Path) -> None:
+    """An artifact upload turns results/latest (a link) into a copy: it must not count as a run."""
+    run = tmp_path / "results" / "fixture-base"
+    shutil.copytree(RUNS / "fixture-base", run)
+    shutil.copytree(run, tmp_path / "results" / "latest")
+    assert is_run(run) and not is_run(tmp_path / "results" / "latest")
+    assert parse_merge(["--shards", str(tmp_path), "--previous", str(tmp_path / "results")]).previous == run
 
 
 @pytest.mark.parametrize("previous,tonight,code", [("fixture-base", "fixture-regressed", 1), ("fixture-base", "fixture-base", 0)])

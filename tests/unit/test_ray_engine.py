@@ -11,7 +11,8 @@ import pytest
 from testbed import store
 from testbed.errors import UsageError
 from testbed.index import read_run
-from testbed.ray_engine import ENGINE_LOG, _pack, _ray, log, unpack
+from testbed.config.matrix import load_matrix
+from testbed.ray_engine import ENGINE_LOG, _pack, _ray, log, not_run, unpack
 
 REPO = Path(__file__).parents[2]
 CASE = REPO / "results/20261127-210436-tbc975a6/minfree8192-r1"
@@ -45,3 +46,13 @@ def test_without_ray_the_error_says_how_to_install(monkeypatch: pytest.MonkeyPat
     monkeypatch.setitem(sys.modules, "ray", None)
     with pytest.raises(UsageError, match=r"pip install '\.\[ray\]'"):
         _ray()
+
+
+def test_a_case_the_engine_could_not_run_is_unknown(tmp_path: Path) -> None:
+    c = load_matrix(REPO / "scenarios/matrix/smoke.yaml").cases[0]
+    run = store.new_run("tbunit003", {}, root=tmp_path / "results")
+    folder = not_run(run, c, "attempt 2 lost too (WorkerCrashedError)", {"engine": "ray", "attempt": 2})
+    [rec] = read_run(run.path)
+    assert rec.case_id == c.id and rec.verdict["verdict"] == "unknown" and rec.axes == c.assignments
+    assert "could not run this case: attempt 2 lost too" in rec.verdict["reasons"][0]
+    assert (folder / "scenario.yaml").exists()
