@@ -4,9 +4,11 @@ nothing of ours. Slow (about 10 minutes here) and needs `pip install '.[ray]'`."
 
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -18,8 +20,10 @@ ray = pytest.importorskip("ray", reason="ray is an optional extra: pip install '
 
 
 @pytest.fixture
-def cluster(tmp_path: Path):
-    env = {**os.environ, "RAY_TMPDIR": str(tmp_path / "ray")}
+def cluster():
+    # Ray's unix sockets live under RAY_TMPDIR: pytest's own temporary paths are too long for them.
+    tmp = tempfile.mkdtemp(prefix="tbray", dir="/tmp")
+    env = {**os.environ, "RAY_TMPDIR": tmp}
     res = subprocess.run([sys.executable, "-m", "testbed", "node-resources"], capture_output=True, text=True, cwd=REPO)
     assert res.returncode == 0, res.stderr
     ray_bin = str(Path(sys.executable).parent / "ray")
@@ -27,6 +31,7 @@ def cluster(tmp_path: Path):
                     "--include-dashboard=false", "--disable-usage-stats"], check=True, env=env, capture_output=True)
     yield env
     subprocess.run([ray_bin, "stop", "--force"], env=env, capture_output=True)
+    shutil.rmtree(tmp, ignore_errors=True)
 
 
 def _workers() -> list[int]:
