@@ -133,6 +133,25 @@ def log(run: RunDir, **entry: Any) -> None:
         f.write(json.dumps({"t": round(time.time(), 3), **entry}, default=str) + "\n")
 
 
+def _errors_to_stderr() -> None:
+    """Ray's driver prints cluster errors ("(raylet) A worker died ...") on stdout, whatever
+    log_to_driver says: `--json` must keep stdout for its JSON. They go to stderr instead (its
+    module function, looked up at each call by the listening thread, is wrapped; absent, nothing)."""
+    try:
+        from ray._private import worker  # private: checked, and left alone where it differs
+    except ImportError:
+        return
+    orig = getattr(worker, "print_to_stdstream", None)
+    if orig is None or getattr(orig, "_testbed_stderr", False):
+        return
+
+    def to_stderr(data: dict[str, Any], ignore_prefix: bool) -> Any:
+        return orig({**data, "is_err": True}, ignore_prefix)
+
+    to_stderr._testbed_stderr = True  # type: ignore[attr-defined]
+    worker.print_to_stdstream = to_stderr
+
+
 class RayBatch:
     """A matrix batch runner (the signature of testbed.matrix.run_batch) on a Ray cluster."""
 
@@ -145,6 +164,7 @@ class RayBatch:
         except (ConnectionError, SystemExit) as e:  # Ray exits the process when its GCS never answers
             raise UsageError(f"--engine ray: no Ray cluster at {self.address} ({e}); start one with "
                              "`ray start --head --resources \"$(testbed node-resources)\"`") from None
+        _errors_to_stderr()
         total = self.ray.cluster_resources().get(CASE_RESOURCE, 0)
         if not total:
             raise UsageError(f"--engine ray: no node of the cluster at {self.address} advertises `{CASE_RESOURCE}`; "
