@@ -172,19 +172,22 @@ class RayBatch:
         self.capacity = int(total)
         self.task = self.ray.remote(max_retries=0, num_cpus=0, resources={CASE_RESOURCE: 1})(run_remote)
 
-    def _clean_everywhere(self) -> None:
+    def _clean_everywhere(self, run: RunDir) -> None:
+        """Every alive node removes the leftovers of cases whose owner is gone; what each removed,
+        or why it could not, goes to the run's engine log."""
         from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy  # with ray, which is loaded
 
-        refs = []
+        refs = {}
         for node in self.ray.nodes():
             if node.get("Alive"):
                 strategy = NodeAffinitySchedulingStrategy(node_id=node["NodeID"], soft=False)
-                refs.append(self.ray.remote(num_cpus=0, max_retries=0, scheduling_strategy=strategy)(clean_node).remote())
-        for ref in refs:
+                ref = self.ray.remote(num_cpus=0, max_retries=0, scheduling_strategy=strategy)(clean_node).remote()
+                refs[ref] = node.get("NodeManagerAddress", node["NodeID"])
+        for ref, node in refs.items():
             try:
-                self.ray.get(ref, timeout=120)
-            except Exception:  # noqa: BLE001 - a node that cannot clean is said in the log, not fatal here
-                pass
+                log(run, clean=node, removed=self.ray.get(ref, timeout=120))
+            except Exception as e:  # noqa: BLE001 - a node that cannot clean is logged; the run goes on
+                log(run, clean=node, error=f"{type(e).__name__}: {str(e)[:300]}")
 
     def __call__(self, name: str, todo: Sequence[Any], run: RunDir, ui: Any, jobs: int, fail_fast: bool,
                  accel: str) -> tuple[list[Any], bool]:
@@ -217,7 +220,7 @@ class RayBatch:
                         lost = what in LOST and not INTERRUPTED.is_set()
                         log(run, case=c.id, attempt=attempt, lost=what if lost else None, failed=None if lost else what,
                             error=str(e)[:500])
-                        self._clean_everywhere()
+                        self._clean_everywhere(run)
                         if lost and attempt == 1:
                             ui.note(name, f"{c.id}: attempt 1 lost ({what}); nodes cleaned, resubmitted once")
                             submit(c, 2)
@@ -252,6 +255,6 @@ class RayBatch:
             ray.wait(list(pending), num_returns=len(pending), timeout=CANCEL_WAIT_S)
             for ref in pending:
                 ray.cancel(ref, force=True)
-            self._clean_everywhere()
+            self._clean_everywhere(run)
             raise
         return results, stop
