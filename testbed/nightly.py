@@ -174,6 +174,9 @@ def run_merge(m: Merge, say=print) -> int:
     report = testbed("report", str(run), "--json", "--junit", str(m.out / "junit.xml"), "--html", str(m.out / "html"),
                      results=results)
     (m.out / "report.json").write_text(report.stdout)
+    if report.returncode != 0:  # no report, no gate: the night cannot be judged
+        say(f"testbed report {run} failed (exit {report.returncode}): see the log above")
+        return 2
     gate: dict[str, object] = {"merged": str(run), "previous": str(m.previous) if m.previous else None}
     code = 0
     if m.previous is None:

@@ -98,22 +98,24 @@ def unpack(run: RunDir, case_id: str, tar: bytes, engine: dict[str, Any]) -> Pat
     work = run.path / f"{case_id}.incoming"
     shutil.rmtree(work, ignore_errors=True)
     work.mkdir()
-    with tarfile.open(fileobj=io.BytesIO(tar), mode="r:gz") as t:
-        if hasattr(tarfile, "data_filter"):  # Python >= 3.11.4: refuse links and paths out of the folder
-            t.extractall(work, filter="data")
-        else:
-            t.extractall(work)
-    src = work / case_id
-    if not (src / "verdict.json").is_file():
-        raise RuntimeError(f"case {case_id}: the node returned no verdict.json")
-    v = json.loads((src / "verdict.json").read_text())
-    v["engine"] = engine
-    write_atomic(src / "verdict.json", json.dumps(v, indent=2, default=str) + "\n")
-    final = run.path / case_id
-    if final.exists():
-        shutil.rmtree(final)
-    os.replace(src, final)
-    shutil.rmtree(work, ignore_errors=True)
+    try:
+        with tarfile.open(fileobj=io.BytesIO(tar), mode="r:gz") as t:
+            if hasattr(tarfile, "data_filter"):  # Python >= 3.11.4: refuse links and paths out of the folder
+                t.extractall(work, filter="data")
+            else:
+                t.extractall(work)
+        src = work / case_id
+        if not (src / "verdict.json").is_file():
+            raise RuntimeError(f"case {case_id}: the node returned no verdict.json")
+        v = json.loads((src / "verdict.json").read_text())
+        v["engine"] = engine
+        write_atomic(src / "verdict.json", json.dumps(v, indent=2, default=str) + "\n")
+        final = run.path / case_id
+        if final.exists():
+            shutil.rmtree(final)
+        os.replace(src, final)
+    finally:
+        shutil.rmtree(work, ignore_errors=True)  # what was unpacked and not moved into place
     return final
 
 

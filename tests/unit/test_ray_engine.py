@@ -39,7 +39,7 @@ def test_a_returned_folder_without_verdict_is_refused(tmp_path: Path) -> None:
     run = store.new_run("tbunit002", {}, root=tmp_path / "results")
     with pytest.raises(RuntimeError, match="no verdict.json"):
         unpack(run, "c1", _pack(node), {})
-    assert not (run.path / "c1").exists()
+    assert not (run.path / "c1").exists() and not (run.path / "c1.incoming").exists()  # nothing half left
 
 
 def test_without_ray_the_error_says_how_to_install(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -59,8 +59,9 @@ def _write(path: Path, template: str, **ctx: Any) -> None:
     path.write_text(_env.get_template(template).render(**ctx))  # a report is made again at will: no fsync
 
 
-def _blocked(case_dir: Path) -> list[dict[str, Any]]:
-    """The blocked tasks of evidence.json, or parsed from the sysrq dump of a folder from before it."""
+def _blocked(case_dir: Path) -> tuple[list[dict[str, Any]], str | None]:
+    """The blocked tasks of evidence.json, or parsed from the sysrq dump of a folder from before it;
+    and, where neither could be read, why (said on the page, never dropped)."""
     f, dump = case_dir / "evidence.json", case_dir / "sysrq-client.txt"
     try:
         if f.exists():
@@ -68,11 +69,11 @@ def _blocked(case_dir: Path) -> list[dict[str, Any]]:
         elif dump.exists():
             ev = read_evidence(dump.read_text(errors="replace"))
         else:
-            return []
-    except (ValueError, KeyError, TypeError):
-        return []
+            return [], None
+    except (ValueError, KeyError, TypeError) as e:
+        return [], f"{f.name if f.exists() else dump.name} could not be read: {e!r}"
     return [{"label": t.label, "state": t.state, "classes": list(t.classes), "on_path": on_path(t),
-             "frames": [fr.split("+", 1)[0] for fr in t.frames[:8]]} for t in ev.blocked]
+             "frames": [fr.split("+", 1)[0] for fr in t.frames[:8]]} for t in ev.blocked], None
 
 
 def case_page(rec: CaseRecord, out_dir: Path, run_id: str, up: str, plotly_js: str) -> Path:
@@ -81,13 +82,14 @@ def case_page(rec: CaseRecord, out_dir: Path, run_id: str, up: str, plotly_js: s
     page = page_dir / f"{rec.case_id}.html"
     v = rec.verdict
     s = series.load(rec.path)
+    blocked, evidence_error = _blocked(rec.path)
     files = [(p.name, _rel(p, page_dir)) for p in sorted(rec.path.iterdir())
              if p.is_file() and p.suffix in EVIDENCE_FILES]
     case = {"id": rec.case_id, "verdict": v.get("verdict", "?"), "expected": v.get("expected"),
             "description": rec.scenario.get("description", ""), "reasons": v.get("reasons") or [],
             "mechanism": v.get("mechanism"), "figures": v.get("figures") or {}}
     _write(page, "case.html.j2", title=f"{rec.case_id}: {case['verdict']}", plotly_js=f"../{plotly_js}", case=case,
-           run_id=run_id, up=up, timeline=_plot(figures.timeline(s), "timeline-plot"), blocked=_blocked(rec.path),
+           run_id=run_id, up=up, timeline=_plot(figures.timeline(s), "timeline-plot"), blocked=blocked, evidence_error=evidence_error,
            files=files)
     return page
 
