@@ -1,6 +1,6 @@
 #!/usr/bin/env python3
-"""Runs the shipped NFS scenario 3 times: median of case wall time / workload wall time (target <= 1.5),
-and swap MB/s beside iperf3 MB/s over the same client-NAS path. Same as `testbed bench case`."""
+"""A case's time, cold boots vs ready snapshots side by side: median seconds per phase, ready times, case wall /
+workload wall and cases per hour (`testbed bench case [FILE] --runs N`; a matrix file runs each of its cases)."""
 import sys
 
 from testbed.cli import main

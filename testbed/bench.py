@@ -1,20 +1,27 @@
-"""Benchmarks (never timed tests): boot-to-ready and warm image build."""
+"""Benchmarks (never timed tests): boot-to-ready and warm image build, a case's phases cold vs restored,
+the HTML report's render time."""
 
 from __future__ import annotations
 
 import json
+import os
+import platform
 import shutil
 import statistics
 import tempfile
 import time
 from collections.abc import Callable
+from dataclasses import replace
 from pathlib import Path
 
-from testbed.config.scenario import load_scenario
+from testbed.config.matrix import is_matrix_file, load_matrix
+from testbed.config.scenario import LoadedScenario, load_scenario
 from testbed.images.build import build
 from testbed.report.progress import Ui
 from testbed.runner import Case, run_case
-from testbed.store import new_run
+from testbed.report import modes as modes_report
+from testbed.report import phases
+from testbed.store import RunDir, new_run
 from testbed.tags import new_tag
 from testbed.vm import oneshot
 
@@ -34,13 +41,54 @@ def boot(role: str, mem: int, runs: int, accel: str, say: Callable[[str], None])
     return 0
 
 
-def case_overhead(scenario: str, runs: int, say: Callable[[str], None]) -> int:
-    """Median of case wall time / workload wall time for a shipped scenario, and swap MB/s beside
-    iperf3 MB/s over the same client-NAS path (reported, not a target: TCG bounds both)."""
-    class IperfCase(Case):
-        """The scenario's network, NAS and client, with iperf3 instead of the workload."""
+def with_boot(loaded: LoadedScenario, mode: str) -> LoadedScenario:
+    sc = loaded.scenario
+    return replace(loaded, scenario=replace(sc, client=replace(sc.client, boot=mode), nas=replace(sc.nas, boot=mode)))
 
-        mbps: float | None = None
+
+def case_modes(source: Path, runs: int, modes: list[str], say: Callable[[str], None], iperf: bool = False) -> dict:
+    """Each case of `source` (a scenario, or every case of a matrix) `runs` times per boot mode
+    (cold: both VMs booted; restore: both restored from their ready snapshots), interleaved so a
+    drift of the host weighs on every column alike; per mode the median seconds per phase, ready
+    times, case wall / workload wall and cases per hour (one at a time)."""
+    loaded = [c.loaded for c in load_matrix(source).cases] if is_matrix_file(source) else [load_scenario(source)]
+    ui = Ui(quiet=True)
+    dirs: dict[str, list[Path]] = {m: [] for m in modes}
+    cells: dict[str, dict[str, list[Path]]] = {}
+    with tempfile.TemporaryDirectory() as tmp:
+        run = new_run(new_tag(), {"bench": "case", "source": str(source), "modes": modes}, root=Path(tmp))
+        total, n = runs * len(loaded) * len(modes), 0
+        for i in range(runs):
+            for one in loaded:
+                for mode in modes:
+                    n += 1
+                    r = run_case(with_boot(one, mode), run, f"{one.scenario.name}-{mode}-{i + 1}", "auto", ui)
+                    f = r.data["figures"]
+                    say(f"[{n}/{total}] {one.scenario.name} {mode}: {r.verdict}, case {f.get('case_wall_s')} s, "
+                        f"workload {f.get('workload_wall_s')} s, boots "
+                        + ", ".join(f"{k} {b.get('mode')} {b.get('ready_s')} s" for k, b in (r.data.get("boot") or {}).items()))
+                    dirs[mode].append(Path(r.path))
+                    cells.setdefault(one.scenario.name, {m: [] for m in modes})[mode].append(Path(r.path))
+        cols = {m: phases.summarize_dirs(dirs[m]) for m in modes}
+        comps = modes_report.compare(cells)
+        if iperf:
+            mbps = iperf_mbps(loaded[0], run, ui)
+    out = {"source": str(source), "runs_per_case": runs, "cases": len(loaded), "host": host_facts(),
+           "modes": {m: c.to_dict() for m, c in cols.items()}, "cells": [c.to_dict() for c in comps]}
+    print(f"{source}: {len(loaded)} case(s) x {runs} run(s) per boot mode")
+    print(phases.render_columns(cols))
+    print("per cell: failures with their interval, the interval of their difference, median figures")
+    print(modes_report.render(comps))
+    if iperf:
+        out["iperf3_mbps"] = mbps
+        print(f"iperf3 client->NAS over the same path: {mbps:.1f} MB/s")
+    return out
+
+
+def iperf_mbps(loaded: LoadedScenario, run: RunDir, ui: Ui) -> float:
+    """The scenario's network, NAS and client, with iperf3 instead of the workload: MB/s client->NAS."""
+    class IperfCase(Case):
+        mbps = 0.0
 
         def _pressure(self) -> None:
             assert self.nas and self.client
@@ -48,27 +96,13 @@ def case_overhead(scenario: str, runs: int, say: Callable[[str], None]) -> int:
             res = self.client.exec(["iperf3", "-c", self.nas_ip, "-t", "10", "-J"], 60, check=True)
             IperfCase.mbps = json.loads(res.stdout)["end"]["sum_received"]["bits_per_second"] / 8 / 2**20
 
-    loaded = load_scenario(Path(scenario))
-    ui = Ui(quiet=True)
-    with tempfile.TemporaryDirectory() as tmp:
-        run = new_run(new_tag(), {"bench": "case_overhead"}, root=Path(tmp))
-        ratios, swap_rates = [], []
-        for i in range(runs):
-            r = run_case(loaded, run, f"run{i + 1}", "auto", ui)
-            f = r.data["figures"]
-            if r.verdict != "recovered" or not f.get("workload_wall_s"):
-                say(f"run {i + 1}: verdict {r.verdict}, not counted")
-                continue
-            ratios.append(f["case_wall_s"] / f["workload_wall_s"])
-            swap_rates.append(((f["swap_in_mb"] or 0) + (f["swap_out_mb"] or 0)) / f["workload_wall_s"])
-            say(f"run {i + 1}: case {f['case_wall_s']:.1f} s, workload {f['workload_wall_s']:.1f} s, ratio {ratios[-1]:.2f}")
-        IperfCase(loaded, run, "iperf3", "auto", ui).run()
-    if not ratios:
-        print("no run recovered: nothing to report")
-        return 1
-    print(f"{loaded.scenario.name}: case/workload wall time median {statistics.median(ratios):.2f} over {len(ratios)} runs (target <= 1.5)")
-    print(f"swap {statistics.median(swap_rates):.1f} MB/s (in+out) vs iperf3 {IperfCase.mbps or 0:.1f} MB/s client->NAS")
-    return 0
+    IperfCase(loaded, run, "iperf3", "auto", ui).run()
+    return IperfCase.mbps
+
+
+def host_facts() -> dict:
+    return {"hostname": platform.node(), "cpus": os.cpu_count(), "kernel": platform.release(),
+            "date": time.strftime("%Y-%m-%d")}
 
 
 def html_render(cases: int, sources: list[Path], say: Callable[[str], None]) -> dict[str, float]:

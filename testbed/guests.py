@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import time
+from dataclasses import replace
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 from testbed.cleanup import Cleanup
 from testbed.errors import GuestError
@@ -10,6 +14,7 @@ from testbed.images.cache import Image
 from testbed.net.build import BuiltNet
 from testbed.tags import vm_name
 from testbed.vm.argv import Disk, VMSpec
+from testbed.vm import snapshot
 from testbed.vm.machine import VM
 
 
@@ -28,7 +33,11 @@ def boot(
     undo: Cleanup,
     boot_s: float,
     disks: tuple[Disk, ...] = (),
+    mode: str = "cold",
+    say: Callable[[str], None] = lambda m: None,
 ) -> VM:
+    """A ready, addressed guest: restored from its ready snapshot (saved first when there is none)
+    when `mode` is "restore", booted otherwise or when restoring fails; `vm.boot` says which and why."""
     spec = VMSpec(
         name=vm_name(tag, role),
         kernel=image.kernel,
@@ -43,11 +52,46 @@ def boot(
         disks=disks,
         console_log=logdir / f"console-{role}.log",
         qemu_log=logdir / f"qemu-{role}.log",
+        hostname=f"tb-{role}" if mode == "restore" else "",
     )
-    vm = VM(spec, undo)
-    vm.start()
-    vm.wait_ready(boot_s)
+    t0 = time.monotonic()
+    vm = restored(role, spec, image, undo, boot_s, say) if mode == "restore" else None
+    if vm is None:
+        vm = VM(spec, undo)
+        vm.start()
+        vm.wait_ready(boot_s)
+        vm.boot.setdefault("mode", "cold")
+    vm.boot["ready_s"] = round(time.monotonic() - t0, 2)
     configure_net(vm, net, node)
+    return vm
+
+
+def restored(role: str, spec: VMSpec, image: Image, undo: Cleanup, boot_s: float,
+             say: Callable[[str], None]) -> VM | None:
+    """The guest restored from its snapshot, or None with the reason in the returned record of the
+    cold boot that follows (a snapshot that failed to restore is discarded: the next case saves anew)."""
+    record: dict[str, Any] = {}
+    key = snapshot.key_for(role, spec, image)
+    snap, why = snapshot.lookup(key)
+    try:
+        if snap is None:
+            if why:  # incomplete, or saved for another key: never used, saved again
+                say(f"{role} snapshot not used: {why}")
+                record["discarded"] = why
+                snapshot.discard(snapshot.snapshots_dir() / key.dirname)
+            snap = snapshot.save(role, spec, image, key, undo, boot_s, say)
+            record["saved_s"] = snap.save_s
+        vm = snapshot.restore(snap, spec, undo, timeout=min(boot_s, 60))
+    except snapshot.SnapshotError as e:
+        say(f"{role}: {e}; booting cold")
+        if snap is not None:
+            snapshot.discard(snap.dir)
+        fallback = VM(replace(spec, hostname=""), undo)
+        fallback.boot.update(mode="cold", reason=str(e), **record)
+        fallback.start()
+        fallback.wait_ready(boot_s)
+        return fallback
+    vm.boot.update(mode="restored", snapshot=key.digest, snapshot_built=snap.built_at, **record)
     return vm
 
 

@@ -1,5 +1,6 @@
 """Finding and removing leftovers of earlier runs for `testbed clean`: our QEMUs, namespaces (with
-the helper processes inside them) and runtime folders, recognised by our tag only."""
+the helper processes inside them) and runtime folders, recognised by our tag only; and ready
+snapshots that no cached image can use any more, or that a killed run left half saved."""
 
 from __future__ import annotations
 
@@ -13,6 +14,7 @@ from testbed.net.netns import delete_netns
 from testbed.paths import runtime_dir
 from testbed.rundir import live_owner
 from testbed.tags import QEMU_NAME_RE, TAG_RE
+from testbed.vm import snapshot
 
 
 def find_our_qemus() -> list[tuple[int, str]]:
@@ -96,4 +98,8 @@ def clean_leftovers(dry_run: bool = False) -> list[str]:
         done.append(f"runtime folder {d}")
         if not dry_run:
             shutil.rmtree(d, ignore_errors=True)
+    for p in snapshot.stale():  # snapshots no cached image can use, and temporaries of dead savers
+        done.append(f"stale snapshot {p}")
+        if not dry_run:
+            shutil.rmtree(p, ignore_errors=True)
     return done

@@ -4,6 +4,7 @@ verdict, evidence, teardown (reverse order, always). A testbed failure becomes `
 from __future__ import annotations
 
 import subprocess
+from concurrent.futures import Future, ThreadPoolExecutor
 import time
 import traceback
 from dataclasses import dataclass, replace
@@ -142,18 +143,26 @@ class Case:
         ends = storage.Ends(self.tag, client_ip, nas_ip)
 
         logdir = self.dir.path
+        export: Future[dict[str, Any]] | None = None
         if store.needs_nas:
             assert nas_img is not None
             self.phase("nas", f"{sc.nas.mem_mb} MB, {sc.storage.protocol} export")
-            self.nas = nas_vm.start(sc, nas_img, net, nas_node, self.tag, choice.accel, rundir, logdir, undo)
+            self.nas = nas_vm.start(sc, nas_img, net, nas_node, self.tag, choice.accel, rundir, logdir, undo,
+                                    say=lambda m: self.ui.note(self.case_id, m))
+            self._booted("nas", self.nas)
             self._watch(self.nas, "nas", undo)
-            self.history.add("fact", "nas-export", **store.export(self.nas, sc, ends))
+            # The export (seconds of work inside the NAS) overlaps the client's boot; joined before storage.
+            exporting = ThreadPoolExecutor(1, thread_name_prefix=f"export-{self.tag}")
+            undo.push("export thread", exporting.shutdown, False)
+            export = exporting.submit(store.export, self.nas, sc, ends)
 
         self.phase("client", f"{sc.client.mem_mb} MB")
         disks = store.client_disks(sc, rundir, undo)
         self.client = guests.boot(role="client", node=client_node, tag=self.tag, image=client_img, net=net,
                                   mem_mb=sc.client.mem_mb, vcpus=sc.client.vcpus, accel=choice.accel, rundir=rundir,
-                                  logdir=logdir, undo=undo, boot_s=sc.deadlines.boot_s, disks=disks)
+                                  logdir=logdir, undo=undo, boot_s=sc.deadlines.boot_s, disks=disks,
+                                  mode=sc.client.boot, say=lambda m: self.ui.note(self.case_id, m))
+        self._booted("client", self.client)
         self._watch(self.client, "client", undo)
         self.history.add("fact", "client-ready", boot_s=round(self.client.ready_at - self.client.started_at, 2),
                          memtotal_kb=(self.client.agent.telemetry or {}).get("meminfo", {}).get("MemTotal"))
@@ -166,6 +175,8 @@ class Case:
         zoneinfo = self.client.exec(["cat", "/proc/zoneinfo"], 15, check=True).stdout
         (self.dir.path / ZONEINFO).write_text(zoneinfo)
         self.history.add("fact", "zone-watermarks", zones=[z.to_dict() for z in parse_zoneinfo(zoneinfo)])
+        if export is not None:
+            self.history.add("fact", "nas-export", **export.result())
         self.phase("storage", f"{sc.storage.protocol}, {'swap' if sc.workload.uses_swap else 'filesystem'}")
         self.history.add("fact", "storage-attached", protocol=sc.storage.protocol, **store.attach(self.client, sc, ends))
         # The protocol counters are read once, after the pressure: counters start at the fresh mount,
@@ -195,6 +206,11 @@ class Case:
             self.scheduler.setup()
         self.history.add("fact", "path-helpers", helpers=helpers.states(self.client, sc.path_processes()))
         self._pressure()
+
+    def _booted(self, role: str, vm: VM) -> None:
+        """How the guest came up (restored from its ready snapshot, or booted cold and why): in the verdict."""
+        self.facts.setdefault("boot", {})[role] = vm.boot
+        self.history.add("fact", f"{role}-boot", **vm.boot)
 
     def _watch(self, vm: VM, role: str, undo: Cleanup) -> None:
         w = ConsoleWatcher(role, vm.spec.console, self.history)

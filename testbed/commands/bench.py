@@ -19,7 +19,19 @@ def cmd_bench_boot(args: argparse.Namespace) -> int:
 
 
 def cmd_bench_case(args: argparse.Namespace) -> int:
-    return bench.case_overhead(args.scenario, args.runs, err)
+    source = Path(args.source)
+    if not source.is_file():
+        raise UsageError(f"bench case: {source} is not a file")
+    modes = args.modes.split(",")
+    if not modes or any(m not in ("cold", "restore") for m in modes):
+        raise UsageError(f"bench case --modes {args.modes}: a comma-separated list of cold, restore")
+    out = bench.case_modes(source, args.runs, modes, err, iperf=args.iperf)
+    if args.out:
+        Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+        Path(args.out).write_text(json.dumps(out, indent=2) + "\n")
+    if args.json:
+        print(json.dumps(out, indent=2))
+    return 0
 
 
 def cmd_bench_until_ci(args: argparse.Namespace) -> int:
@@ -56,9 +68,15 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     bb.add_argument("--runs", type=int, default=5)
     bb.add_argument("--accel", choices=["auto", "kvm", "tcg"], default="auto")
     bb.set_defaults(func=cmd_bench_boot)
-    bc = bn.add_parser("case", help="case overhead over the workload, swap vs iperf3 throughput")
-    bc.add_argument("--scenario", default="scenarios/nfs-swap.yaml")
-    bc.add_argument("--runs", type=int, default=3)
+    bc = bn.add_parser("case", help="a case's phases, ready times, case/workload wall and cases per hour, cold vs restored",
+                       description="Runs a scenario (or every case of a matrix) --runs times per boot mode, "
+                                   "interleaved, and prints the modes side by side.")
+    bc.add_argument("source", nargs="?", default="scenarios/nfs-swap.yaml", help="a scenario or matrix file")
+    bc.add_argument("--runs", type=int, default=3, help="runs per case and mode (default 3)")
+    bc.add_argument("--modes", default="cold,restore", help="boot modes, comma-separated (default cold,restore)")
+    bc.add_argument("--iperf", action="store_true", help="also measure iperf3 client->NAS over the same path")
+    bc.add_argument("--out", help="also write the figures as JSON to this file (e.g. benchmarks/results/case.json)")
+    bc.add_argument("--json", action="store_true")
     bc.set_defaults(func=cmd_bench_case)
     bu = bn.add_parser("until-ci", help="case-minutes an adaptive (--until-ci) matrix run saved against fixed repeats",
                        description="Reads a finished `testbed matrix FILE --until-ci W` run: per cell, the case-minutes "

@@ -35,6 +35,7 @@ class ClientSpec:
     vcpus: int = 1
     kernel: str = "default"  # the client recipe's pinned kernel; other kernels are a later matrix axis
     sysctl: dict[str, str] = field(default_factory=dict)  # e.g. vm.min_free_kbytes: 8192, set before swapon
+    boot: Literal["restore", "cold"] = "restore"  # from the ready snapshot (saved once per key), or a full boot
 
     def validate(self, source: str, path: str) -> None:
         for key, value in self.sysctl.items():
@@ -54,6 +55,7 @@ class NasSpec:
     mem_mb: int = 256
     vcpus: int = 1
     data_disk_mb: int = 2048  # the NAS's own data disk: exports, LUN files, AoE images
+    boot: Literal["restore", "cold"] = "restore"  # as client.boot
 
     def validate(self, source: str, path: str) -> None:
         if self.mem_mb < 160:

@@ -4,6 +4,7 @@ mounted at /srv inside the guest, where protocol modules put their exports."""
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from pathlib import Path
 
 from testbed import guests, proc
@@ -25,12 +26,13 @@ def make_data_disk(path: Path, size_mb: int, undo: Cleanup) -> None:
 
 
 def start(sc: Scenario, image: Image, net: BuiltNet, node: str, tag: str, accel: str,
-          rundir: Path, logdir: Path, undo: Cleanup) -> VM:
+          rundir: Path, logdir: Path, undo: Cleanup, say: Callable[[str], None] = lambda m: None) -> VM:
     disk = rundir / "nas-data.img"
     make_data_disk(disk, sc.nas.data_disk_mb, undo)
     vm = guests.boot(role="nas", node=node, tag=tag, image=image, net=net, mem_mb=sc.nas.mem_mb,
                      vcpus=sc.nas.vcpus, accel=accel, rundir=rundir, logdir=logdir, undo=undo,
-                     boot_s=sc.deadlines.boot_s, disks=(Disk(disk, serial=DATA_SERIAL),))
+                     boot_s=sc.deadlines.boot_s, disks=(Disk(disk, serial=DATA_SERIAL),),
+                     mode=sc.nas.boot, say=say)
     dev = vm.block_device(DATA_SERIAL)
     vm.run_all(["mkdir", "-p", "/srv"], ["mount", "-t", "ext4", dev, "/srv"], timeout=30)
     return vm

@@ -37,6 +37,18 @@ def wilson(k: int, n: int, conf: float = CONFIDENCE) -> tuple[float, float]:
     return max(0.0, float(ci.low)), min(1.0, float(ci.high))
 
 
+def newcombe(k_a: int, n_a: int, k_b: int, n_b: int, conf: float = CONFIDENCE) -> tuple[float, float]:
+    """Interval of the difference of two proportions k_a/n_a - k_b/n_b (Newcombe's hybrid score
+    method, from the two Wilson intervals); (-1, 1) when either side has no runs."""
+    if n_a <= 0 or n_b <= 0:
+        return -1.0, 1.0
+    pa, pb = k_a / n_a, k_b / n_b
+    (la, ua), (lb, ub) = wilson(k_a, n_a, conf), wilson(k_b, n_b, conf)
+    d = pa - pb
+    return (max(-1.0, d - ((pa - la) ** 2 + (ub - pb) ** 2) ** 0.5),
+            min(1.0, d + ((ua - pa) ** 2 + (pb - lb) ** 2) ** 0.5))
+
+
 def fisher_one_sided(fail_a: int, n_a: int, fail_b: int, n_b: int) -> float:
     """p of Fisher's exact test that B's failure rate is higher than A's (one-sided).
 

@@ -45,6 +45,10 @@ class VMSpec:
     console_log: Path | None = None
     qemu_log: Path | None = None
     extra: tuple[str, ...] = field(default=())
+    hostname: str = ""  # the guest's hostname at boot; the VM's name when empty
+    root_format: str = "raw"  # "qcow2" for an overlay of a ready snapshot's disk
+    root_snapshot: bool = True  # writes to a temporary overlay (a cold boot); False for our own qcow2 overlays
+    incoming: str = ""  # a migration source to restore from (QEMU -incoming), e.g. "exec:zstd -dc FILE"
 
     @property
     def qmp_socket(self) -> Path:
@@ -81,7 +85,7 @@ def kernel_args(spec: VMSpec) -> list[str]:
         "panic=-1",
         "sysrq_always_enabled",
         "hung_task_timeout_secs=30",
-        f"tb.hostname={spec.name}",
+        f"tb.hostname={spec.hostname or spec.name}",
         *spec.cmdline,
     ]
     return ["-kernel", str(spec.kernel), "-initrd", str(spec.initrd), "-append", " ".join(cmdline)]
@@ -89,8 +93,9 @@ def kernel_args(spec: VMSpec) -> list[str]:
 
 def disk_args(spec: VMSpec) -> list[str]:
     # The initramfs finds the root disk by its serial, whatever the PCI order.
+    snap = ",snapshot=on" if spec.root_snapshot else ""
     out = [
-        "-drive", f"file={spec.root},format=raw,if=none,id=root,snapshot=on,cache=unsafe",
+        "-drive", f"file={spec.root},format={spec.root_format},if=none,id=root{snap},cache=unsafe",
         "-device", f"virtio-blk-pci,drive=root,serial={ROOT_SERIAL}",
     ]
     for i, d in enumerate(spec.disks):
@@ -127,11 +132,15 @@ def agent_args(spec: VMSpec) -> list[str]:
     ]
 
 
+def incoming_args(spec: VMSpec) -> list[str]:
+    return ["-incoming", spec.incoming] if spec.incoming else []
+
+
 def build(spec: VMSpec, caps: QemuCaps | None = None) -> list[str]:
     """The full argv; checked against `caps` (the host QEMU's help output) when given."""
     argv = [QEMU, "-name", f"{spec.name},process={spec.name}"]
     argv += machine_args(spec) + kernel_args(spec) + disk_args(spec) + net_args(spec)
-    argv += serial_args(spec) + qmp_args(spec) + agent_args(spec) + list(spec.extra)
+    argv += serial_args(spec) + qmp_args(spec) + agent_args(spec) + incoming_args(spec) + list(spec.extra)
     if caps:
         for a in argv:
             if a.startswith("-") and not a.startswith("--"):

@@ -7,6 +7,7 @@ import subprocess
 import time
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 from testbed import proc
 from testbed.cleanup import Cleanup
@@ -39,6 +40,7 @@ class VM:
         self.started_at = 0.0
         self.ready_at = 0.0
         self.net_devs: list[str] = []  # guest interface names, in the order of spec.nics
+        self.boot: dict[str, Any] = {}  # how it came up: mode cold|restored, and why not restored
 
     @property
     def name(self) -> str:

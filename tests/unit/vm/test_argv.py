@@ -76,3 +76,13 @@ def test_unknown_device_is_refused(caps: QemuCaps) -> None:
 def test_unknown_option_is_refused(caps: QemuCaps) -> None:
     with pytest.raises(ValueError, match="no option -frobnicate"):
         qargv.build(spec(extra=("-frobnicate",)), caps)
+
+
+def test_restored_guest_opens_its_overlay_and_waits_for_the_stream(caps: QemuCaps) -> None:
+    argv = qargv.build(spec(root=Path("/run/x/o.qcow2"), root_format="qcow2", root_snapshot=False,
+                            incoming="exec:zstd -q -d -c /c/state.zst", hostname="tb-client"), caps)
+    drives = [argv[i + 1] for i, a in enumerate(argv) if a == "-drive"]
+    assert drives[0].startswith("file=/run/x/o.qcow2,format=qcow2,") and "snapshot=on" not in drives[0]
+    assert argv[argv.index("-incoming") + 1] == "exec:zstd -q -d -c /c/state.zst"
+    assert "tb.hostname=tb-client" in argv[argv.index("-append") + 1]
+    assert "-incoming" not in qargv.build(spec(), caps)
