@@ -4,8 +4,6 @@ the HTML report's render time."""
 from __future__ import annotations
 
 import json
-import os
-import platform
 import shutil
 import statistics
 import tempfile
@@ -21,7 +19,7 @@ from testbed.report.progress import Ui
 from testbed.runner import Case, run_case
 from testbed.report import modes as modes_report
 from testbed.report import phases
-from testbed.store import RunDir, new_run
+from testbed.store import RunDir, host_facts, new_run
 from testbed.tags import new_tag
 from testbed.vm import oneshot
 
@@ -46,7 +44,8 @@ def with_boot(loaded: LoadedScenario, mode: str) -> LoadedScenario:
     return replace(loaded, scenario=replace(sc, client=replace(sc.client, boot=mode), nas=replace(sc.nas, boot=mode)))
 
 
-def case_modes(source: Path, runs: int, modes: list[str], say: Callable[[str], None], iperf: bool = False) -> dict:
+def case_modes(source: Path, runs: int, modes: list[str], say: Callable[[str], None], iperf: bool = False,
+               keep: bool = False) -> dict:
     """Each case of `source` (a scenario, or every case of a matrix) `runs` times per boot mode
     (cold: both VMs booted; restore: both restored from their ready snapshots), interleaved so a
     drift of the host weighs on every column alike; per mode the median seconds per phase, ready
@@ -55,8 +54,10 @@ def case_modes(source: Path, runs: int, modes: list[str], say: Callable[[str], N
     ui = Ui(quiet=True)
     dirs: dict[str, list[Path]] = {m: [] for m in modes}
     cells: dict[str, dict[str, list[Path]]] = {}
-    with tempfile.TemporaryDirectory() as tmp:
-        run = new_run(new_tag(), {"bench": "case", "source": str(source), "modes": modes}, root=Path(tmp))
+    with tempfile.TemporaryDirectory() as tmp:  # with keep, the cases stay under results/ like a run's
+        run = new_run(new_tag(), {"bench": "case", "source": str(source), "modes": modes, "runs": runs},
+                      root=None if keep else Path(tmp))
+        say(f"cases in {run.path}" + ("" if keep else " (removed at the end; --keep keeps them)"))
         total, n = runs * len(loaded) * len(modes), 0
         for i in range(runs):
             for one in loaded:
@@ -73,7 +74,7 @@ def case_modes(source: Path, runs: int, modes: list[str], say: Callable[[str], N
         comps = modes_report.compare(cells)
         if iperf:
             mbps = iperf_mbps(loaded[0], run, ui)
-    out = {"source": str(source), "runs_per_case": runs, "cases": len(loaded), "host": host_facts(),
+    out = {"source": str(source), "run": str(run.path) if keep else None, "runs_per_case": runs, "cases": len(loaded), "host": host_facts(),
            "modes": {m: c.to_dict() for m, c in cols.items()}, "cells": [c.to_dict() for c in comps]}
     print(f"{source}: {len(loaded)} case(s) x {runs} run(s) per boot mode")
     print(phases.render_columns(cols))
@@ -98,11 +99,6 @@ def iperf_mbps(loaded: LoadedScenario, run: RunDir, ui: Ui) -> float:
 
     IperfCase(loaded, run, "iperf3", "auto", ui).run()
     return IperfCase.mbps
-
-
-def host_facts() -> dict:
-    return {"hostname": platform.node(), "cpus": os.cpu_count(), "kernel": platform.release(),
-            "date": time.strftime("%Y-%m-%d")}
 
 
 def html_render(cases: int, sources: list[Path], say: Callable[[str], None]) -> dict[str, float]:

@@ -25,7 +25,7 @@ def cmd_bench_case(args: argparse.Namespace) -> int:
     modes = args.modes.split(",")
     if not modes or any(m not in ("cold", "restore") for m in modes):
         raise UsageError(f"bench case --modes {args.modes}: a comma-separated list of cold, restore")
-    out = bench.case_modes(source, args.runs, modes, err, iperf=args.iperf)
+    out = bench.case_modes(source, args.runs, modes, err, iperf=args.iperf, keep=args.keep)
     if args.out:
         Path(args.out).parent.mkdir(parents=True, exist_ok=True)
         Path(args.out).write_text(json.dumps(out, indent=2) + "\n")
@@ -75,6 +75,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     bc.add_argument("--runs", type=int, default=3, help="runs per case and mode (default 3)")
     bc.add_argument("--modes", default="cold,restore", help="boot modes, comma-separated (default cold,restore)")
     bc.add_argument("--iperf", action="store_true", help="also measure iperf3 client->NAS over the same path")
+    bc.add_argument("--keep", action="store_true", help="keep the cases as a run under results/ (default: removed)")
     bc.add_argument("--out", help="also write the figures as JSON to this file (e.g. benchmarks/results/case.json)")
     bc.add_argument("--json", action="store_true")
     bc.set_defaults(func=cmd_bench_case)
