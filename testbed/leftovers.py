@@ -13,7 +13,7 @@ from pathlib import Path
 from testbed.net.netns import delete_netns
 from testbed.paths import runtime_dir
 from testbed.rundir import live_owner
-from testbed.tags import QEMU_NAME_RE, TAG_RE
+from testbed.tags import NETNS_RE, QEMU_NAME_RE, TAG_RE
 from testbed.vm import snapshot
 
 
@@ -42,7 +42,7 @@ def find_our_netns() -> list[str]:
         names = os.listdir("/run/netns")
     except OSError:
         return []
-    return sorted(n for n in names if TAG_RE.match(n))
+    return sorted(n for n in names if NETNS_RE.match(n))
 
 
 def find_our_rundirs() -> list[str]:
@@ -85,7 +85,7 @@ def clean_leftovers(dry_run: bool = False) -> list[str]:
             if _is_our_qemu(pid, name):  # still the same process: a reused pid is never killed
                 os.kill(pid, signal.SIGKILL)
     for ns in find_our_netns():
-        if spared(ns):
+        if spared(ns[:8]):
             continue
         done.append(f"network namespace {ns}")
         if not dry_run:

@@ -29,6 +29,7 @@ from testbed.monitor.evidence import sysrq_dump
 from testbed.monitor.ping import Pinger
 from testbed.monitor.probes import NasProbe, ProbeError
 from testbed.monitor.timeline import Timeline
+from testbed.nas import host as nas_host
 from testbed.nas import vm as nas_vm
 from testbed.net.build import build as build_net
 from testbed.report.progress import Ui
@@ -120,7 +121,8 @@ class Case:
         store = sc.storage.role
         self.phase("images")
         client_img = ensure("client", say=lambda m: self.ui.note(self.case_id, m))
-        nas_img = ensure("nas", say=lambda m: self.ui.note(self.case_id, m)) if store.needs_nas else None
+        vm_nas = store.needs_nas and sc.nas.backend == "vm"
+        nas_img = ensure("nas", say=lambda m: self.ui.note(self.case_id, m)) if vm_nas else None
         self.facts["images"] = {i.name: {"hash": i.hash, "kernel": i.kernel_version, "package": i.kernel_package}
                                 for i in (client_img, nas_img) if i}
         self.facts["kernel"] = client_img.kernel_version
@@ -135,9 +137,11 @@ class Case:
 
         self.phase("network", self.topo.name)
         rundir = make_rundir(self.tag, undo)
-        net = build_net(self.topo, self.tag, undo)
-        self.history.add("fact", "network", **net.describe())
         client_node, nas_node = self.topo.node_for("client"), self.topo.node_for("nas")
+        hosted = {nas_node: nas_host.netns_name(self.tag)} if store.needs_nas and not vm_nas else {}
+        net = build_net(self.topo, self.tag, undo, hosted=hosted)
+        hosted = net.hosted
+        self.history.add("fact", "network", **net.describe())
         client_ip, nas_ip = net.address_of(client_node), net.address_of(nas_node)
         self.nas_ip = nas_ip
         ends = storage.Ends(self.tag, client_ip, nas_ip)
@@ -145,12 +149,15 @@ class Case:
         logdir = self.dir.path
         export: Future[dict[str, Any]] | None = None
         if store.needs_nas:
-            assert nas_img is not None
-            self.phase("nas", f"{sc.nas.mem_mb} MB, {sc.storage.protocol} export")
-            self.nas = nas_vm.start(sc, nas_img, net, nas_node, self.tag, choice.accel, rundir, logdir, undo,
-                                    say=lambda m: self.ui.note(self.case_id, m))
+            if nas_img is not None:
+                self.phase("nas", f"{sc.nas.mem_mb} MB, {sc.storage.protocol} export")
+                self.nas = nas_vm.start(sc, nas_img, net, nas_node, self.tag, choice.accel, rundir, logdir, undo,
+                                        say=lambda m: self.ui.note(self.case_id, m))
+                self._watch(self.nas, "nas", undo)
+            else:
+                self.phase("nas", f"{sc.nas.backend}: userspace servers in namespace {hosted[nas_node]}")
+                self.nas = nas_host.start(self.tag, rundir, undo)  # type: ignore[assignment]
             self._booted("nas", self.nas)
-            self._watch(self.nas, "nas", undo)
             # The export (seconds of work inside the NAS) overlaps the client's boot; joined before storage.
             exporting = ThreadPoolExecutor(1, thread_name_prefix=f"export-{self.tag}")
             undo.push("export thread", exporting.shutdown, False)

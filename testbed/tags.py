@@ -6,6 +6,8 @@ import re
 import secrets
 
 TAG_RE = re.compile(r"^tb[0-9a-f]{6}$")
+# Network namespaces of ours: the run's (its tag) and its hosted nodes' (<tag>-<node>: a netns NAS, a traffic host)
+NETNS_RE = re.compile(r"^tb[0-9a-f]{6}(-[a-z0-9]{1,16})?$")
 # QEMU -name of ours: tb<6 hex>-<role>
 QEMU_NAME_RE = re.compile(r"^tb[0-9a-f]{6}-[a-z0-9-]+$")
 

@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Annotated, Any, Literal
 
 from testbed import faults
+from testbed.config import mininet_topo
 from testbed.config.assign import apply_assignments, fold_sysctls, parse_overrides
 from testbed.config.strict import Parse, from_dict, load_yaml
 from testbed.config.topology import Topology, load_topology, topology_path
@@ -51,7 +52,9 @@ class ClientSpec:
 
 @dataclass(frozen=True)
 class NasSpec:
-    backend: Literal["vm"] = "vm"
+    # vm: kernel servers (nfsd, LIO, vblade) in a NAS VM; netns: userspace servers (nfs-ganesha, tgt,
+    # vblade) on the host in a namespace of the run (testbed/nas/host.py)
+    backend: Literal["vm", "netns"] = "vm"
     mem_mb: int = 256
     vcpus: int = 1
     data_disk_mb: int = 2048  # the NAS's own data disk: exports, LUN files, AoE images
@@ -62,6 +65,8 @@ class NasSpec:
             raise ConfigError(source, f"{path}.mem_mb", "the NAS needs at least 160 MB")
         if self.data_disk_mb < 256:
             raise ConfigError(source, f"{path}.data_disk_mb", "must be at least 256 MB")
+        if self.backend != "vm" and self.boot != "restore":
+            raise ConfigError(source, f"{path}.boot", f"the {self.backend} NAS has no VM to boot (boot applies to nas.backend vm)")
 
 
 @dataclass(frozen=True)
@@ -110,7 +115,8 @@ class Deadlines:
 @dataclass(frozen=True)
 class Scenario:
     name: str
-    topology: str = "client-switch-nas"
+    topology: str = "client-switch-nas"  # a name in topologies/, a YAML path, or FILE.py:TopoClass (Mininet)
+    topology_args: dict[str, Any] = field(default_factory=dict)  # keyword arguments of a Mininet Topo class
     description: str = ""
     client: ClientSpec = field(default_factory=ClientSpec)
     nas: NasSpec = field(default_factory=NasSpec)
@@ -151,8 +157,11 @@ class Scenario:
                 source, size_field,
                 f"the workload ({size} MB) cannot fit in RAM ({self.client.mem_mb} MB) plus swap ({st.swap_mb} MB): raise storage.swap_mb",
             )
+        st.role.check_backend(self, source)
         for i, f in enumerate(self.faults):
             f.check_storage(st.role, source, f"faults[{i}]")
+            if st.role.needs_nas:
+                f.check_nas_backend(self.nas.backend, source, f"faults[{i}]")
 
 
 @dataclass(frozen=True)
@@ -171,11 +180,32 @@ def build_scenario(data: dict[str, Any], path: Path, source: str, assignments: d
     data = apply_assignments(data, fold_sysctls(data, scen_set, source), source)
     data.pop("path", None)
     scenario = from_dict(Scenario, {**data, "path": str(path)}, source)
-    tpath = topology_path(scenario.topology, path.parent)
-    if not tpath.exists():
-        raise ConfigError(source, "topology", f"no topology {scenario.topology!r} (looked for {tpath})")
-    topology = load_topology(tpath, topo_set, source)
+    if mininet_topo.is_mininet_ref(scenario.topology):
+        if topo_set:
+            raise ConfigError(source, f"topology.{next(iter(topo_set))}", "edits a YAML topology: a Mininet Topo takes topology_args")
+        topology = mininet_topo.load(scenario.topology, scenario.topology_args, path.parent, source)
+    else:
+        if scenario.topology_args:
+            raise ConfigError(source, "topology_args", "only a Mininet Topo (topology: FILE.py:Class) takes arguments")
+        tpath = topology_path(scenario.topology, path.parent)
+        if not tpath.exists():
+            raise ConfigError(source, "topology", f"no topology {scenario.topology!r} (looked for {tpath})")
+        topology = load_topology(tpath, topo_set, source)
+    check_conditions(topology, source)
     return LoadedScenario(scenario, topology, data)
+
+
+def check_conditions(topo: Topology, source: str) -> None:
+    """Link conditions this host cannot make are refused before anything runs."""
+    from testbed.net.caps import netem_available  # host facts: only asked when a link wants netem
+
+    for kind, items in (("links", topo.links), ("trunks", topo.trunks)):
+        for i, c in enumerate(items):
+            if c.needs_netem and not netem_available():
+                what = "delay_ms" if c.delay_ms else "loss_pct"
+                raise ConfigError(source, f"topology {topo.name} {kind}[{i}].{what}",
+                                  "needs netem, which this host's kernel lacks (no sch_netem): drop the delay/loss "
+                                  "or run on a host with netem")
 
 
 def load_scenario(path: Path, overrides: list[str] | None = None) -> LoadedScenario:

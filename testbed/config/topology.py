@@ -19,8 +19,48 @@ from testbed.paths import repo_root
 
 @dataclass(frozen=True)
 class Node:
-    kind: Literal["vm"] = "vm"
-    role: Literal["client", "nas"] = "client"
+    # vm: a QEMU guest (the client always; the NAS with nas.backend vm); host: a namespace of the
+    # run on the host with a veth per link (a traffic host)
+    kind: Literal["vm", "host"] = "vm"
+    role: Literal["client", "nas", "traffic"] = "client"
+
+    def validate(self, source: str, path: str) -> None:
+        if self.role == "client" and self.kind != "vm":
+            raise ConfigError(source, f"{path}.kind", "the client is always a VM (a host process shares the host's kernel)")
+        if self.role == "traffic" and self.kind != "host":
+            raise ConfigError(source, f"{path}.kind", "a traffic node is a host (kind: host)")
+
+
+@dataclass(frozen=True)
+class Conditions:
+    """What a link does to every frame for the whole case (Mininet TCLink's options): delay, jitter
+    and loss need netem, a rate TBF; recorded with the network."""
+
+    rate_mbit: float | None = None  # shaped with TBF on the host side of the link
+    delay_ms: float = 0.0
+    jitter_ms: float = 0.0
+    loss_pct: float = 0.0
+    queue_packets: int | None = None  # the shaper's queue (Mininet's max_queue_size)
+
+    def check(self, source: str, path: str) -> None:
+        if self.rate_mbit is not None and self.rate_mbit <= 0:
+            raise ConfigError(source, f"{path}.rate_mbit", "must be positive")
+        for name in ("delay_ms", "jitter_ms"):
+            if getattr(self, name) < 0:
+                raise ConfigError(source, f"{path}.{name}", "must be >= 0")
+        if not 0 <= self.loss_pct <= 100:
+            raise ConfigError(source, f"{path}.loss_pct", "must be between 0 and 100")
+        if self.queue_packets is not None and self.queue_packets < 1:
+            raise ConfigError(source, f"{path}.queue_packets", "must be at least 1")
+        if self.jitter_ms and not self.delay_ms:
+            raise ConfigError(source, f"{path}.jitter_ms", "jitter needs a delay")
+        if self.rate_mbit is not None and self.needs_netem:
+            raise ConfigError(source, f"{path}.rate_mbit", "a rate together with delay/loss on one link is not built yet "
+                              "(TBF and netem would need stacking): put them on different links")
+
+    @property
+    def needs_netem(self) -> bool:
+        return bool(self.delay_ms or self.jitter_ms or self.loss_pct)
 
 
 @dataclass(frozen=True)
@@ -37,18 +77,34 @@ class Switch:
 
 
 @dataclass(frozen=True)
-class Link:
-    node: str
-    switch: str
+class Link(Conditions):
+    node: str = ""
+    switch: str = ""
     mtu: int = 1500
-    rate_mbit: float | None = None  # shaped with TBF on the host side of the link
     address: str | None = None
 
     def validate(self, source: str, path: str) -> None:
+        if not self.node or not self.switch:
+            raise ConfigError(source, f"{path}.{'node' if not self.node else 'switch'}", "is required")
         if not 576 <= self.mtu <= 9000:
             raise ConfigError(source, f"{path}.mtu", "must be between 576 and 9000")
-        if self.rate_mbit is not None and self.rate_mbit <= 0:
-            raise ConfigError(source, f"{path}.rate_mbit", "must be positive")
+        self.check(source, path)
+
+
+@dataclass(frozen=True)
+class Trunk(Conditions):
+    """A link between two switches (a veth between their bridges): one L2 segment, one subnet."""
+
+    a: str = ""
+    b: str = ""
+    mtu: int = 1500
+
+    def validate(self, source: str, path: str) -> None:
+        if not self.a or not self.b or self.a == self.b:
+            raise ConfigError(source, f"{path}.b", "a trunk joins two different switches (a, b)")
+        if not 576 <= self.mtu <= 9000:
+            raise ConfigError(source, f"{path}.mtu", "must be between 576 and 9000")
+        self.check(source, path)
 
 
 @dataclass(frozen=True)
@@ -57,6 +113,7 @@ class Topology:
     nodes: dict[str, Node]
     switches: dict[str, Switch]
     links: tuple[Link, ...]
+    trunks: tuple[Trunk, ...] = ()
     description: str = ""
     path: str = ""
 
@@ -65,7 +122,16 @@ class Topology:
             if link.node not in self.nodes:
                 raise ConfigError(source, f"links[{i}].node", f"no node named {link.node!r} (nodes: {', '.join(self.nodes)})")
             if link.switch not in self.switches:
-                raise ConfigError(source, f"links[{i}].switch", f"no switch named {link.switch!r}")
+                raise ConfigError(source, f"links[{i}].switch", f"no switch named {link.switch!r} (switches: {', '.join(self.switches)})")
+        for i, t in enumerate(self.trunks):
+            for end in ("a", "b"):
+                if getattr(t, end) not in self.switches:
+                    raise ConfigError(source, f"trunks[{i}].{end}", f"no switch named {getattr(t, end)!r} (switches: {', '.join(self.switches)})")
+            if self.switches[t.a].subnet != self.switches[t.b].subnet:
+                raise ConfigError(source, f"trunks[{i}]", f"joins {t.a} and {t.b} into one segment: give them the same subnet")
+        for name in self.nodes:
+            if not self.links_of(name):
+                raise ConfigError(source, f"nodes.{name}", "has no link")
         roles = [n.role for n in self.nodes.values()]
         for role in ("client", "nas"):
             if roles.count(role) != 1:
@@ -81,23 +147,27 @@ class Topology:
     def addresses(self, source: str = "") -> dict[int, ipaddress.IPv4Interface]:
         """Link index -> interface address. The last usable host address of each subnet is the switch's."""
         out: dict[int, ipaddress.IPv4Interface] = {}
-        counters: dict[str, int] = {}
+        counters: dict[str, int] = {}  # per subnet: trunked switches share one
         for i, link in enumerate(self.links):
-            net = ipaddress.ip_network(self.switches[link.switch].subnet)
+            subnet = self.switches[link.switch].subnet
+            net = ipaddress.ip_network(subnet)
             if link.address:
                 try:
                     iface = ipaddress.ip_interface(link.address)
                 except ValueError as e:
                     raise ConfigError(source or self.path, f"links[{i}].address", str(e)) from None
             else:
-                counters[link.switch] = counters.get(link.switch, 0) + 1
-                iface = ipaddress.ip_interface(f"{net.network_address + counters[link.switch]}/{net.prefixlen}")
+                counters[subnet] = counters.get(subnet, 0) + 1
+                iface = ipaddress.ip_interface(f"{net.network_address + counters[subnet]}/{net.prefixlen}")
             out[i] = iface  # type: ignore[assignment]
         return out
 
     def switch_address(self, switch: str) -> ipaddress.IPv4Interface:
-        net = ipaddress.ip_network(self.switches[switch].subnet)
-        return ipaddress.ip_interface(f"{net.broadcast_address - 1}/{net.prefixlen}")  # type: ignore[return-value]
+        """The k-th switch on a subnet has its (k)th-last usable address: trunked switches never share one."""
+        subnet = self.switches[switch].subnet
+        k = [n for n, sw in self.switches.items() if sw.subnet == subnet].index(switch) + 1
+        net = ipaddress.ip_network(subnet)
+        return ipaddress.ip_interface(f"{net.broadcast_address - k}/{net.prefixlen}")  # type: ignore[return-value]
 
 
 def topology_path(ref: str, relative_to: Path | None = None) -> Path:

@@ -43,6 +43,9 @@ class FaultSpec:
     def check_storage(self, storage: Storage, source: str, path: str) -> None:
         """ConfigError (at `path`.kind) when this fault cannot act on this protocol."""
 
+    def check_nas_backend(self, backend: str, source: str, path: str) -> None:
+        """ConfigError when this fault needs what the NAS backend lacks (a NAS kernel of its own)."""
+
     def check_node_has_nas(self, node: str, storage: Storage, source: str, path: str) -> None:
         """For a fault on a node's link: the NAS's link exists only where the storage has a NAS."""
         if node != "client" and not storage.needs_nas:

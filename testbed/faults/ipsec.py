@@ -76,6 +76,11 @@ class IpsecSpec(FaultSpec):
             raise ConfigError(source, f"{path}.kind", f"ipsec cannot cover {storage.title}: {storage.title} is not IP "
                               "(no ESP for Ethernet frames)")
 
+    def check_nas_backend(self, backend: str, source: str, path: str) -> None:
+        if backend != "vm":
+            raise ConfigError(source, f"{path}.kind", f"ipsec needs the NAS's own kernel (xfrm, ESP): with nas.backend "
+                              f"{backend} the NAS's kernel is the host's; use nas.backend vm")
+
     def path_processes(self) -> tuple[str, ...]:
         return ("charon",) if self.mode == "ikev2" else ()
 

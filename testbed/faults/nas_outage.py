@@ -1,8 +1,11 @@
 """nas-outage: freeze the NAS VM (QMP stop/cont: the appliance and its TCP stack vanish
-mid-conversation) or stop and restart its storage service while the NAS stays up."""
+mid-conversation), stop and restart its storage service while the NAS stays up, or (a userspace
+NAS) freeze its servers with SIGSTOP/SIGCONT: `service-freeze`, a different fault from `freeze`,
+since the host's TCP stack keeps answering for the stopped servers."""
 
 from __future__ import annotations
 
+import signal
 from dataclasses import dataclass
 from typing import Literal
 
@@ -16,7 +19,15 @@ class NasOutageSpec(FaultSpec):
     kind: Literal["nas-outage"]
     at_s: float
     duration_s: float | None = None
-    mode: Literal["freeze", "restart-service"] = "freeze"
+    mode: Literal["freeze", "restart-service", "service-freeze"] = "freeze"
+
+    def check_nas_backend(self, backend: str, source: str, path: str) -> None:
+        if self.mode == "freeze" and backend != "vm":
+            raise ConfigError(source, f"{path}.mode", f"freeze stops the NAS VM (QMP); with nas.backend {backend} there is "
+                              "none: use service-freeze (SIGSTOP of its servers; the host's TCP stack still answers)")
+        if self.mode == "service-freeze" and backend == "vm":
+            raise ConfigError(source, f"{path}.mode", "service-freeze stops userspace servers: the vm backend's servers "
+                              "are in its kernel; use freeze (the whole NAS VM) or restart-service")
 
     def check_storage(self, storage: Storage, source: str, path: str) -> None:
         if not storage.needs_nas:
@@ -33,6 +44,9 @@ class NasOutage(BaseFault):
         if self.spec.mode == "freeze":
             ctx.nas.qmp.stop()
             return Step({"mode": "freeze", "nas_status": ctx.nas.qmp.status()}, path_down=True)
+        if self.spec.mode == "service-freeze":
+            return Step({"mode": "service-freeze", "action": ctx.nas.signal_servers(signal.SIGSTOP),
+                         "nas_status": ctx.nas.qmp.status()}, path_down=True)
         done = ctx.storage.stop_service(ctx.nas, ctx.sc, ctx.ends)
         return Step({"mode": self.spec.mode, "action": done}, path_down=True)
 
@@ -41,5 +55,8 @@ class NasOutage(BaseFault):
         if self.spec.mode == "freeze":
             ctx.nas.qmp.cont()
             return Step({"mode": "freeze", "nas_status": ctx.nas.qmp.status()})
+        if self.spec.mode == "service-freeze":
+            return Step({"mode": "service-freeze", "action": ctx.nas.signal_servers(signal.SIGCONT),
+                         "nas_status": ctx.nas.qmp.status()})
         done = ctx.storage.start_service(ctx.nas, ctx.sc, ctx.ends)
         return Step({"mode": self.spec.mode, "action": done})

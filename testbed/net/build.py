@@ -1,4 +1,5 @@
-"""Building a Topology: a namespace named by the run tag, a bridge per switch, a tap per VM NIC.
+"""Building a Topology: a namespace named by the run tag, a bridge per switch, a tap per VM NIC (a
+veth per NIC of a node hosted in a namespace of its own, e.g. a netns NAS).
 
 Every object is registered for undo the moment it exists. Taps are deleted explicitly before the
 namespace goes: a persistent tap must never be pushed into the host's namespace on teardown.
@@ -9,6 +10,7 @@ from __future__ import annotations
 
 import ipaddress
 import os
+import re
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -16,7 +18,7 @@ from pyroute2 import IPRoute
 
 from testbed import proc
 from testbed.cleanup import Cleanup
-from testbed.config.topology import Topology
+from testbed.config.topology import Conditions, Topology
 from testbed.errors import TestbedError
 from testbed.net.netns import NetnsWorker, delete_netns
 from testbed.tags import link_name
@@ -41,6 +43,8 @@ class BuiltNet:
     ports: list[Port] = field(default_factory=list)
     bridges: dict[str, str] = field(default_factory=dict)
     switch_addresses: dict[str, ipaddress.IPv4Interface] = field(default_factory=dict)
+    trunks: list[dict[str, Any]] = field(default_factory=list)
+    hosted: dict[str, str] = field(default_factory=dict)  # node -> its own namespace (veth instead of tap)
 
     def ports_of(self, node: str) -> list[Port]:
         return [p for p in self.ports if p.node == node]
@@ -75,6 +79,8 @@ class BuiltNet:
                  "address": str(p.address), "shaping": p.shaping}
                 for p in self.ports
             ],
+            "trunks": self.trunks,
+            "hosted": self.hosted,
         }
 
 
@@ -110,7 +116,46 @@ def _delete_netns(name: str) -> None:
         raise TestbedError(f"ip netns delete {name} failed: {res.stderr.strip()}")
 
 
-def build(topo: Topology, tag: str, undo: Cleanup) -> BuiltNet:
+def _hosted_end(ns: Netlink, run_ns: str, tap: str, host_ns: str, dev: str, undo: Cleanup) -> None:
+    """A veth in place of a tap: `tap` stays in the run's namespace (for the bridge, shaping and
+    faults, like a VM's tap), its peer `dev` goes into `host_ns`, the node's own namespace."""
+    if not os.path.exists(f"/run/netns/{host_ns}"):
+        proc.run(["ip", "netns", "add", host_ns], timeout=30)
+        undo.push(f"network namespace {host_ns}", _delete_netns, host_ns)
+        proc.run(["ip", "-n", host_ns, "link", "set", "lo", "up"], timeout=30)
+    proc.run(["ip", "-n", run_ns, "link", "add", tap, "type", "veth", "peer", "name", dev, "netns", host_ns], timeout=30)
+    undo.push(f"veth {tap}", _delete_link, ns, tap)
+
+
+def host_netns(tag: str, node: str) -> str:
+    """The namespace of a node hosted on the host (a traffic host, a netns NAS): <tag>-<node>."""
+    clean = re.sub(r"[^a-z0-9]", "", node.lower())[:16] or "node"
+    return f"{tag}-{clean}"
+
+
+def _shape(ns: Netlink, idx: int, c: Conditions, mtu: int, where: str) -> str:
+    """A link's conditions on one interface's egress: TBF for a rate, netem for delay/jitter/loss."""
+    if c.rate_mbit:
+        rate = int(c.rate_mbit * 1_000_000 / 8)
+        burst = max(rate // 100, 16 * 1024)
+        if c.queue_packets:
+            ns.tc("add", "tbf", index=idx, handle="1:", rate=rate, burst=burst, limit=c.queue_packets * mtu)
+            return f"tbf {c.rate_mbit} Mbit/s, queue {c.queue_packets} packets on {where}"
+        ns.tc("add", "tbf", index=idx, handle="1:", rate=rate, burst=burst, latency=50000)
+        return f"tbf {c.rate_mbit} Mbit/s on {where}"
+    if c.needs_netem:
+        opts: dict[str, Any] = {"delay": int(c.delay_ms * 1000), "jitter": int(c.jitter_ms * 1000), "loss": c.loss_pct}
+        if c.queue_packets:
+            opts["limit"] = c.queue_packets
+        ns.tc("add", "netem", index=idx, handle="1:", **opts)
+        return f"netem delay {c.delay_ms} ms +- {c.jitter_ms} ms, loss {c.loss_pct} % on {where}"
+    return "none"
+
+
+def build(topo: Topology, tag: str, undo: Cleanup, hosted: dict[str, str] | None = None) -> BuiltNet:
+    """`hosted`: nodes that are host processes in a namespace of their own (node -> namespace name),
+    joined by a veth instead of a tap (a netns NAS); nodes of kind `host` (traffic hosts) always are."""
+    hosted = {**{n: host_netns(tag, n) for n, node in topo.nodes.items() if node.kind == "host"}, **(hosted or {})}
     if os.path.exists(f"/run/netns/{tag}"):
         raise TestbedError(f"network namespace {tag} already exists: run `testbed clean`")
     proc.run(["ip", "netns", "add", tag], timeout=30)
@@ -136,18 +181,33 @@ def build(topo: Topology, tag: str, undo: Cleanup) -> BuiltNet:
     addresses = topo.addresses()
     for i, link in enumerate(topo.links):
         tap = link_name(tag, f"{link.node[0]}{i}")
-        ns.link("add", ifname=tap, kind="tuntap", mode="tap")
-        undo.push(f"tap {tap}", _delete_link, ns, tap)
+        port = Port(link.node, link.switch, tap, mac_for(tag, i), link.mtu, addresses[i])
+        if link.node in hosted:
+            dev = f"eth{sum(1 for p in net.ports if p.node == link.node)}"
+            _hosted_end(ns, tag, tap, hosted[link.node], dev, undo)
+            a = port.address
+            proc.run(["ip", "-n", hosted[link.node], "link", "set", dev, "address", port.mac, "mtu", str(link.mtu), "up"], timeout=30)
+            proc.run(["ip", "-n", hosted[link.node], "addr", "add", f"{a.ip}/{a.network.prefixlen}", "dev", dev], timeout=30)
+        else:
+            ns.link("add", ifname=tap, kind="tuntap", mode="tap")
+            undo.push(f"tap {tap}", _delete_link, ns, tap)
         found = ns.link_lookup(ifname=tap)
         if not found:
             raise TestbedError(f"tap {tap} was not created in namespace {tag} (pyroute2 tuntap); see `ip -n {tag} link`")
         idx = found[0]
         bridge = ns.link_lookup(ifname=net.bridges[link.switch])[0]
         ns.link("set", index=idx, mtu=link.mtu, master=bridge, state="up")
-        port = Port(link.node, link.switch, tap, mac_for(tag, i), link.mtu, addresses[i])
-        if link.rate_mbit:
-            rate = int(link.rate_mbit * 1_000_000 / 8)
-            ns.tc("add", "tbf", index=idx, handle="1:", rate=rate, burst=max(rate // 100, 16 * 1024), latency=50000)
-            port.shaping = f"tbf {link.rate_mbit} Mbit/s on host tap {tap} (toward {link.node})"
+        port.shaping = _shape(ns, idx, link, link.mtu, f"host tap {tap} (toward {link.node})")
         net.ports.append(port)
+    for i, t in enumerate(topo.trunks):
+        a, b = link_name(tag, f"t{i}a"), link_name(tag, f"t{i}b")
+        ns.link("add", ifname=a, kind="veth", peer=b)
+        undo.push(f"trunk {a}", _delete_link, ns, a)
+        shaped = []
+        for end, sw in ((a, t.a), (b, t.b)):
+            idx = ns.link_lookup(ifname=end)[0]
+            ns.link("set", index=idx, mtu=t.mtu, master=ns.link_lookup(ifname=net.bridges[sw])[0], state="up")
+            shaped.append(_shape(ns, idx, t, t.mtu, f"{end} (toward the other switch)"))
+        net.trunks.append({"a": t.a, "b": t.b, "veth": [a, b], "mtu": t.mtu, "shaping": shaped})
+    net.hosted = hosted
     return net

@@ -12,13 +12,14 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from testbed.errors import ConfigError, GuestError
-from testbed.storage.base import Ends, ServiceState, Storage, use_block_device
+from testbed.storage.base import (Ends, ServiceState, Storage, is_netns_service, netns_service_argv,
+                                  parse_netns_service, use_block_device)
 from testbed.vm.machine import VM
 
 if TYPE_CHECKING:  # type only: see testbed/storage/base.py
     from testbed.config.scenario import Scenario
 
-BACKING = "/srv/aoe.img"
+BACKING = "aoe.img"  # under the NAS's srv
 DEBUGFS = ("mountpoint -q /sys/kernel/debug || mount -t debugfs debugfs /sys/kernel/debug; "
            "cat /sys/kernel/debug/aoe/e* 2>/dev/null")
 NOTE = ("AoE does not use a memalloc socket: its frames bypass sk_set_memalloc and are not in the kernel's "
@@ -77,30 +78,44 @@ class Aoe(Storage):
     def export(self, nas: VM, sc: Scenario, ends: Ends) -> dict[str, Any]:
         a = sc.storage.aoe
         size = sc.backing_mb()
-        nas.exec(["fallocate", "-l", f"{size}M", BACKING], 60, check=True)
+        nas.exec(["fallocate", "-l", f"{size}M", f"{nas.srv}/{BACKING}"], 60, check=True)
         self.start_service(nas, sc, ends)
-        return {"target": f"e{a.shelf}.{a.slot}", "iface": nas.net_devs[0], "backing_mb": size, "note": NOTE}
+        return {"target": f"e{a.shelf}.{a.slot}", "iface": nas.net_devs[0], "backing_mb": size, "note": NOTE,
+                "server": f"vblade ({'NAS VM' if nas.backend == 'vm' else 'host, in the NAS namespace'})"}
 
     def start_service(self, nas: VM, sc: Scenario, ends: Ends) -> str:
         a = sc.storage.aoe
         iface = nas.net_devs[0]
+        argv = ["vblade", str(a.shelf), str(a.slot), iface, f"{nas.srv}/{BACKING}"]
+        if nas.backend != "vm":  # on the host: a server of the NAS's, ended with it
+            host = nas  # type: Any
+            host.serve("vblade", argv, host.root / "vblade.log", lambda: True, timeout=5)
+            time.sleep(0.5)
+            if host.server_state() != "running":
+                raise GuestError(f"NAS: {' '.join(argv)} exited: {(host.root / 'vblade.log').read_text()[-300:]}")
+            return " ".join(argv)
         lines: list[str] = []
         # vblade runs for the whole case as an agent job (it dies with the VM).
-        nas.agent.start(["vblade", str(a.shelf), str(a.slot), iface, BACKING], on_line=lines.append)
+        nas.agent.start(argv, on_line=lines.append)
         time.sleep(0.5)
         if not nas.exec(["pgrep", "-x", "vblade"], 10).ok:
             raise GuestError(f"NAS: vblade {a.shelf} {a.slot} {iface} exited: {' | '.join(lines[-3:])}")
-        return f"vblade {a.shelf} {a.slot} {iface} {BACKING}"
+        return " ".join(argv)
 
     def stop_service(self, nas: VM, sc: Scenario, ends: Ends) -> str:
+        if nas.backend != "vm":
+            nas.stop_server("vblade")  # type: ignore[attr-defined]
+            return "vblade stopped (SIGTERM)"
         nas.exec(["pkill", "-x", "vblade"], 10)
         return "pkill -x vblade"
 
     def service_argv(self, sc: Scenario, ends: Ends) -> list[str] | None:
+        if sc.nas.backend != "vm":
+            return netns_service_argv(ends.tag, "vblade")
         return ["pgrep", "-x", "vblade"]
 
     def parse_service(self, text: str) -> ServiceState:
-        return parse_vblade_pids(text)
+        return parse_netns_service(text) if is_netns_service(text) else parse_vblade_pids(text)
 
     def attach(self, client: VM, sc: Scenario, ends: Ends) -> dict[str, Any]:
         a = sc.storage.aoe

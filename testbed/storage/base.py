@@ -54,6 +54,32 @@ class ServiceState:
         return None if self.alive is None else int(self.alive)
 
 
+def netns_service_argv(tag: str, comm: str) -> list[str]:
+    """For a NAS in a namespace of the host: its own processes named `comm` (from `ip netns pids`, not
+    pgrep: another run's servers are on the same host) with their state letter, one `pid state` a line."""
+    from testbed.nas.host import netns_name  # the host NAS imports this module
+
+    return ["/bin/sh", "-c", 'echo "netns $2"; for p in $(ip netns pids "$1"); do [ "$(cat /proc/$p/comm 2>/dev/null)" = "$2" ] && '
+            'echo "$p $(cut -d")" -f2 /proc/$p/stat | cut -d" " -f2)"; done; true', "sh", netns_name(tag), comm]
+
+
+def is_netns_service(text: str) -> bool:
+    return text.startswith("netns ")
+
+
+def parse_netns_service(text: str) -> ServiceState:
+    """'netns COMM' then `pid state` lines -> alive when one runs, not when all are stopped (SIGSTOP)
+    or none is there."""
+    comm = text.splitlines()[0].split(" ", 1)[1].strip() if is_netns_service(text) else "server"
+    procs = [ln.split() for ln in text.splitlines() if len(ln.split()) == 2 and ln.split()[0].isdigit()]
+    if not procs:
+        return ServiceState(False, f"no {comm} process in the NAS's namespace")
+    running = [p for p, state in procs if state not in ("T", "t")]
+    if running:
+        return ServiceState(True, f"{comm} pid {','.join(running)}")
+    return ServiceState(False, f"{comm} pid {','.join(p for p, _ in procs)} stopped (SIGSTOP)")
+
+
 class Storage:
     """A protocol: exports on the NAS, attaches on the client, then swaps on what it got (the anon
     workload) or holds a filesystem at MOUNT (the file workloads).
@@ -84,6 +110,9 @@ class Storage:
         if sc.workload.uses_swap:
             return sc.storage.swap_mb
         return sc.workload.total_mb(sc.client.mem_mb) * 5 // 4 + 64
+
+    def check_backend(self, sc: Scenario, source: str) -> None:
+        """ConfigError when the NAS backend cannot run this protocol's chosen server."""
 
     def client_disks(self, sc: Scenario, rundir: Path, undo: Cleanup) -> tuple[Disk, ...]:
         """Extra disks the client boots with (only local storage has any)."""

@@ -1,21 +1,25 @@
-"""iSCSI: an LIO target on the NAS configured through rtslib-fb (targetcli's library: targetcli
-itself wants a system D-Bus, which our init does not run), with an ACL for the client's initiator;
-open-iscsi on the client with iscsid protected from the OOM killer, then swap or ext4 on the LUN."""
+"""iSCSI: an LIO target on the NAS VM configured through rtslib-fb (targetcli's library: targetcli
+itself wants a system D-Bus, which our init does not run), or tgt's tgtd on a netns NAS (its control
+socket numbered per run), with an ACL for the client's initiator; open-iscsi on the client with
+iscsid protected from the OOM killer, then swap or ext4 on the LUN."""
 
 from __future__ import annotations
 
 import json
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Literal
 
 from testbed.errors import ConfigError, GuestError
-from testbed.storage.base import Ends, ServiceState, Storage, use_block_device
+from testbed.storage.base import (Ends, ServiceState, Storage, is_netns_service, netns_service_argv,
+                                  parse_netns_service, use_block_device)
 from testbed.vm.machine import VM
 
 if TYPE_CHECKING:  # type only: see testbed/storage/base.py
     from testbed.config.scenario import Scenario
 
-BACKING = "/srv/iscsi-lun0.img"
+LUN_FILE = "iscsi-lun0.img"  # under the NAS's srv
+TARGETS = {"vm": "lio", "netns": "tgt"}  # what each NAS backend runs, and so its default
 # iscsid locks ~10 MB of memory: below this the client OOM-kills it before swap exists.
 MIN_ISCSI_CLIENT_MB = 128
 # iscsid is on the path that must not fail: it locks itself in memory (mlockall) and we take it out
@@ -33,6 +37,7 @@ class IscsiSpec:
     lun_mb: int | None = None  # default: swap_mb for swap, the workload's file plus room for ext4
     max_recv_data_segment_length: int = 262144
     replacement_timeout: int = 120  # node.session.timeo.replacement_timeout, seconds
+    target: Literal["lio", "tgt"] | None = None  # default: what the NAS backend runs (TARGETS)
 
     def validate(self, source: str, path: str) -> None:
         if not 512 <= self.max_recv_data_segment_length <= 16777215:
@@ -69,6 +74,16 @@ def parse_tpg_enable(text: str) -> ServiceState:
     return ServiceState(None, f"unexpected TPG enable value {value[:40]!r}")
 
 
+def tgt_control_port(tag: str) -> int:
+    """tgtd's control socket is /var/run/tgtd/socket.N on the host: N from the run's tag, so runs at
+    once never share one."""
+    return 1000 + int(tag[2:], 16) % 60000
+
+
+def tgt_socket(tag: str) -> Path:
+    return Path(f"/var/run/tgtd/socket.{tgt_control_port(tag)}")
+
+
 class Iscsi(Storage):
     name = "iscsi"
     title = "iSCSI"
@@ -90,21 +105,56 @@ class Iscsi(Storage):
     def backing_mb(self, sc: Scenario) -> int:
         return sc.storage.iscsi.lun_mb if sc.storage.iscsi.lun_mb is not None else super().backing_mb(sc)
 
+    def target(self, sc: Scenario) -> str:
+        return sc.storage.iscsi.target or TARGETS[sc.nas.backend]
+
+    def check_backend(self, sc: Scenario, source: str) -> None:
+        target, backend = self.target(sc), sc.nas.backend
+        if target != TARGETS[backend]:
+            why = ("the NAS image has LIO, not tgt" if backend == "vm" else
+                   f"LIO in a {backend} NAS would be the host's kernel's: use tgt")
+            raise ConfigError(source, "storage.iscsi.target", f"{target} cannot run on nas.backend {backend} ({why})")
+
     def export(self, nas: VM, sc: Scenario, ends: Ends) -> dict[str, Any]:
         size = sc.backing_mb()
+        backing = f"{nas.srv}/{LUN_FILE}"
+        params = [f"MaxRecvDataSegmentLength={sc.storage.iscsi.max_recv_data_segment_length}"]
+        if self.target(sc) == "tgt":
+            nas.exec(["fallocate", "-l", f"{size}M", backing], 60, check=True)
+            return {"target_server": "tgt", "target": ends.target_iqn, "lun_mb": size, "params": params,
+                    "control": str(tgt_socket(ends.tag)), "tgt": self._start_tgt(nas, sc, ends)}
         nas.exec(["modprobe", "-a", "target_core_mod", "target_core_file", "iscsi_target_mod"], 60, check=True)
         nas.sh("mountpoint -q /sys/kernel/config || mount -t configfs configfs /sys/kernel/config", 30)
-        nas.exec(["fallocate", "-l", f"{size}M", BACKING], 60, check=True)
-        params = [f"MaxRecvDataSegmentLength={sc.storage.iscsi.max_recv_data_segment_length}"]
-        argv = ["/usr/local/sbin/tb-lio", "--name", "lun0", "--file", BACKING, "--size-mb", str(size),
+        nas.exec(["fallocate", "-l", f"{size}M", backing], 60, check=True)
+        argv = ["/usr/local/sbin/tb-lio", "--name", "lun0", "--file", backing, "--size-mb", str(size),
                 "--iqn", ends.target_iqn, "--portal", ends.nas_ip, "--initiator", ends.initiator_iqn]
         for p in params:
             argv += ["--param", p]
         res = nas.exec(argv, 120, check=True)
         config = json.loads(res.stdout)
         acls = [acl["node_wwn"] for t in config.get("targets", []) for tpg in t.get("tpgs", []) for acl in tpg.get("node_acls", [])]
-        return {"configured_with": "rtslib-fb (targetcli's library)", "target": ends.target_iqn, "lun_mb": size,
-                "acls": acls, "params": params, "lio_config": config}
+        return {"target_server": "lio", "configured_with": "rtslib-fb (targetcli's library)", "target": ends.target_iqn,
+                "lun_mb": size, "acls": acls, "params": params, "lio_config": config}
+
+    def _start_tgt(self, nas: Any, sc: Scenario, ends: Ends) -> str:
+        """tgtd in the NAS's namespace, listening on the NAS's address only; the target, its LUN and
+        the ACL for the client's initiator set through its control socket."""
+        port = str(tgt_control_port(ends.tag))
+        sock = tgt_socket(ends.tag)
+        for stale in (sock, sock.with_name(sock.name + ".lock")):
+            stale.unlink(missing_ok=True)
+        nas.undo.push(f"tgtd control socket {sock}", lambda: [p.unlink(missing_ok=True) for p in
+                                                              (sock, sock.with_name(sock.name + ".lock"))])
+        nas.serve("tgtd", ["tgtd", "-f", "-C", port, "--iscsi", f"portal={ends.nas_ip}:3260"],
+                  nas.root / "tgtd.log", sock.exists, timeout=20)
+        adm = ["tgtadm", "-C", port, "--lld", "iscsi"]
+        mrdsl = str(sc.storage.iscsi.max_recv_data_segment_length)
+        nas.run_all([*adm, "--op", "new", "--mode", "target", "--tid", "1", "-T", ends.target_iqn],
+                    [*adm, "--op", "new", "--mode", "logicalunit", "--tid", "1", "--lun", "1", "-b", f"{nas.srv}/{LUN_FILE}"],
+                    [*adm, "--op", "bind", "--mode", "target", "--tid", "1", "-Q", ends.initiator_iqn],
+                    [*adm, "--op", "update", "--mode", "target", "--tid", "1", "-n", "MaxRecvDataSegmentLength", "-v", mrdsl],
+                    timeout=30)
+        return f"tgtd -C {port}, target {ends.target_iqn} LUN 1, ACL {ends.initiator_iqn}"
 
     def attach(self, client: VM, sc: Scenario, ends: Ends) -> dict[str, Any]:
         spec = sc.storage.iscsi
@@ -137,13 +187,20 @@ class Iscsi(Storage):
         return f"echo {value} > {path}"
 
     def stop_service(self, nas: VM, sc: Scenario, ends: Ends) -> str:
+        if self.target(sc) == "tgt":  # tgtd's target states do not refuse logins: the daemon goes, as a restart
+            nas.stop_server("tgtd")  # type: ignore[attr-defined]
+            return "tgtd stopped (SIGTERM, then SIGKILL)"
         return self._tpg_enable(nas, ends, "0")
 
     def start_service(self, nas: VM, sc: Scenario, ends: Ends) -> str:
+        if self.target(sc) == "tgt":
+            return self._start_tgt(nas, sc, ends)
         return self._tpg_enable(nas, ends, "1")
 
     def service_argv(self, sc: Scenario, ends: Ends) -> list[str] | None:
+        if self.target(sc) == "tgt":
+            return netns_service_argv(ends.tag, "tgtd")
         return ["cat", tpg_enable_path(ends)]
 
     def parse_service(self, text: str) -> ServiceState:
-        return parse_tpg_enable(text)
+        return parse_netns_service(text) if is_netns_service(text) else parse_tpg_enable(text)

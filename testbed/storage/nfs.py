@@ -1,6 +1,7 @@
-"""NFS: kernel nfsd on the NAS exports /srv/nfs. For swap, the swap file is made there (a 96 MB
-client could not `dd` one itself); the client mounts with the scenario's version and swaps on it.
-For the file workloads the mount itself is the filesystem."""
+"""NFS: kernel nfsd on the NAS VM exports /srv/nfs, or nfs-ganesha (with a private rpcbind) on a
+netns NAS exports the run's folder under the same path (its pseudo path, which NFSv3 mounts too).
+For swap, the swap file is made there (a 96 MB client could not `dd` one itself); the client mounts
+with the scenario's version and swaps on it. For the file workloads the mount itself is the filesystem."""
 
 from __future__ import annotations
 
@@ -9,13 +10,14 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Literal
 
 from testbed.errors import ConfigError, GuestError
-from testbed.storage.base import MOUNT, Ends, ServiceState, Storage, mounted
+from testbed.storage.base import (MOUNT, Ends, ServiceState, Storage, is_netns_service, mounted,
+                                  netns_service_argv, parse_netns_service)
 from testbed.vm.machine import VM
 
 if TYPE_CHECKING:  # type only: see testbed/storage/base.py
     from testbed.config.scenario import Scenario
 
-EXPORT = "/srv/nfs"
+EXPORT = "/srv/nfs"  # what the client mounts (ganesha: the pseudo path of the run's folder)
 SWAPFILE = "swapfile"
 # A short grace period: nfsd otherwise refuses NFSv4 opens for 90 s after it starts.
 START_NFSD = ("modprobe nfsd && mount -t nfsd nfsd /proc/fs/nfsd"
@@ -25,6 +27,43 @@ START_NFSD = ("modprobe nfsd && mount -t nfsd nfsd /proc/fs/nfsd"
 # Is nfsd serving: its thread count (0 after `rpc.nfsd 0`; empty when the nfsd filesystem is not
 # mounted) and rpc.mountd's pids (nfsd asks mountd about exports whenever its cache entries expire).
 SERVICE = "echo threads $(cat /proc/fs/nfsd/threads 2>/dev/null); echo mountd $(pgrep -x rpc.mountd)"
+# ganesha and its rpcbind share one mount namespace with a private /run (rpcbind's socket, ganesha's
+# registrations), so neither meets the host's nor another run's; both are one process group, ended together.
+GANESHA = ('mount -t tmpfs tmpfs /run && mkdir -p /run/rpcbind && { rpcbind -f -w & } && '
+           'for i in $(seq 100); do [ -S /run/rpcbind.sock ] && break; sleep 0.05; done && '
+           'exec ganesha.nfsd -F -f "$1" -L "$2" -p "$3"')
+SERVERS = {"vm": "kernel", "netns": "ganesha"}  # what each NAS backend runs, and so its default
+
+
+def ganesha_conf(export_dir: str, recovery: str, nas_ip: str, client_ip: str, versions: str) -> str:
+    """One export of export_dir at the pseudo path EXPORT, for the client only; short grace and lease
+    as the kernel server gets them (START_NFSD)."""
+    return f"""NFS_CORE_PARAM {{
+  Bind_addr = {nas_ip};
+  Protocols = {versions};
+  Mount_Path_Pseudo = true;
+  Enable_NLM = false;
+  Enable_RQUOTA = false;
+}}
+NFSV4 {{
+  RecoveryBackend = fs;
+  RecoveryRoot = {recovery};
+  Grace_Period = 10;
+  Lease_Lifetime = 10;
+}}
+EXPORT {{
+  Export_Id = 1;
+  Path = {export_dir};
+  Pseudo = {EXPORT};
+  Access_Type = RW;
+  Squash = No_Root_Squash;
+  Protocols = {versions};
+  Transports = TCP;
+  SecType = sys;
+  FSAL {{ Name = VFS; }}
+  CLIENT {{ Clients = {client_ip}; Access_Type = RW; }}
+}}
+"""
 
 
 @dataclass(frozen=True)
@@ -35,6 +74,7 @@ class NfsSpec:
     wsize: int | None = None
     timeo: int = 100  # tenths of a second before an RPC retransmission
     hard: bool = True
+    server: Literal["kernel", "ganesha"] | None = None  # default: what the NAS backend runs (SERVERS)
 
     def validate(self, source: str, path: str) -> None:
         if self.transport == "udp":
@@ -100,14 +140,27 @@ class Nfs(Storage):
     client_processes = ("rpc.", "mount.nfs")
     nas_processes = ("nfsd", "rpc.mountd", "rpcbind")
 
+    def server(self, sc: Scenario) -> str:
+        return sc.storage.nfs.server or SERVERS[sc.nas.backend]
+
+    def check_backend(self, sc: Scenario, source: str) -> None:
+        server, backend = self.server(sc), sc.nas.backend
+        if server != SERVERS[backend]:
+            why = ("the NAS image has kernel nfsd, not nfs-ganesha" if backend == "vm" else
+                   f"kernel nfsd in a {backend} NAS would be the host's kernel's: use ganesha")
+            raise ConfigError(source, "storage.nfs.server", f"{server} cannot run on nas.backend {backend} ({why})")
+
     def export(self, nas: VM, sc: Scenario, ends: Ends) -> dict[str, Any]:
-        facts: dict[str, Any] = {}
-        nas.exec(["mkdir", "-p", EXPORT], 10, check=True)
+        facts: dict[str, Any] = {"server": self.server(sc)}
+        export_dir = f"{nas.srv}/nfs"
+        nas.exec(["mkdir", "-p", export_dir], 10, check=True)
         if sc.workload.uses_swap:
-            swap = f"{EXPORT}/{SWAPFILE}"
+            swap = f"{export_dir}/{SWAPFILE}"
             nas.run_all(["fallocate", "-l", f"{sc.storage.swap_mb}M", swap], ["chmod", "600", swap], ["mkswap", swap], timeout=120)
             facts.update(swapfile=swap, swap_mb=sc.storage.swap_mb)
-        line = f"{EXPORT} {ends.client_ip}(rw,sync,no_root_squash,no_subtree_check,insecure)"
+        if self.server(sc) == "ganesha":
+            return {**facts, **self._ganesha(nas, sc, ends, export_dir)}
+        line = f"{export_dir} {ends.client_ip}(rw,sync,no_root_squash,no_subtree_check,insecure)"
         nas.sh('printf "%s\\n" "$1" > /etc/exports', 10, args=[line])
         nas.sh(START_NFSD, 60)
         versions = nas.exec(["cat", "/proc/fs/nfsd/versions"], 10, check=True).stdout.strip()
@@ -116,6 +169,30 @@ class Nfs(Storage):
         if not any(t in (f"+{want}", f"+{want}.0") for t in tokens) and not (want == "4.0" and "+4" in tokens):
             raise GuestError(f"NAS nfsd does not serve NFS version {want} (serves: {versions})")
         return {"export": line, "nfsd_versions": versions, **facts}
+
+    def _ganesha(self, nas: Any, sc: Scenario, ends: Ends, export_dir: str) -> dict[str, Any]:
+        root = nas.root
+        (root / "ganesha-recovery").mkdir(exist_ok=True)
+        versions = "3, 4" if sc.storage.nfs.version == "3" else "4"
+        conf = root / "ganesha.conf"
+        conf.write_text(ganesha_conf(export_dir, str(root / "ganesha-recovery"), ends.nas_ip, ends.client_ip, versions))
+        self._start_ganesha(nas)
+        return {"export": f"{export_dir} as {EXPORT} for {ends.client_ip}", "ganesha_conf": str(conf),
+                "ganesha_protocols": versions, "rpcbind": "private (own /run in ganesha's mount namespace)"}
+
+    def _start_ganesha(self, nas: Any) -> str:
+        root = nas.root
+        log = root / "ganesha.log"
+        argv = ["/bin/sh", "-c", GANESHA, "sh", str(root / "ganesha.conf"), str(log), str(root / "ganesha.pid")]
+        started = log.stat().st_size if log.exists() else 0
+
+        def ready() -> bool:
+            with open(log, "rb") as f:
+                f.seek(started)
+                return b"NFS SERVER INITIALIZED" in f.read()
+
+        nas.serve("ganesha", argv, log, ready, timeout=30)
+        return "ganesha.nfsd (and its rpcbind) started"
 
     def attach(self, client: VM, sc: Scenario, ends: Ends) -> dict[str, Any]:
         opts = mount_options(sc.storage.nfs)
@@ -133,15 +210,24 @@ class Nfs(Storage):
         return parse_mountstats(client.exec(["cat", "/proc/self/mountstats"], 10, check=True).stdout)
 
     def stop_service(self, nas: VM, sc: Scenario, ends: Ends) -> str:
+        if self.server(sc) == "ganesha":
+            nas.stop_server("ganesha")  # type: ignore[attr-defined]
+            return "ganesha.nfsd and its rpcbind stopped (SIGTERM)"
         nas.exec(["rpc.nfsd", "0"], 30, check=True)
         return "rpc.nfsd 0 (all nfsd threads stopped)"
 
     def start_service(self, nas: VM, sc: Scenario, ends: Ends) -> str:
+        if self.server(sc) == "ganesha":
+            return self._start_ganesha(nas)
         nas.exec(["rpc.nfsd", "8"], 30, check=True)
         return "rpc.nfsd 8"
 
     def service_argv(self, sc: Scenario, ends: Ends) -> list[str] | None:
+        if self.server(sc) == "ganesha":
+            return netns_service_argv(ends.tag, "ganesha.nfsd")
         return ["/bin/sh", "-c", SERVICE]
 
     def parse_service(self, text: str) -> ServiceState:
+        if is_netns_service(text):
+            return parse_netns_service(text)
         return parse_service(text)

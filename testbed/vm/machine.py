@@ -31,6 +31,9 @@ def tail(path: Path | None, lines: int = 6) -> str:
 
 
 class VM:
+    backend = "vm"  # as a NAS: which backend (testbed/nas/host.py has the netns one)
+    srv = "/srv"  # as a NAS: where its exports live (the data disk's mount point)
+
     def __init__(self, spec: qargv.VMSpec, cleanup: Cleanup):
         self.spec, self.cleanup = spec, cleanup
         self.argv = qargv.build(spec, host_caps())

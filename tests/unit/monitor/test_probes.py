@@ -11,11 +11,13 @@ import socket
 import subprocess
 import threading
 import time
+from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
 
 import pytest
 
+from testbed.config.scenario import load_scenario
 from testbed.errors import GuestError
 from testbed.monitor import probes
 from testbed.monitor.probes import (AOE_CMD_CONFIG, ETH_P_AOE, AoeQuerier, NasProbe, ProbeError, build_aoe_query,
@@ -30,6 +32,7 @@ from testbed.storage.nfs import parse_service as parse_nfs
 from testbed.vm.agent import ExecResult
 
 ENDS = Ends("tb3bf120", "10.201.0.3", "10.201.0.2")
+SC = load_scenario(Path(__file__).parents[3] / "scenarios/nfs-swap.yaml").scenario  # a VM NAS: kernel servers
 
 
 # -- service parsers ------------------------------------------------------------------------------
@@ -87,7 +90,7 @@ def test_tpg_enable() -> None:
 
 
 def test_iscsi_service_argv_names_the_target() -> None:
-    assert Iscsi().service_argv(None, ENDS) == [  # type: ignore[arg-type]
+    assert Iscsi().service_argv(SC, ENDS) == [  # type: ignore[arg-type]
         "cat", "/sys/kernel/config/target/iscsi/iqn.2026-11.org.netswap:tb3bf120-target/tpgt_1/enable"]
 
 
@@ -147,19 +150,19 @@ class FakeAgent:
 
 def test_service_check_runs_one_short_command() -> None:
     agent = FakeAgent("1\n")
-    st = Iscsi().service_check(SimpleNamespace(agent=agent), None, ENDS)  # type: ignore[arg-type]
+    st = Iscsi().service_check(SimpleNamespace(agent=agent), SC, ENDS)  # type: ignore[arg-type]
     assert st == ServiceState(True, "LIO TPG 1 enabled")
     assert len(agent.started) == 1 and agent.started[0][1] == 2.0
 
 
 def test_service_check_closed_agent_is_unknown() -> None:
-    st = Aoe().service_check(SimpleNamespace(agent=FakeAgent(closed=True)), None, ENDS)  # type: ignore[arg-type]
+    st = Aoe().service_check(SimpleNamespace(agent=FakeAgent(closed=True)), SC, ENDS)  # type: ignore[arg-type]
     assert st is not None and st.alive is None and "channel is closed" in st.detail
 
 
 def test_local_has_no_service() -> None:
-    assert Local().service_argv(None, ENDS) is None  # type: ignore[arg-type]
-    assert Local().service_check(None, None, ENDS) is None  # type: ignore[arg-type]
+    assert Local().service_argv(SC, ENDS) is None  # type: ignore[arg-type]
+    assert Local().service_check(None, SC, ENDS) is None  # type: ignore[arg-type]
 
 
 # -- AoE frames -----------------------------------------------------------------------------------
@@ -333,7 +336,7 @@ def probe_for(port: int, agent: FakeAgent, **kw: Any) -> NasProbe:
     nas_port = Port("nas", "storage", "tbtap1", NAS_MAC, 1500, ipaddress.IPv4Interface("127.0.0.1/8"))
     net = SimpleNamespace(netns=None, bridges={"storage": "tbs0"}, ports=[nas_port])
     ends = Ends("tb3bf120", "127.0.0.3", "127.0.0.1")
-    return NasProbe(SimpleNamespace(agent=agent), LoopbackNfs(), None, ends, net, **kw)  # type: ignore[arg-type]
+    return NasProbe(SimpleNamespace(agent=agent), LoopbackNfs(), SC, ends, net, **kw)  # type: ignore[arg-type]
 
 
 def test_sample_of_a_serving_nas(listener: socket.socket) -> None:
@@ -393,4 +396,4 @@ def test_broken_machinery_raises_once(listener: socket.socket, monkeypatch: pyte
 
 def test_local_storage_has_no_nas_probe() -> None:
     with pytest.raises(ProbeError):
-        NasProbe(None, Local(), None, ENDS, SimpleNamespace(netns=None, ports=[], bridges={}))  # type: ignore[arg-type]
+        NasProbe(None, Local(), SC, ENDS, SimpleNamespace(netns=None, ports=[], bridges={}))  # type: ignore[arg-type]

@@ -1,0 +1,226 @@
+"""The netns NAS: userspace servers (nfs-ganesha with a private rpcbind, tgt, vblade) on the host, in
+a network namespace of the run (`<tag>-nas`) joined to the switch by a veth whose bridge end has
+the name the NAS's tap would have. Its data lives in the run's folder (`nas-srv/`), as the VM NAS's
+data disk does.
+
+`HostNas` answers what storage modules, probes and faults ask of a NAS VM: `exec`, `sh`,
+`run_all`, `agent.start` (a job), `agent.ping` and `qmp.status` (whether its servers run, or are
+stopped), `net_devs`, `srv`. What only a VM has (a guest kernel to freeze, a console, sysrq) it
+does not pretend to have: faults that need it are refused when the scenario is checked.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import threading
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+from testbed import proc
+from testbed.cleanup import Cleanup
+from testbed.errors import GuestError
+from testbed.vm import shell
+from testbed.vm.agent import ExecResult
+
+IFACE = "eth0"
+
+
+def netns_name(tag: str) -> str:
+    return f"{tag}-nas"
+
+
+class HostJob:
+    """A command in the NAS's namespace, like an agent job: wait() for its ExecResult, kill()."""
+
+    def __init__(self, argv: list[str], netns: str, timeout: float, on_line: Callable[[str], None] | None):
+        self.argv = argv
+        self.timeout = timeout
+        self.on_line = on_line
+        self.p = subprocess.Popen(["ip", "netns", "exec", netns, *argv], stdin=subprocess.DEVNULL,
+                                  stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, errors="replace",
+                                  start_new_session=True, preexec_fn=proc.die_with_parent)
+        self._out: list[str] = []
+        self._err = ""
+        self._reader = threading.Thread(target=self._read, daemon=True, name=f"nas-job-{self.p.pid}")
+        self._reader.start()
+
+    def _read(self) -> None:
+        assert self.p.stdout and self.p.stderr
+        for line in self.p.stdout:
+            if self.on_line:
+                self.on_line(line.rstrip("\n"))
+            else:
+                self._out.append(line)
+        self._err = self.p.stderr.read()
+
+    def done(self) -> bool:
+        return self.p.poll() is not None
+
+    def kill(self, sig: int = signal.SIGKILL) -> None:
+        try:
+            os.killpg(self.p.pid, sig)
+        except ProcessLookupError:
+            pass
+
+    def wait(self, timeout: float | None = None) -> ExecResult:
+        limit = self.timeout if self.timeout else timeout
+        timed_out = False
+        try:
+            self.p.wait(limit)
+        except subprocess.TimeoutExpired:
+            timed_out = True
+            self.kill()
+            self.p.wait(5)
+        self._reader.join(5)
+        return ExecResult(self.argv, self.p.returncode if self.p.returncode is not None else -1, "".join(self._out),
+                          self._err, timed_out=timed_out)
+
+
+class HostAgent:
+    """The agent-shaped face of the netns NAS."""
+
+    def __init__(self, nas: HostNas):
+        self.nas = nas
+        self.telemetry: dict[str, Any] | None = None  # the host's memory is not the NAS's own: none recorded
+
+    def start(self, argv: list[str], *, timeout: float = 0, on_line: Callable[[str], None] | None = None) -> HostJob:
+        job = HostJob(argv, self.nas.netns, timeout, on_line)
+        if timeout == 0:  # a server for the whole case (vblade): ended with the case
+            self.nas.undo.push(f"NAS process {' '.join(argv[:2])} (pid {job.p.pid})", _end, job)
+        return job
+
+    def ping(self, timeout: float = 5) -> float | None:
+        """None when a server process of the NAS is stopped (a service freeze) or gone; else the seconds
+        it took to look. A userspace NAS has no guest to ask: its processes are what answers."""
+        t = time.monotonic()
+        state = self.nas.server_state()
+        return time.monotonic() - t if state == "running" else None
+
+    def fresh_telemetry(self, max_age_s: float = 3.0) -> dict[str, Any] | None:
+        return None
+
+
+def _end(job: HostJob) -> None:
+    job.kill(signal.SIGTERM)
+    try:
+        job.p.wait(3)
+    except subprocess.TimeoutExpired:
+        job.kill(signal.SIGKILL)
+        job.p.wait(5)
+
+
+class HostStatus:
+    """`qmp.status()` of a NAS without QEMU: running, paused (its servers stopped) or dead."""
+
+    def __init__(self, nas: HostNas):
+        self.nas = nas
+
+    def status(self) -> str:
+        return {"running": "running", "stopped": "paused"}.get(self.nas.server_state(), "dead")
+
+
+class HostNas:
+    backend = "netns"
+
+    def __init__(self, tag: str, root: Path, undo: Cleanup):
+        self.name = netns_name(tag)
+        self.netns = netns_name(tag)
+        self.root = root
+        self.srv = str(root / "srv")
+        self.undo = undo
+        self.net_devs = [IFACE]
+        self.agent = HostAgent(self)
+        self.qmp = HostStatus(self)
+        self.boot: dict[str, Any] = {"mode": "netns"}
+        self.servers: dict[str, subprocess.Popen[bytes]] = {}  # name -> daemon started by serve()
+        self.spec = None  # no QEMU spec, console or sysrq
+
+    def alive(self) -> bool:
+        return os.path.exists(f"/run/netns/{self.netns}")
+
+    def exec(self, argv: list[str], timeout: float = 60, check: bool = False) -> ExecResult:
+        res = HostJob(list(argv), self.netns, timeout, None).wait()
+        if check and not res.ok:
+            why = "timed out" if res.timed_out else f"exited {res.status}"
+            detail = (res.stderr or res.stdout).strip().splitlines()[-3:]
+            raise GuestError(f"{self.name}: `{' '.join(argv)}` {why}: {' | '.join(detail)}")
+        return res
+
+    def sh(self, script: str, timeout: float = 60, check: bool = True, args: Sequence[str] = ()) -> ExecResult:
+        return self.exec(["/bin/sh", "-c", script, "sh", *args], timeout, check)
+
+    def run_all(self, *steps: shell.Step, timeout: float = 60, check: bool = True) -> ExecResult:
+        return self.sh(shell.script(*steps), timeout, check)
+
+    def serve(self, name: str, argv: list[str], log: Path, ready: Callable[[], bool], timeout: float = 20) -> None:
+        """Start a daemon in the foreground in the NAS's namespace (its process group is ours to end),
+        and wait until `ready()`; GuestError with its log's tail when it exits or never gets there."""
+        self.stop_server(name)
+        with open(log, "ab") as out:
+            p = subprocess.Popen(["ip", "netns", "exec", self.netns, *argv], stdin=subprocess.DEVNULL, stdout=out,
+                                 stderr=subprocess.STDOUT, start_new_session=True, preexec_fn=proc.die_with_parent)
+        self.servers[name] = p
+        self.undo.push(f"NAS server {name} (pid {p.pid})", self.stop_server, name)
+        deadline = time.monotonic() + timeout
+        while not ready():
+            if p.poll() is not None or time.monotonic() > deadline:
+                text = log.read_text(errors="replace").strip().splitlines()[-4:] if log.exists() else []
+                why = f"exited {p.returncode}" if p.poll() is not None else f"not ready after {timeout:.0f} s"
+                raise GuestError(f"{self.name}: {name} {why}: {' | '.join(text)}")
+            time.sleep(0.1)
+
+    def stop_server(self, name: str) -> None:
+        p = self.servers.pop(name, None)
+        if p is None or p.poll() is not None:
+            return
+        for sig, wait in ((signal.SIGCONT, 0), (signal.SIGTERM, 3), (signal.SIGKILL, 5)):
+            try:
+                os.killpg(p.pid, sig)
+            except ProcessLookupError:
+                return
+            if wait:
+                try:
+                    p.wait(wait)
+                    return
+                except subprocess.TimeoutExpired:
+                    continue
+
+    def signal_servers(self, sig: int) -> str:
+        """Send sig to every server's process group (SIGSTOP/SIGCONT: a service freeze); what was done."""
+        done = []
+        for name, p in self.servers.items():
+            if p.poll() is None:
+                os.killpg(p.pid, sig)
+                done.append(f"{name} (pgid {p.pid})")
+        return f"{signal.Signals(sig).name} to " + (", ".join(done) or "no server (none running)")
+
+    def server_state(self) -> str:
+        """running, stopped (a server's process is stopped: SIGSTOP) or gone (none runs)."""
+        live = [p for p in self.servers.values() if p.poll() is None]
+        if not live:
+            return "gone"
+        for p in live:
+            try:
+                fields = Path(f"/proc/{p.pid}/stat").read_text().rsplit(")", 1)[1].split()
+            except OSError:
+                return "gone"
+            if fields[0] in ("T", "t"):
+                return "stopped"
+        return "running"
+
+    def cpu_seconds(self) -> float:
+        return 0.0
+
+    def schedstat(self) -> tuple[float, float] | None:
+        return None
+
+
+def start(tag: str, rundir: Path, undo: Cleanup) -> HostNas:
+    """The NAS's data folder; its namespace and veth are made by the network builder."""
+    root = rundir / "nas-srv"
+    (root / "srv").mkdir(parents=True, exist_ok=True)
+    return HostNas(tag, root, undo)
