@@ -123,6 +123,21 @@ class HostStatus:
         return {"running": "running", "stopped": "paused"}.get(self.nas.server_state(), "dead")
 
 
+def group_members(pgid: int) -> list[int]:
+    """Live (not zombie) processes of a process group."""
+    out = []
+    for d in Path("/proc").iterdir():
+        if not d.name.isdigit():
+            continue
+        try:
+            fields = (d / "stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if fields[0] != "Z" and int(fields[2]) == pgid:
+            out.append(int(d.name))
+    return out
+
+
 class HostNas:
     backend = "netns"
 
@@ -174,20 +189,22 @@ class HostNas:
             time.sleep(0.1)
 
     def stop_server(self, name: str) -> None:
+        """End a server's whole process group (ganesha's includes its rpcbind): SIGTERM, then SIGKILL."""
         p = self.servers.pop(name, None)
-        if p is None or p.poll() is not None:
+        if p is None:
             return
-        for sig, wait in ((signal.SIGCONT, 0), (signal.SIGTERM, 3), (signal.SIGKILL, 5)):
+        for sig, wait in ((signal.SIGCONT, 0.0), (signal.SIGTERM, 3.0), (signal.SIGKILL, 5.0)):
+            if not group_members(p.pid):
+                break
             try:
                 os.killpg(p.pid, sig)
             except ProcessLookupError:
-                return
-            if wait:
-                try:
-                    p.wait(wait)
-                    return
-                except subprocess.TimeoutExpired:
-                    continue
+                break
+            deadline = time.monotonic() + wait
+            while group_members(p.pid) and time.monotonic() < deadline:
+                p.poll()  # reaps our own child; its orphans are init's to reap
+                time.sleep(0.05)
+        p.poll()
 
     def signal_servers(self, sig: int) -> str:
         """Send sig to every server's process group (SIGSTOP/SIGCONT: a service freeze); what was done."""
@@ -196,6 +213,10 @@ class HostNas:
             if p.poll() is None:
                 os.killpg(p.pid, sig)
                 done.append(f"{name} (pgid {p.pid})")
+        want = "stopped" if sig == signal.SIGSTOP else "running"
+        deadline = time.monotonic() + 2
+        while done and self.server_state() not in (want, "gone") and time.monotonic() < deadline:
+            time.sleep(0.02)  # a signal is delivered when the process is next scheduled
         return f"{signal.Signals(sig).name} to " + (", ".join(done) or "no server (none running)")
 
     def server_state(self) -> str:

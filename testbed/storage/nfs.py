@@ -29,9 +29,14 @@ START_NFSD = ("modprobe nfsd && mount -t nfsd nfsd /proc/fs/nfsd"
 SERVICE = "echo threads $(cat /proc/fs/nfsd/threads 2>/dev/null); echo mountd $(pgrep -x rpc.mountd)"
 # ganesha and its rpcbind share one mount namespace with a private /run (rpcbind's socket, ganesha's
 # registrations), so neither meets the host's nor another run's; both are one process group, ended together.
-GANESHA = ('mount -t tmpfs tmpfs /run && mkdir -p /run/rpcbind && { rpcbind -f -w & } && '
+# The run's folder ($4, under the host's /run on most hosts) is kept visible by binding it back from an
+# fd opened before the tmpfs hid it. The shell stays as their parent and reaps both when the group gets
+# SIGTERM (its trap only interrupts the first wait), so neither is left a zombie for init; when ganesha
+# exits by itself, its rpcbind goes too and the shell exits with ganesha's status.
+GANESHA = ('exec 3<"$4" && mount -t tmpfs tmpfs /run && mkdir -p "$4" /run/rpcbind && '
+           'mount -c --bind /proc/self/fd/3 "$4" && exec 3<&- && trap : TERM && { rpcbind -f -w & } && r=$! && '
            'for i in $(seq 100); do [ -S /run/rpcbind.sock ] && break; sleep 0.05; done && '
-           'exec ganesha.nfsd -F -f "$1" -L "$2" -p "$3"')
+           '{ ganesha.nfsd -F -f "$1" -L "$2" -p "$3" & } && wait $!; s=$?; kill $r 2>/dev/null; wait; exit $s')
 SERVERS = {"vm": "kernel", "netns": "ganesha"}  # what each NAS backend runs, and so its default
 
 
@@ -183,7 +188,8 @@ class Nfs(Storage):
     def _start_ganesha(self, nas: Any) -> str:
         root = nas.root
         log = root / "ganesha.log"
-        argv = ["/bin/sh", "-c", GANESHA, "sh", str(root / "ganesha.conf"), str(log), str(root / "ganesha.pid")]
+        argv = ["/bin/sh", "-c", GANESHA, "sh", str(root / "ganesha.conf"), str(log), str(root / "ganesha.pid"),
+                str(root)]
         started = log.stat().st_size if log.exists() else 0
 
         def ready() -> bool:
