@@ -39,15 +39,24 @@ def boot(role: str, mem: int, runs: int, accel: str, say: Callable[[str], None])
     return 0
 
 
+MODES = ("cold", "restore", "netns")  # bench case columns: both VMs booted, both restored, restored client + netns NAS
+
+
 def with_boot(loaded: LoadedScenario, mode: str) -> LoadedScenario:
     sc = loaded.scenario
+    if mode == "netns":
+        nas = replace(sc.nas, backend="netns", boot="restore")
+        sc = replace(sc, client=replace(sc.client, boot="restore"), nas=nas)
+        sc.validate(sc.path, "")  # its servers and faults must suit the backend, as for --set nas.backend=netns
+        return replace(loaded, scenario=sc)
     return replace(loaded, scenario=replace(sc, client=replace(sc.client, boot=mode), nas=replace(sc.nas, boot=mode)))
 
 
 def case_modes(source: Path, runs: int, modes: list[str], say: Callable[[str], None], iperf: bool = False,
                keep: bool = False) -> dict:
     """Each case of `source` (a scenario, or every case of a matrix) `runs` times per boot mode
-    (cold: both VMs booted; restore: both restored from their ready snapshots), interleaved so a
+    (cold: both VMs booted; restore: both restored from their ready snapshots; netns: the client
+    restored, the NAS as userspace servers in a namespace), interleaved so a
     drift of the host weighs on every column alike; per mode the median seconds per phase, ready
     times, case wall / workload wall and cases per hour (one at a time)."""
     loaded = [c.loaded for c in load_matrix(source).cases] if is_matrix_file(source) else [load_scenario(source)]

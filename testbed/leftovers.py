@@ -52,6 +52,30 @@ def find_our_rundirs() -> list[str]:
     return sorted(str(p) for p in root.iterdir() if TAG_RE.match(p.name))
 
 
+def stale_tgt_sockets() -> list[Path]:
+    """/var/run/tgtd/socket.N (and .lock) of ours (N in the range testbed/storage/iscsi.py gives runs) with no
+    tgtd running `-C N`: left by a run that was SIGKILLed."""
+    root = Path("/var/run/tgtd")
+    if not root.is_dir():
+        return []
+    live = set()
+    for p in Path("/proc").iterdir():
+        if not p.name.isdigit():
+            continue
+        try:
+            argv = (p / "cmdline").read_bytes().split(b"\0")
+        except OSError:
+            continue
+        if argv and argv[0].endswith(b"tgtd") and b"-C" in argv:
+            live.add(argv[argv.index(b"-C") + 1].decode(errors="replace"))
+    out = []
+    for sock in sorted(root.glob("socket.*")):
+        port = sock.name.split(".")[1]
+        if port.isdigit() and 1000 <= int(port) < 61000 and port not in live:
+            out.append(sock)
+    return out
+
+
 def _is_our_qemu(pid: int, name: str) -> bool:
     return any(p == pid and n == name for p, n in find_our_qemus())
 
@@ -98,6 +122,10 @@ def clean_leftovers(dry_run: bool = False) -> list[str]:
         done.append(f"runtime folder {d}")
         if not dry_run:
             shutil.rmtree(d, ignore_errors=True)
+    for sock in stale_tgt_sockets():  # a netns NAS's tgtd control socket whose tgtd is gone
+        done.append(f"tgtd control socket {sock}")
+        if not dry_run:
+            sock.unlink(missing_ok=True)
     for p in snapshot.stale():  # snapshots no cached image can use, and temporaries of dead savers
         done.append(f"stale snapshot {p}")
         if not dry_run:

@@ -23,8 +23,8 @@ def cmd_bench_case(args: argparse.Namespace) -> int:
     if not source.is_file():
         raise UsageError(f"bench case: {source} is not a file")
     modes = args.modes.split(",")
-    if not modes or any(m not in ("cold", "restore") for m in modes):
-        raise UsageError(f"bench case --modes {args.modes}: a comma-separated list of cold, restore")
+    if not modes or any(m not in bench.MODES for m in modes):
+        raise UsageError(f"bench case --modes {args.modes}: a comma-separated list of {', '.join(bench.MODES)}")
     out = bench.case_modes(source, args.runs, modes, err, iperf=args.iperf, keep=args.keep)
     if args.out:
         Path(args.out).parent.mkdir(parents=True, exist_ok=True)
@@ -73,7 +73,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                                    "interleaved, and prints the modes side by side.")
     bc.add_argument("source", nargs="?", default="scenarios/nfs-swap.yaml", help="a scenario or matrix file")
     bc.add_argument("--runs", type=int, default=3, help="runs per case and mode (default 3)")
-    bc.add_argument("--modes", default="cold,restore", help="boot modes, comma-separated (default cold,restore)")
+    bc.add_argument("--modes", default="cold,restore", help="columns, comma-separated: cold (both VMs booted), restore "
+                    "(both restored from ready snapshots), netns (restored client, NAS in a namespace); default cold,restore")
     bc.add_argument("--iperf", action="store_true", help="also measure iperf3 client->NAS over the same path")
     bc.add_argument("--keep", action="store_true", help="keep the cases as a run under results/ (default: removed)")
     bc.add_argument("--out", help="also write the figures as JSON to this file (e.g. benchmarks/results/case.json)")

@@ -324,14 +324,16 @@ class NasProbe:
 
     def facts(self) -> dict[str, Any]:
         """What each column measures, for the case history."""
+        vm = getattr(self.nas, "backend", "vm") == "vm"
         f: dict[str, Any] = {
-            "nas_agent_ms": (f"ping through the NAS agent (virtio-serial, no network): round trip; "
-                             f"empty after {self.timeout_s} s"),
+            "nas_agent_ms": (f"ping through the NAS agent (virtio-serial, no network): round trip; empty after {self.timeout_s} s"
+                             if vm else "a userspace NAS has no guest to ping: time to see its server processes "
+                             "running; empty while one is stopped (service-freeze) or gone"),
             "budget_s": self.budget_s,
         }
         if self.argv:
             cmd = self.argv[2] if self.argv[:2] == ["/bin/sh", "-c"] else " ".join(self.argv)
-            f["nas_service"] = (f"1/0: the NAS's own answer to `{cmd}` (run by its agent, killed after "
+            f["nas_service"] = (f"1/0: the NAS's own answer to `{cmd}` (run by {'its agent' if vm else 'the host in its namespace'}, killed after "
                                 f"{SERVICE_TIMEOUT_S:.0f} s; one at a time); empty while it does not answer")
         if self.target:
             f["nas_connect_ms"] = (f"TCP connect from namespace {self.netns} to {self.target[0]}:{self.target[1]}, "

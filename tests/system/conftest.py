@@ -30,7 +30,7 @@ def cli(*args: str, env: dict[str, str] | None = None, timeout: float = 1500) ->
                           timeout=timeout, env={**os.environ, **(env or {})})
 
 
-HELPERS = ("dnsmasq", "iperf3", "tcpdump")  # host processes the faults start inside a run's namespace
+HELPERS = ("dnsmasq", "iperf3", "tcpdump", "ganesha.nfsd", "rpcbind", "tgtd", "vblade")  # host processes of ours: faults' helpers, a netns NAS's servers
 
 
 def helper_processes() -> list[str]:
