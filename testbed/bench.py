@@ -4,6 +4,7 @@ the HTML report's render time."""
 from __future__ import annotations
 
 import json
+import re
 import shutil
 import statistics
 import tempfile
@@ -93,6 +94,23 @@ def case_modes(source: Path, runs: int, modes: list[str], say: Callable[[str], N
         out["iperf3_mbps"] = mbps
         print(f"iperf3 client->NAS over the same path: {mbps:.1f} MB/s")
     return out
+
+
+def kept_modes(run: Path) -> dict:
+    """The tables of a `bench case --keep` run read back from its case folders (ids <cell>-<mode>-<n>)."""
+    cells: dict[str, dict[str, list[Path]]] = {}
+    for d in sorted(p for p in run.iterdir() if p.is_dir() and (p / "verdict.json").exists()):
+        m = re.fullmatch(r"(.+)-(" + "|".join(MODES) + r")-(\d+)", d.name)
+        if m:
+            cells.setdefault(m.group(1), {}).setdefault(m.group(2), []).append(d)
+    modes = sorted({m for by in cells.values() for m in by}, key=MODES.index)
+    cols = {m: phases.summarize_dirs([d for by in cells.values() for d in by.get(m, [])]) for m in modes}
+    comps = modes_report.compare({c: {m: by.get(m, []) for m in modes} for c, by in cells.items()})
+    print(f"{run}: {sum(len(v) for by in cells.values() for v in by.values())} cases")
+    print(phases.render_columns(cols))
+    print("per cell: failures with their interval, the interval of their difference, median figures")
+    print(modes_report.render(comps))
+    return {"run": str(run), "modes": {m: c.to_dict() for m, c in cols.items()}, "cells": [c.to_dict() for c in comps]}
 
 
 def iperf_mbps(loaded: LoadedScenario, run: RunDir, ui: Ui) -> float:

@@ -34,6 +34,16 @@ def cmd_bench_case(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_bench_modes(args: argparse.Namespace) -> int:
+    from testbed.report.runs import resolve_run  # only this verb reads a stored run
+
+    out = bench.kept_modes(resolve_run(args.run))
+    if args.out:
+        Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+        Path(args.out).write_text(json.dumps(out, indent=2) + "\n")
+    return 0
+
+
 def cmd_bench_until_ci(args: argparse.Namespace) -> int:
     s = savings.savings(args.run, args.fixed, args.against)
     if args.out:
@@ -80,6 +90,10 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     bc.add_argument("--out", help="also write the figures as JSON to this file (e.g. benchmarks/results/case.json)")
     bc.add_argument("--json", action="store_true")
     bc.set_defaults(func=cmd_bench_case)
+    bm = bn.add_parser("modes", help="the tables of a kept `bench case --keep` run, read back from its cases")
+    bm.add_argument("run", help="the run (id, `latest` or path)")
+    bm.add_argument("--out", help="also write the figures as JSON to this file")
+    bm.set_defaults(func=cmd_bench_modes)
     bu = bn.add_parser("until-ci", help="case-minutes an adaptive (--until-ci) matrix run saved against fixed repeats",
                        description="Reads a finished `testbed matrix FILE --until-ci W` run: per cell, the case-minutes "
                                    "it used against fixed repeats of the same cells (by default --max-repeat runs at "
