@@ -84,8 +84,9 @@ def restored(role: str, spec: VMSpec, image: Image, undo: Cleanup, boot_s: float
         vm = snapshot.restore(snap, spec, undo, timeout=min(boot_s, 60))
     except snapshot.SnapshotError as e:
         say(f"{role}: {e}; booting cold")
-        if snap is not None:
+        if snap is not None and e.discard:  # a bad snapshot; a slow host's timeout leaves it for others
             snapshot.discard(snap.dir)
+            record["discarded"] = str(e)
         fallback = VM(replace(spec, hostname=""), undo)
         fallback.boot.update(mode="cold", reason=str(e), **record)
         fallback.start()

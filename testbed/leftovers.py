@@ -11,7 +11,7 @@ import time
 from pathlib import Path
 
 from testbed.net.netns import delete_netns
-from testbed.paths import runtime_dir
+from testbed.paths import data_dir, runtime_dir
 from testbed.rundir import live_owner
 from testbed.tags import NETNS_RE, QEMU_NAME_RE, TAG_RE
 from testbed.vm import snapshot
@@ -46,10 +46,12 @@ def find_our_netns() -> list[str]:
 
 
 def find_our_rundirs() -> list[str]:
-    root = runtime_dir()
-    if not root.is_dir():
-        return []
-    return sorted(str(p) for p in root.iterdir() if TAG_RE.match(p.name))
+    """Runtime folders, and netns NAS data folders, of runs (by tag)."""
+    out = []
+    for root in (runtime_dir(), data_dir()):
+        if root.is_dir():
+            out += [str(p) for p in root.iterdir() if TAG_RE.match(p.name)]
+    return sorted(out)
 
 
 def stale_tgt_sockets() -> list[Path]:

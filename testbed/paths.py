@@ -26,5 +26,11 @@ def runtime_dir() -> Path:
     return Path(os.environ.get("TESTBED_RUNTIME", "/run/netswap-testbed"))
 
 
+def data_dir() -> Path:
+    """Large per-run files that must be on disk, not in a tmpfs (a netns NAS's exports), one folder per
+    run tag (override: TESTBED_DATA)."""
+    return Path(os.environ.get("TESTBED_DATA", "/var/tmp/netswap-testbed"))
+
+
 def results_dir() -> Path:
     return Path(os.environ.get("TESTBED_RESULTS", repo_root() / "results"))

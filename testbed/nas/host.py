@@ -12,17 +12,20 @@ does not pretend to have: faults that need it are refused when the scenario is c
 from __future__ import annotations
 
 import os
+import shutil
 import signal
 import subprocess
 import threading
 import time
 from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
 from testbed import proc
 from testbed.cleanup import Cleanup
 from testbed.errors import GuestError
+from testbed.paths import data_dir
 from testbed.vm import shell
 from testbed.vm.agent import ExecResult
 
@@ -44,18 +47,23 @@ class HostJob:
                                   stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, errors="replace",
                                   start_new_session=True, preexec_fn=proc.die_with_parent)
         self._out: list[str] = []
-        self._err = ""
-        self._reader = threading.Thread(target=self._read, daemon=True, name=f"nas-job-{self.p.pid}")
-        self._reader.start()
+        self._errs: list[str] = []
+        self._readers = [threading.Thread(target=self._read, daemon=True, name=f"nas-job-{self.p.pid}"),
+                         threading.Thread(target=self._read_err, daemon=True, name=f"nas-job-err-{self.p.pid}")]
+        for t in self._readers:
+            t.start()
 
     def _read(self) -> None:
-        assert self.p.stdout and self.p.stderr
+        assert self.p.stdout
         for line in self.p.stdout:
             if self.on_line:
                 self.on_line(line.rstrip("\n"))
             else:
                 self._out.append(line)
-        self._err = self.p.stderr.read()
+
+    def _read_err(self) -> None:  # apart from stdout: a full stderr pipe must never stall the command
+        assert self.p.stderr
+        self._errs.append(self.p.stderr.read())
 
     def done(self) -> bool:
         return self.p.poll() is not None
@@ -67,7 +75,8 @@ class HostJob:
             pass
 
     def wait(self, timeout: float | None = None) -> ExecResult:
-        limit = self.timeout if self.timeout else timeout
+        limits = [t for t in (self.timeout, timeout) if t]
+        limit = min(limits) if limits else None
         timed_out = False
         try:
             self.p.wait(limit)
@@ -75,9 +84,10 @@ class HostJob:
             timed_out = True
             self.kill()
             self.p.wait(5)
-        self._reader.join(5)
+        for t in self._readers:
+            t.join(5)
         return ExecResult(self.argv, self.p.returncode if self.p.returncode is not None else -1, "".join(self._out),
-                          self._err, timed_out=timed_out)
+                          "".join(self._errs), timed_out=timed_out)
 
 
 class HostAgent:
@@ -94,11 +104,12 @@ class HostAgent:
         return job
 
     def ping(self, timeout: float = 5) -> float | None:
-        """None when a server process of the NAS is stopped (a service freeze) or gone; else the seconds
-        it took to look. A userspace NAS has no guest to ask: its processes are what answers."""
+        """None when a server process of the NAS is stopped (a service freeze) or its namespace is gone;
+        else the seconds it took to look. A userspace NAS has no guest to ask: its processes are what
+        answers (a server stopped by restart-service is the service probe's to report, as for a VM)."""
         t = time.monotonic()
         state = self.nas.server_state()
-        return time.monotonic() - t if state == "running" else None
+        return time.monotonic() - t if state in ("running", "gone") and self.nas.alive() else None
 
     def fresh_telemetry(self, max_age_s: float = 3.0) -> dict[str, Any] | None:
         return None
@@ -114,13 +125,17 @@ def _end(job: HostJob) -> None:
 
 
 class HostStatus:
-    """`qmp.status()` of a NAS without QEMU: running, paused (its servers stopped) or dead."""
+    """`qmp.status()` of a NAS without QEMU, with a VM's meaning: `running` while its namespace is there
+    (its servers may be down: a restarted service is the service probe's to see, as with a NAS VM),
+    `paused` while a server is stopped (service-freeze), `dead` once the namespace is gone."""
 
     def __init__(self, nas: HostNas):
         self.nas = nas
 
     def status(self) -> str:
-        return {"running": "running", "stopped": "paused"}.get(self.nas.server_state(), "dead")
+        if not self.nas.alive():
+            return "dead"
+        return "paused" if self.nas.server_state() == "stopped" else "running"
 
 
 def group_members(pgid: int) -> list[int]:
@@ -153,6 +168,12 @@ class HostNas:
         self.boot: dict[str, Any] = {"mode": "netns"}
         self.servers: dict[str, subprocess.Popen[bytes]] = {}  # name -> daemon started by serve()
         self.spec = None  # no QEMU spec, console or sysrq
+        self.tgt_port: int | None = None  # tgtd's control socket number, once chosen (testbed/storage/iscsi.py)
+        # Servers are started from this one thread, which lives until teardown: their parent-death signal
+        # (die_with_parent) fires when the *thread* that started them ends, and a heal runs on a fault
+        # thread that ends right after it.
+        self._spawner = ThreadPoolExecutor(1, thread_name_prefix=f"{self.name}-servers")
+        undo.push(f"{self.name} server starter", self._spawner.shutdown, True)
 
     def alive(self) -> bool:
         return os.path.exists(f"/run/netns/{self.netns}")
@@ -175,9 +196,14 @@ class HostNas:
         """Start a daemon in the foreground in the NAS's namespace (its process group is ours to end),
         and wait until `ready()`; GuestError with its log's tail when it exits or never gets there."""
         self.stop_server(name)
-        with open(log, "ab") as out:
-            p = subprocess.Popen(["ip", "netns", "exec", self.netns, *argv], stdin=subprocess.DEVNULL, stdout=out,
-                                 stderr=subprocess.STDOUT, start_new_session=True, preexec_fn=proc.die_with_parent)
+
+        def spawn() -> subprocess.Popen[bytes]:
+            with open(log, "ab") as out:
+                return subprocess.Popen(["ip", "netns", "exec", self.netns, *argv], stdin=subprocess.DEVNULL,
+                                        stdout=out, stderr=subprocess.STDOUT, start_new_session=True,
+                                        preexec_fn=proc.die_with_parent)
+
+        p = self._spawner.submit(spawn).result()
         self.servers[name] = p
         self.undo.push(f"NAS server {name} (pid {p.pid})", self.stop_server, name)
         deadline = time.monotonic() + timeout
@@ -209,9 +235,12 @@ class HostNas:
     def signal_servers(self, sig: int) -> str:
         """Send sig to every server's process group (SIGSTOP/SIGCONT: a service freeze); what was done."""
         done = []
-        for name, p in self.servers.items():
+        for name, p in list(self.servers.items()):
             if p.poll() is None:
-                os.killpg(p.pid, sig)
+                try:
+                    os.killpg(p.pid, sig)
+                except ProcessLookupError:
+                    continue
                 done.append(f"{name} (pgid {p.pid})")
         want = "stopped" if sig == signal.SIGSTOP else "running"
         deadline = time.monotonic() + 2
@@ -221,7 +250,7 @@ class HostNas:
 
     def server_state(self) -> str:
         """running, stopped (a server's process is stopped: SIGSTOP) or gone (none runs)."""
-        live = [p for p in self.servers.values() if p.poll() is None]
+        live = [p for p in list(self.servers.values()) if p.poll() is None]
         if not live:
             return "gone"
         for p in live:
@@ -241,7 +270,10 @@ class HostNas:
 
 
 def start(tag: str, rundir: Path, undo: Cleanup) -> HostNas:
-    """The NAS's data folder; its namespace and veth are made by the network builder."""
-    root = rundir / "nas-srv"
+    """The NAS's data folder (on disk: the runtime folder may be a tmpfs, where a swap file or LUN
+    would pin host memory), made for the run and removed with it; its namespace and veth are made by
+    the network builder."""
+    root = data_dir() / tag
     (root / "srv").mkdir(parents=True, exist_ok=True)
+    undo.push(f"netns NAS data {root}", shutil.rmtree, root, True)
     return HostNas(tag, root, undo)

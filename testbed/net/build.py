@@ -59,7 +59,15 @@ class BuiltNet:
         self.ns.link("set", index=self.ns.link_lookup(ifname=self.port_of(node).tap)[0], mtu=mtu)
 
     def set_up(self, node: str, up: bool) -> None:
-        self.ns.link("set", index=self.ns.link_lookup(ifname=self.port_of(node).tap)[0], state="up" if up else "down")
+        """Cut or restore a node's link at the switch. A VM's tap going down is invisible to the guest; a
+        hosted node's veth would drop carrier on its own end, so its port leaves the bridge instead."""
+        port = self.port_of(node)
+        idx = self.ns.link_lookup(ifname=port.tap)[0]
+        if node in self.hosted:
+            master = self.ns.link_lookup(ifname=self.bridges[port.switch])[0] if up else 0
+            self.ns.link("set", index=idx, master=master)
+            return
+        self.ns.link("set", index=idx, state="up" if up else "down")
 
     def tap_bytes(self, node: str) -> dict[str, int]:
         """Bytes through the node's host-side tap: toward the node (the tap's tx) and from it (rx)."""

@@ -5,6 +5,7 @@ iscsid protected from the OOM killer, then swap or ext4 on the LUN."""
 
 from __future__ import annotations
 
+import fcntl
 import json
 from dataclasses import dataclass
 from pathlib import Path
@@ -76,12 +77,29 @@ def parse_tpg_enable(text: str) -> ServiceState:
 
 def tgt_control_port(tag: str) -> int:
     """tgtd's control socket is /var/run/tgtd/socket.N on the host: N from the run's tag, so runs at
-    once never share one."""
+    once rarely share one (free_tgt_port steps past one in use)."""
     return 1000 + int(tag[2:], 16) % 60000
 
 
-def tgt_socket(tag: str) -> Path:
-    return Path(f"/var/run/tgtd/socket.{tgt_control_port(tag)}")
+def tgt_socket(port: int) -> Path:
+    return Path(f"/var/run/tgtd/socket.{port}")
+
+
+def free_tgt_port(tag: str) -> int:
+    """The run's control port, or the next one whose socket no tgtd holds (its .lock is locked by a live tgtd)."""
+    port = tgt_control_port(tag)
+    for _ in range(100):
+        lock = tgt_socket(port).with_name(f"socket.{port}.lock")
+        try:
+            with open(lock, "rb") as f:
+                fcntl.lockf(f, fcntl.LOCK_SH | fcntl.LOCK_NB)  # tgtd holds an exclusive lock while it runs
+        except FileNotFoundError:
+            return port
+        except OSError:
+            port = 1000 + (port - 1000 + 1) % 60000
+            continue
+        return port
+    raise GuestError("no free tgtd control socket number (100 in use)")
 
 
 class Iscsi(Storage):
@@ -121,8 +139,9 @@ class Iscsi(Storage):
         params = [f"MaxRecvDataSegmentLength={sc.storage.iscsi.max_recv_data_segment_length}"]
         if self.target(sc) == "tgt":
             nas.exec(["fallocate", "-l", f"{size}M", backing], 60, check=True)
+            started = self._start_tgt(nas, sc, ends)
             return {"target_server": "tgt", "target": ends.target_iqn, "lun_mb": size, "params": params,
-                    "control": str(tgt_socket(ends.tag)), "tgt": self._start_tgt(nas, sc, ends)}
+                    "control": str(tgt_socket(nas.tgt_port)), "tgt": started}  # type: ignore[attr-defined]
         nas.exec(["modprobe", "-a", "target_core_mod", "target_core_file", "iscsi_target_mod"], 60, check=True)
         nas.sh("mountpoint -q /sys/kernel/config || mount -t configfs configfs /sys/kernel/config", 30)
         nas.exec(["fallocate", "-l", f"{size}M", backing], 60, check=True)
@@ -139,12 +158,15 @@ class Iscsi(Storage):
     def _start_tgt(self, nas: Any, sc: Scenario, ends: Ends) -> str:
         """tgtd in the NAS's namespace, listening on the NAS's address only; the target, its LUN and
         the ACL for the client's initiator set through its control socket."""
-        port = str(tgt_control_port(ends.tag))
-        sock = tgt_socket(ends.tag)
-        for stale in (sock, sock.with_name(sock.name + ".lock")):
+        if nas.tgt_port is None:  # chosen once per case: a restart reuses it
+            nas.tgt_port = free_tgt_port(ends.tag)
+            sock = tgt_socket(nas.tgt_port)
+            nas.undo.push(f"tgtd control socket {sock}", lambda: [p.unlink(missing_ok=True) for p in
+                                                                  (sock, sock.with_name(sock.name + ".lock"))])
+        port = str(nas.tgt_port)
+        sock = tgt_socket(nas.tgt_port)
+        for stale in (sock, sock.with_name(sock.name + ".lock")):  # ours, from before a restart (no live tgtd)
             stale.unlink(missing_ok=True)
-        nas.undo.push(f"tgtd control socket {sock}", lambda: [p.unlink(missing_ok=True) for p in
-                                                              (sock, sock.with_name(sock.name + ".lock"))])
         nas.serve("tgtd", ["tgtd", "-f", "-C", port, "--iscsi", f"portal={ends.nas_ip}:3260"],
                   nas.root / "tgtd.log", sock.exists, timeout=20)
         adm = ["tgtadm", "-C", port, "--lld", "iscsi"]

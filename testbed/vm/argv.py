@@ -116,6 +116,12 @@ def net_args(spec: VMSpec) -> list[str]:
     return out
 
 
+def rng_args(spec: VMSpec) -> list[str]:
+    # A VM generation ID, new at every QEMU start: a guest restored from a snapshot reseeds its CRNG
+    # (it would otherwise repeat the saved one's TCP sequence numbers, ports and XIDs in every case).
+    return ["-device", "vmgenid,guid=auto"]
+
+
 def serial_args(spec: VMSpec) -> list[str]:
     return ["-serial", f"file:{spec.console}"]
 
@@ -139,7 +145,7 @@ def incoming_args(spec: VMSpec) -> list[str]:
 def build(spec: VMSpec, caps: QemuCaps | None = None) -> list[str]:
     """The full argv; checked against `caps` (the host QEMU's help output) when given."""
     argv = [QEMU, "-name", f"{spec.name},process={spec.name}"]
-    argv += machine_args(spec) + kernel_args(spec) + disk_args(spec) + net_args(spec)
+    argv += machine_args(spec) + kernel_args(spec) + disk_args(spec) + net_args(spec) + rng_args(spec)
     argv += serial_args(spec) + qmp_args(spec) + agent_args(spec) + incoming_args(spec) + list(spec.extra)
     if caps:
         for a in argv:

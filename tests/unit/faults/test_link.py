@@ -8,6 +8,7 @@ from pyroute2 import NetlinkError
 
 import testbed.faults.link as link
 from testbed.cleanup import Cleanup
+from testbed.errors import TestbedError
 from testbed.faults.base import FaultContext
 from testbed.faults.link import NAS_SHAPING_MODULES, Link, LinkSpec, cut_effect, delay_effect
 from testbed.faults.outcome import effect_of
@@ -74,6 +75,7 @@ def test_the_nas_image_has_the_shaping_modules() -> None:
 
 class Nas:
     net_devs = ["eth0"]
+    backend = "vm"  # a NAS VM: netem can go inside it
 
     def __init__(self):
         self.calls: list[tuple] = []
@@ -226,3 +228,12 @@ def test_total_loss_takes_the_path_down(monkeypatch) -> None:
         step = Link(LinkSpec(kind="link", at_s=0, mode="loss", loss_pct=pct)).inject(context(Net(False), None))
         assert step.path_down is down and "numgen" in step.facts["mechanism"]
     assert all(a[-3:] == ["nft", "-f", "-"] for a in ran)
+
+
+def test_a_netns_nas_is_no_place_for_netem() -> None:
+    class HostNas(Nas):
+        backend = "netns"
+
+    with pytest.raises(TestbedError, match="shares the host's kernel"):
+        Link(LinkSpec(kind="link", at_s=10, duration_s=30, mode="delay", node="nas", delay_ms=50)).inject(
+            context(Net(False), HostNas()))
