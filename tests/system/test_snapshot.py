@@ -22,6 +22,10 @@ from testbed.vm import accel, snapshot
 pytestmark = pytest.mark.system
 
 
+def saved(snapshots: Path) -> list[Path]:
+    return [p for p in snapshots.iterdir() if not p.name.startswith(".")]  # not the savers' lock files
+
+
 @pytest.fixture
 def snapshots(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     """A private snapshot folder: the test saves its own and never touches the cache's."""
@@ -48,7 +52,7 @@ def test_restore_gives_the_case_its_identity_and_never_writes_the_snapshot(snaps
     with Cleanup() as undo:
         first, _, _ = boot_client(undo)
     assert first.boot["mode"] == "restored" and first.boot["saved_s"] > 0, first.boot
-    (folder,) = snapshots.iterdir()
+    (folder,) = saved(snapshots)
     root_before = (folder / snapshot.ROOT).read_bytes()
     with Cleanup() as undo:
         vm, net, node = boot_client(undo)
@@ -68,7 +72,7 @@ def test_restore_gives_the_case_its_identity_and_never_writes_the_snapshot(snaps
 def test_a_snapshot_for_another_key_is_saved_anew_and_a_corrupt_one_falls_back_to_cold(snapshots: Path) -> None:
     with Cleanup() as undo:
         boot_client(undo)
-    (folder,) = snapshots.iterdir()
+    (folder,) = saved(snapshots)
     meta = json.loads((folder / snapshot.META).read_text())
     meta["key"]["mem_mb"] = 999  # the folder now claims another key than its name's
     (folder / snapshot.META).write_text(json.dumps(meta))
