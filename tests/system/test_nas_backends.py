@@ -29,7 +29,7 @@ def run_case(path: str, results: dict[str, str], *sets: str) -> tuple[dict, list
 def test_netns_nas_serves_swap(proto: str, server: str, results: dict[str, str]) -> None:
     case, ev = run_case(f"scenarios/{proto}-swap.yaml", results, "nas.backend=netns")
     assert case["boot"]["nas"]["mode"] == "netns"
-    net = next(e for e in ev if e["name"] == "network")
+    net = next(e for e in ev if e["kind"] == "fact" and e["name"] == "network")
     assert net["hosted"] == {"nas": f"{case['tag']}-nas"}
     export = next(e for e in ev if e["name"] == "nas-export")
     assert server in json.dumps(export)
@@ -40,7 +40,7 @@ def test_netns_nas_serves_swap(proto: str, server: str, results: dict[str, str])
 
 def test_mininet_dumbbell_end_to_end(results: dict[str, str]) -> None:
     case, ev = run_case("scenarios/nfs-swap-dumbbell.yaml", results)
-    net = next(e for e in ev if e["name"] == "network")
+    net = next(e for e in ev if e["kind"] == "fact" and e["name"] == "network")
     (trunk,) = net["trunks"]
     assert (trunk["a"], trunk["b"]) == ("s1", "s2") and all("tbf 100.0 Mbit/s" in s for s in trunk["shaping"])
     assert net["hosted"] == {"traffic": f"{case['tag']}-traffic"}
