@@ -73,7 +73,7 @@ def stale_tgt_sockets() -> list[Path]:
     out = []
     for sock in sorted(root.glob("socket.*")):
         port = sock.name.split(".")[1]
-        if port.isdigit() and 1000 <= int(port) < 61000 and port not in live:
+        if port.isdigit() and 1000 <= int(port) < 31000 and port not in live:
             out.append(sock)
     return out
 

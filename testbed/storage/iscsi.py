@@ -78,7 +78,7 @@ def parse_tpg_enable(text: str) -> ServiceState:
 def tgt_control_port(tag: str) -> int:
     """tgtd's control socket is /var/run/tgtd/socket.N on the host: N from the run's tag, so runs at
     once rarely share one (free_tgt_port steps past one in use)."""
-    return 1000 + int(tag[2:], 16) % 60000
+    return 1000 + int(tag[2:], 16) % 30000  # tgtd takes -C 0..32767
 
 
 def tgt_socket(port: int) -> Path:
@@ -96,7 +96,7 @@ def free_tgt_port(tag: str) -> int:
         except FileNotFoundError:
             return port
         except OSError:
-            port = 1000 + (port - 1000 + 1) % 60000
+            port = 1000 + (port - 1000 + 1) % 30000
             continue
         return port
     raise GuestError("no free tgtd control socket number (100 in use)")
