@@ -17,23 +17,30 @@ from testbed.tags import NETNS_RE, QEMU_NAME_RE, TAG_RE
 from testbed.vm import snapshot
 
 
-def find_our_qemus() -> list[tuple[int, str]]:
-    """(pid, name) of QEMU processes whose `-name` is one of our tags."""
-    found = []
+def _cmdlines() -> list[tuple[int, list[bytes]]]:
+    """(pid, argv) of every process we may read."""
+    out = []
     for p in Path("/proc").iterdir():
         if not p.name.isdigit():
             continue
         try:
-            argv = (p / "cmdline").read_bytes().split(b"\0")
+            out.append((int(p.name), (p / "cmdline").read_bytes().split(b"\0")))
         except OSError:
             continue
+    return out
+
+
+def find_our_qemus() -> list[tuple[int, str]]:
+    """(pid, name) of QEMU processes whose `-name` is one of our tags."""
+    found = []
+    for pid, argv in _cmdlines():
         if not argv or not argv[0].endswith(b"qemu-system-x86_64"):
             continue
         for i, a in enumerate(argv[:-1]):
             if a == b"-name":
                 name = argv[i + 1].decode(errors="replace").split(",")[0]
                 if QEMU_NAME_RE.match(name):
-                    found.append((int(p.name), name))
+                    found.append((pid, name))
     return found
 
 
@@ -61,13 +68,7 @@ def stale_tgt_sockets() -> list[Path]:
     if not root.is_dir():
         return []
     live = set()
-    for p in Path("/proc").iterdir():
-        if not p.name.isdigit():
-            continue
-        try:
-            argv = (p / "cmdline").read_bytes().split(b"\0")
-        except OSError:
-            continue
+    for _, argv in _cmdlines():
         if argv and argv[0].endswith(b"tgtd") and b"-C" in argv:
             live.add(argv[argv.index(b"-C") + 1].decode(errors="replace"))
     out = []

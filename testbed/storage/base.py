@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
 
 from testbed.cleanup import Cleanup
-from testbed.errors import GuestError, TestbedError
+from testbed.errors import ConfigError, GuestError, TestbedError
 from testbed.vm.agent import ExecResult
 from testbed.vm.argv import Disk
 from testbed.vm.machine import VM
@@ -52,6 +52,9 @@ class ServiceState:
     def flag(self) -> int | None:
         """1, 0 or None: the timeline's `nas_service`."""
         return None if self.alive is None else int(self.alive)
+
+
+SERVER_NAMES = {"kernel": "kernel nfsd", "ganesha": "nfs-ganesha", "lio": "LIO", "tgt": "tgt"}
 
 
 def netns_service_argv(tag: str, comm: str) -> list[str]:
@@ -113,6 +116,17 @@ class Storage:
 
     def check_backend(self, sc: Scenario, source: str) -> None:
         """ConfigError when the NAS backend cannot run this protocol's chosen server."""
+
+    @staticmethod
+    def check_server(sc: Scenario, source: str, field: str, server: str, by_backend: dict[str, str]) -> None:
+        """A server (`field`'s value) must be the one its NAS backend runs: kernel servers live in the
+        NAS VM's kernel, userspace ones on the host (where a kernel server would be the host's)."""
+        backend = sc.nas.backend
+        if server != by_backend[backend]:
+            names = SERVER_NAMES
+            why = (f"the NAS image has {names[by_backend['vm']]}, not {names.get(server, server)}" if backend == "vm" else
+                   f"{names.get(server, server)} in a {backend} NAS would be the host's kernel's: use {by_backend[backend]}")
+            raise ConfigError(source, field, f"{server} cannot run on nas.backend {backend} ({why})")
 
     def client_disks(self, sc: Scenario, rundir: Path, undo: Cleanup) -> tuple[Disk, ...]:
         """Extra disks the client boots with (only local storage has any)."""

@@ -127,11 +127,7 @@ class Iscsi(Storage):
         return sc.storage.iscsi.target or TARGETS[sc.nas.backend]
 
     def check_backend(self, sc: Scenario, source: str) -> None:
-        target, backend = self.target(sc), sc.nas.backend
-        if target != TARGETS[backend]:
-            why = ("the NAS image has LIO, not tgt" if backend == "vm" else
-                   f"LIO in a {backend} NAS would be the host's kernel's: use tgt")
-            raise ConfigError(source, "storage.iscsi.target", f"{target} cannot run on nas.backend {backend} ({why})")
+        self.check_server(sc, source, "storage.iscsi.target", self.target(sc), TARGETS)
 
     def export(self, nas: VM, sc: Scenario, ends: Ends) -> dict[str, Any]:
         size = sc.backing_mb()

@@ -149,11 +149,7 @@ class Nfs(Storage):
         return sc.storage.nfs.server or SERVERS[sc.nas.backend]
 
     def check_backend(self, sc: Scenario, source: str) -> None:
-        server, backend = self.server(sc), sc.nas.backend
-        if server != SERVERS[backend]:
-            why = ("the NAS image has kernel nfsd, not nfs-ganesha" if backend == "vm" else
-                   f"kernel nfsd in a {backend} NAS would be the host's kernel's: use ganesha")
-            raise ConfigError(source, "storage.nfs.server", f"{server} cannot run on nas.backend {backend} ({why})")
+        self.check_server(sc, source, "storage.nfs.server", self.server(sc), SERVERS)
 
     def export(self, nas: VM, sc: Scenario, ends: Ends) -> dict[str, Any]:
         facts: dict[str, Any] = {"server": self.server(sc)}

@@ -42,6 +42,14 @@ class ExecResult:
     def ok(self) -> bool:
         return self.status == 0 and not self.timed_out
 
+    def require(self, who: str) -> ExecResult:
+        """This result, or GuestError naming `who`, the command, and the last lines it printed."""
+        if not self.ok:
+            why = "timed out" if self.timed_out else f"exited {self.status}"
+            detail = (self.stderr or self.stdout).strip().splitlines()[-3:]
+            raise GuestError(f"{who}: `{' '.join(self.argv)}` {why}: {' | '.join(detail)}")
+        return self
+
 
 class _Pending:
     def __init__(self, on_line: Callable[[str], None] | None):

@@ -105,11 +105,7 @@ class VM:
 
     def exec(self, argv: list[str], timeout: float = 60, check: bool = False) -> ExecResult:
         res = self.agent.exec(argv, timeout)
-        if check and not res.ok:
-            why = "timed out" if res.timed_out else f"exited {res.status}"
-            detail = (res.stderr or res.stdout).strip().splitlines()[-3:]
-            raise GuestError(f"{self.name}: `{' '.join(argv)}` {why}: {' | '.join(detail)}")
-        return res
+        return res.require(self.name) if check else res
 
     def sh(self, script: str, timeout: float = 60, check: bool = True, args: Sequence[str] = ()) -> ExecResult:
         """A guest shell snippet: a constant script whose values come as "$1", "$2" ... from `args`, or
