@@ -40,13 +40,14 @@ def boot(role: str, mem: int, runs: int, accel: str, say: Callable[[str], None])
     return 0
 
 
-MODES = ("cold", "restore", "netns")  # bench case columns: both VMs booted, both restored, restored client + netns NAS
+# bench case columns: both VMs booted; both restored; a restored client with a netns or a docker NAS
+MODES = ("cold", "restore", "netns", "docker")
 
 
 def with_boot(loaded: LoadedScenario, mode: str) -> LoadedScenario:
     sc = loaded.scenario
-    if mode == "netns":
-        nas = replace(sc.nas, backend="netns", boot="restore")
+    if mode in ("netns", "docker"):
+        nas = replace(sc.nas, backend=mode, boot="restore")
         sc = replace(sc, client=replace(sc.client, boot="restore"), nas=nas)
         sc.validate(sc.path, "")  # its servers and faults must suit the backend, as for --set nas.backend=netns
         return replace(loaded, scenario=sc)

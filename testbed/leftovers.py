@@ -125,6 +125,10 @@ def clean_leftovers(dry_run: bool = False) -> list[str]:
         done.append(f"runtime folder {d}")
         if not dry_run:
             shutil.rmtree(d, ignore_errors=True)
+    if not dry_run:  # containers of ours (by label) whose run is gone
+        from testbed.nas.container import remove_by_label  # the Docker SDK: only asked here and by the docker NAS
+
+        done += remove_by_label(lambda tag: not spared(tag))
     for sock in stale_tgt_sockets():  # a netns NAS's tgtd control socket whose tgtd is gone
         done.append(f"tgtd control socket {sock}")
         if not dry_run:

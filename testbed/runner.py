@@ -29,6 +29,7 @@ from testbed.monitor.evidence import sysrq_dump
 from testbed.monitor.ping import Pinger
 from testbed.monitor.probes import NasProbe, ProbeError
 from testbed.monitor.timeline import Timeline
+from testbed.nas import container as nas_container
 from testbed.nas import host as nas_host
 from testbed.nas import vm as nas_vm
 from testbed.net.build import build as build_net
@@ -139,6 +140,9 @@ class Case:
         rundir = make_rundir(self.tag, undo)
         client_node, nas_node = self.topo.node_for("client"), self.topo.node_for("nas")
         hosted = {nas_node: nas_host.netns_name(self.tag)} if store.needs_nas and not vm_nas else {}
+        contained = None
+        if hosted and sc.nas.backend == "docker":  # its namespace must be there for the NAS's veth end
+            contained = nas_container.start_container(self.tag, undo, say=lambda m: self.ui.note(self.case_id, m))
         net = build_net(self.topo, self.tag, undo, hosted=hosted)
         hosted = net.hosted
         self.history.add("fact", "network", **net.describe())
@@ -154,6 +158,9 @@ class Case:
                 self.nas = nas_vm.start(sc, nas_img, net, nas_node, self.tag, choice.accel, rundir, logdir, undo,
                                         say=lambda m: self.ui.note(self.case_id, m))
                 self._watch(self.nas, "nas", undo)
+            elif contained is not None:
+                self.phase("nas", f"docker: userspace servers in container {contained[0].name}")
+                self.nas = nas_container.start(self.tag, *contained, undo)  # type: ignore[assignment]
             else:
                 self.phase("nas", f"{sc.nas.backend}: userspace servers in namespace {hosted[nas_node]}")
                 self.nas = nas_host.start(self.tag, rundir, undo)  # type: ignore[assignment]

@@ -84,7 +84,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     bc.add_argument("source", nargs="?", default="scenarios/nfs-swap.yaml", help="a scenario or matrix file")
     bc.add_argument("--runs", type=int, default=3, help="runs per case and mode (default 3)")
     bc.add_argument("--modes", default="cold,restore", help="columns, comma-separated: cold (both VMs booted), restore "
-                    "(both restored from ready snapshots), netns (restored client, NAS in a namespace); default cold,restore")
+                    "(both restored from ready snapshots), netns / docker (restored client, NAS as userspace servers in a "
+                    "namespace / a container); default cold,restore")
     bc.add_argument("--iperf", action="store_true", help="also measure iperf3 client->NAS over the same path")
     bc.add_argument("--keep", action="store_true", help="keep the cases as a run under results/ (default: removed)")
     bc.add_argument("--out", help="also write the figures as JSON to this file (e.g. benchmarks/results/case.json)")

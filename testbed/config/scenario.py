@@ -53,8 +53,9 @@ class ClientSpec:
 @dataclass(frozen=True)
 class NasSpec:
     # vm: kernel servers (nfsd, LIO, vblade) in a NAS VM; netns: userspace servers (nfs-ganesha, tgt,
-    # vblade) on the host in a namespace of the run (testbed/nas/host.py)
-    backend: Literal["vm", "netns"] = "vm"
+    # vblade) on the host in a namespace of the run (testbed/nas/host.py); docker: the same servers in a
+    # Docker container of ours (testbed/nas/container.py)
+    backend: Literal["vm", "netns", "docker"] = "vm"
     mem_mb: int = 256
     vcpus: int = 1
     data_disk_mb: int = 2048  # the NAS's own data disk: exports, LUN files, AoE images

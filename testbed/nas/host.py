@@ -39,11 +39,11 @@ def netns_name(tag: str) -> str:
 class HostJob:
     """A command in the NAS's namespace, like an agent job: wait() for its ExecResult, kill()."""
 
-    def __init__(self, argv: list[str], netns: str, timeout: float, on_line: Callable[[str], None] | None):
+    def __init__(self, argv: list[str], full: list[str], timeout: float, on_line: Callable[[str], None] | None):
         self.argv = argv
         self.timeout = timeout
         self.on_line = on_line
-        self.p = subprocess.Popen(["ip", "netns", "exec", netns, *argv], stdin=subprocess.DEVNULL,
+        self.p = subprocess.Popen(full, stdin=subprocess.DEVNULL,
                                   stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, errors="replace",
                                   start_new_session=True, preexec_fn=proc.die_with_parent)
         self._out: list[str] = []
@@ -98,7 +98,7 @@ class HostAgent:
         self.telemetry: dict[str, Any] | None = None  # the host's memory is not the NAS's own: none recorded
 
     def start(self, argv: list[str], *, timeout: float = 0, on_line: Callable[[str], None] | None = None) -> HostJob:
-        job = HostJob(argv, self.nas.netns, timeout, on_line)
+        job = HostJob(argv, self.nas.probe_prefix(argv), timeout, on_line)
         if timeout == 0:  # a server for the whole case (vblade): ended with the case
             self.nas.undo.push(f"NAS process {' '.join(argv[:2])} (pid {job.p.pid})", _end, job)
         return job
@@ -178,8 +178,37 @@ class HostNas:
     def alive(self) -> bool:
         return os.path.exists(f"/run/netns/{self.netns}")
 
+    # What differs for a NAS in a container (testbed/nas/container.py): how a command enters it, how a
+    # server is started, signalled and seen, and where its files are seen from the host.
+    def prefix(self, argv: list[str]) -> list[str]:
+        return ["ip", "netns", "exec", self.netns, *argv]
+
+    def probe_prefix(self, argv: list[str]) -> list[str]:
+        """How a probe's command (the service check) runs: here as any command."""
+        return self.prefix(argv)
+
+    def host_path(self, path: str | Path) -> Path:
+        return Path(path)
+
+    def launch(self, name: str, argv: list[str], log: Path) -> subprocess.Popen[bytes]:
+        with open(log, "ab") as out:
+            return subprocess.Popen(self.prefix(argv), stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT,
+                                    start_new_session=True, preexec_fn=proc.die_with_parent)
+
+    def signal_group(self, name: str, sig: int, p: subprocess.Popen[bytes]) -> None:
+        try:
+            os.killpg(p.pid, sig)
+        except ProcessLookupError:
+            pass
+
+    def members(self, name: str, p: subprocess.Popen[bytes]) -> list[int]:
+        return group_members(p.pid)
+
+    def leader(self, name: str, p: subprocess.Popen[bytes]) -> int | None:
+        return p.pid
+
     def exec(self, argv: list[str], timeout: float = 60, check: bool = False) -> ExecResult:
-        res = HostJob(list(argv), self.netns, timeout, None).wait()
+        res = HostJob(list(argv), self.prefix(list(argv)), timeout, None).wait()
         return res.require(self.name) if check else res
 
     def sh(self, script: str, timeout: float = 60, check: bool = True, args: Sequence[str] = ()) -> ExecResult:
@@ -193,13 +222,7 @@ class HostNas:
         and wait until `ready()`; GuestError with its log's tail when it exits or never gets there."""
         self.stop_server(name)
 
-        def spawn() -> subprocess.Popen[bytes]:
-            with open(log, "ab") as out:
-                return subprocess.Popen(["ip", "netns", "exec", self.netns, *argv], stdin=subprocess.DEVNULL,
-                                        stdout=out, stderr=subprocess.STDOUT, start_new_session=True,
-                                        preexec_fn=proc.die_with_parent)
-
-        p = self._spawner.submit(spawn).result()
+        p = self._spawner.submit(self.launch, name, argv, log).result()
         self.servers[name] = p
         self.undo.push(f"NAS server {name} (pid {p.pid})", self.stop_server, name)
         deadline = time.monotonic() + timeout
@@ -216,14 +239,11 @@ class HostNas:
         if p is None:
             return
         for sig, wait in ((signal.SIGCONT, 0.0), (signal.SIGTERM, 3.0), (signal.SIGKILL, 5.0)):
-            if not group_members(p.pid):
+            if not self.members(name, p):
                 break
-            try:
-                os.killpg(p.pid, sig)
-            except ProcessLookupError:
-                break
+            self.signal_group(name, sig, p)
             deadline = time.monotonic() + wait
-            while group_members(p.pid) and time.monotonic() < deadline:
+            while self.members(name, p) and time.monotonic() < deadline:
                 p.poll()  # reaps our own child; its orphans are init's to reap
                 time.sleep(0.05)
         p.poll()
@@ -233,11 +253,8 @@ class HostNas:
         done = []
         for name, p in list(self.servers.items()):
             if p.poll() is None:
-                try:
-                    os.killpg(p.pid, sig)
-                except ProcessLookupError:
-                    continue
-                done.append(f"{name} (pgid {p.pid})")
+                self.signal_group(name, sig, p)
+                done.append(f"{name} (group of pid {self.leader(name, p)})")
         want = "stopped" if sig == signal.SIGSTOP else "running"
         deadline = time.monotonic() + 2
         while done and self.server_state() not in (want, "gone") and time.monotonic() < deadline:
@@ -246,12 +263,12 @@ class HostNas:
 
     def server_state(self) -> str:
         """running, stopped (a server's process is stopped: SIGSTOP) or gone (none runs)."""
-        live = [p for p in list(self.servers.values()) if p.poll() is None]
+        live = [(n, p) for n, p in list(self.servers.items()) if p.poll() is None]
         if not live:
             return "gone"
-        for p in live:
+        for name, p in live:
             try:
-                fields = Path(f"/proc/{p.pid}/stat").read_text().rsplit(")", 1)[1].split()
+                fields = Path(f"/proc/{self.leader(name, p)}/stat").read_text().rsplit(")", 1)[1].split()
             except OSError:
                 return "gone"
             if fields[0] in ("T", "t"):

@@ -127,10 +127,10 @@ def _delete_netns(name: str) -> None:
 def _hosted_end(ns: Netlink, run_ns: str, tap: str, host_ns: str, dev: str, undo: Cleanup) -> None:
     """A veth in place of a tap: `tap` stays in the run's namespace (for the bridge, shaping and
     faults, like a VM's tap), its peer `dev` goes into `host_ns`, the node's own namespace."""
-    if not os.path.exists(f"/run/netns/{host_ns}"):
+    if not os.path.exists(f"/run/netns/{host_ns}"):  # a container's is there already (named by its owner)
         proc.run(["ip", "netns", "add", host_ns], timeout=30)
         undo.push(f"network namespace {host_ns}", _delete_netns, host_ns)
-        proc.run(["ip", "-n", host_ns, "link", "set", "lo", "up"], timeout=30)
+    proc.run(["ip", "-n", host_ns, "link", "set", "lo", "up"], timeout=30)
     proc.run(["ip", "-n", run_ns, "link", "add", tap, "type", "veth", "peer", "name", dev, "netns", host_ns], timeout=30)
     undo.push(f"veth {tap}", _delete_link, ns, tap)
 

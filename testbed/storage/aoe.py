@@ -81,7 +81,7 @@ class Aoe(Storage):
         nas.exec(["fallocate", "-l", f"{size}M", f"{nas.srv}/{BACKING}"], 60, check=True)
         self.start_service(nas, sc, ends)
         return {"target": f"e{a.shelf}.{a.slot}", "iface": nas.net_devs[0], "backing_mb": size, "note": NOTE,
-                "server": f"vblade ({'NAS VM' if nas.backend == 'vm' else 'host, in the NAS namespace'})"}
+                "server": f"vblade ({ {'vm': 'NAS VM', 'netns': 'host, in the NAS namespace'}.get(nas.backend, 'container')})"}
 
     def start_service(self, nas: VM, sc: Scenario, ends: Ends) -> str:
         a = sc.storage.aoe

@@ -55,11 +55,13 @@ class ServiceState:
 
 
 SERVER_NAMES = {"kernel": "kernel nfsd", "ganesha": "nfs-ganesha", "lio": "LIO", "tgt": "tgt"}
+USERSPACE = ("netns", "docker")  # NAS backends whose servers are userspace ones on the host's kernel
 
 
 def netns_service_argv(tag: str, comm: str) -> list[str]:
-    """For a NAS in a namespace of the host: its own processes named `comm` (from `ip netns pids`, not
-    pgrep: another run's servers are on the same host) with their state letter, one `pid state` a line."""
+    """For a userspace NAS (in a namespace of the host, or a container whose namespace we named): its own
+    processes named `comm` with their state letter, one `pid state` a line, run on the host. They are found
+    by `ip netns pids`, not pgrep: another run's servers are on the same host."""
     from testbed.nas.host import netns_name  # the host NAS imports this module
 
     return ["/bin/sh", "-c", 'echo "netns $2"; for p in $(ip netns pids "$1"); do [ "$(cat /proc/$p/comm 2>/dev/null)" = "$2" ] && '

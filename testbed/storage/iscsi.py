@@ -20,7 +20,7 @@ if TYPE_CHECKING:  # type only: see testbed/storage/base.py
     from testbed.config.scenario import Scenario
 
 LUN_FILE = "iscsi-lun0.img"  # under the NAS's srv
-TARGETS = {"vm": "lio", "netns": "tgt"}  # what each NAS backend runs, and so its default
+TARGETS = {"vm": "lio", "netns": "tgt", "docker": "tgt"}  # what each NAS backend runs, and so its default
 # iscsid locks ~10 MB of memory: below this the client OOM-kills it before swap exists.
 MIN_ISCSI_CLIENT_MB = 128
 # iscsid is on the path that must not fail: it locks itself in memory (mlockall) and we take it out
@@ -156,11 +156,11 @@ class Iscsi(Storage):
         the ACL for the client's initiator set through its control socket."""
         if nas.tgt_port is None:  # chosen once per case: a restart reuses it
             nas.tgt_port = free_tgt_port(ends.tag)
-            sock = tgt_socket(nas.tgt_port)
+            sock = nas.host_path(tgt_socket(nas.tgt_port))
             nas.undo.push(f"tgtd control socket {sock}", lambda: [p.unlink(missing_ok=True) for p in
                                                                   (sock, sock.with_name(sock.name + ".lock"))])
         port = str(nas.tgt_port)
-        sock = tgt_socket(nas.tgt_port)
+        sock = nas.host_path(tgt_socket(nas.tgt_port))  # in a container: seen through its root
         for stale in (sock, sock.with_name(sock.name + ".lock")):  # ours, from before a restart (no live tgtd)
             stale.unlink(missing_ok=True)
         nas.serve("tgtd", ["tgtd", "-f", "-C", port, "--iscsi", f"portal={ends.nas_ip}:3260"],

@@ -37,7 +37,11 @@ GANESHA = ('exec 3<"$4" && mount -t tmpfs tmpfs /run && mkdir -p "$4" /run/rpcbi
            'mount -c --bind /proc/self/fd/3 "$4" && exec 3<&- && trap : TERM && { rpcbind -f -w & } && r=$! && '
            'for i in $(seq 100); do [ -S /run/rpcbind.sock ] && break; sleep 0.05; done && '
            '{ ganesha.nfsd -F -f "$1" -L "$2" -p "$3" & } && wait $!; s=$?; kill $r 2>/dev/null; wait; exit $s')
-SERVERS = {"vm": "kernel", "netns": "ganesha"}  # what each NAS backend runs, and so its default
+# In a container /run is its own already: the same without the private mount.
+GANESHA_CONTAINED = ('mkdir -p /run/rpcbind && trap : TERM && { rpcbind -f -w & } && r=$! && '
+                     'for i in $(seq 100); do [ -S /run/rpcbind.sock ] && break; sleep 0.05; done && '
+                     '{ ganesha.nfsd -F -f "$1" -L "$2" -p "$3" & } && wait $!; s=$?; kill $r 2>/dev/null; wait; exit $s')
+SERVERS = {"vm": "kernel", "netns": "ganesha", "docker": "ganesha"}  # what each NAS backend runs, and so its default
 
 
 def ganesha_conf(export_dir: str, recovery: str, nas_ip: str, client_ip: str, versions: str) -> str:
@@ -184,7 +188,8 @@ class Nfs(Storage):
     def _start_ganesha(self, nas: Any) -> str:
         root = nas.root
         log = root / "ganesha.log"
-        argv = ["/bin/sh", "-c", GANESHA, "sh", str(root / "ganesha.conf"), str(log), str(root / "ganesha.pid"),
+        script = GANESHA if nas.backend == "netns" else GANESHA_CONTAINED
+        argv = ["/bin/sh", "-c", script, "sh", str(root / "ganesha.conf"), str(log), str(root / "ganesha.pid"),
                 str(root)]
         started = log.stat().st_size if log.exists() else 0
 

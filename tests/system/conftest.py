@@ -45,8 +45,21 @@ def helper_processes() -> list[str]:
     return out
 
 
+def our_containers() -> list[str]:
+    """Containers labelled by a run (the docker NAS); none where no engine answers."""
+    from testbed.errors import TestbedError
+    from testbed.nas import container
+
+    try:
+        dk = container.client()
+    except TestbedError:
+        return []
+    return [f"container {c.name}" for c in dk.containers.list(all=True, filters={"label": container.LABEL})]
+
+
 def leftovers() -> list[str]:
-    return [*(f"qemu {n}" for _, n in find_our_qemus()), *find_our_netns(), *find_our_rundirs(), *helper_processes()]
+    return [*(f"qemu {n}" for _, n in find_our_qemus()), *find_our_netns(), *find_our_rundirs(), *helper_processes(),
+            *our_containers()]
 
 
 @pytest.fixture

@@ -19,6 +19,8 @@ REPO = Path(__file__).parents[2]
     ("iscsi-swap.yaml", [], ("iscsi", "lio")),
     ("iscsi-swap.yaml", ["nas.backend=netns"], ("iscsi", "tgt")),
     ("aoe-swap.yaml", ["nas.backend=netns"], ("aoe", "vblade")),
+    ("nfs-swap.yaml", ["nas.backend=docker"], ("nfs", "ganesha")),
+    ("iscsi-swap.yaml", ["nas.backend=docker"], ("iscsi", "tgt")),
 ])
 def test_each_backend_defaults_to_the_servers_it_runs(scenario: str, sets: list[str], server: tuple[str, str]) -> None:
     sc = load_scenario(REPO / "scenarios" / scenario, sets).scenario
@@ -32,7 +34,8 @@ def test_each_backend_defaults_to_the_servers_it_runs(scenario: str, sets: list[
     ("nfs-swap.yaml", ["nas.backend=netns", "storage.nfs.server=kernel"], "storage.nfs.server", "host's kernel"),
     ("iscsi-swap.yaml", ["storage.iscsi.target=tgt"], "storage.iscsi.target", "has LIO"),
     ("iscsi-swap.yaml", ["nas.backend=netns", "storage.iscsi.target=lio"], "storage.iscsi.target", "host's kernel"),
-    ("nfs-swap.yaml", ["nas.backend=docker"], "nas.backend", "must be one of"),
+    ("nfs-swap.yaml", ["nas.backend=kvm"], "nas.backend", "must be one of"),
+    ("nfs-swap.yaml", ["nas.backend=docker", "storage.nfs.server=kernel"], "storage.nfs.server", "host's kernel"),
     ("nfs-swap.yaml", ["nas.backend=netns", "nas.boot=cold"], "nas.boot", "no VM to boot"),
     ("faults/nas-restart.yaml", ["nas.backend=netns", "faults.0.mode=freeze"], "faults[0].mode", "service-freeze"),
     ("faults/nas-restart.yaml", ["faults.0.mode=service-freeze"], "faults[0].mode", "kernel"),

@@ -8,7 +8,7 @@ from pyroute2 import NetlinkError
 
 import testbed.faults.link as link
 from testbed.cleanup import Cleanup
-from testbed.errors import TestbedError
+from testbed import errors
 from testbed.faults.base import FaultContext
 from testbed.faults.link import NAS_SHAPING_MODULES, Link, LinkSpec, cut_effect, delay_effect
 from testbed.faults.outcome import effect_of
@@ -234,6 +234,6 @@ def test_a_netns_nas_is_no_place_for_netem() -> None:
     class HostNas(Nas):
         backend = "netns"
 
-    with pytest.raises(TestbedError, match="shares the host's kernel"):
+    with pytest.raises(errors.TestbedError, match="shares the host's kernel"):
         Link(LinkSpec(kind="link", at_s=10, duration_s=30, mode="delay", node="nas", delay_ms=50)).inject(
             context(Net(False), HostNas()))
