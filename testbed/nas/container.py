@@ -34,6 +34,7 @@ REPO = "netswap-nas"
 # What the servers need, no more (no --privileged: it fails where the host lacks CAP_SYS_RESOURCE, and
 # without SYS_RESOURCE ganesha and tgtd keep their default open-file limits, which they say and go on).
 CAPS = ["CHOWN", "DAC_OVERRIDE", "DAC_READ_SEARCH", "FOWNER", "SETUID", "SETGID", "KILL",  # ganesha's file ops
+        "SYS_ADMIN",  # ganesha's VFS FSAL calls name_to_handle_at: Docker's default seccomp allows it only with SYS_ADMIN
         "NET_BIND_SERVICE", "NET_RAW", "NET_ADMIN"]  # rpcbind on 111, vblade's raw socket, ip in its namespace
 PIDS = "/run/tb"  # inside the container: <server>.pid of each server's process group
 
