@@ -1,6 +1,7 @@
 """Finding and removing leftovers of earlier runs for `testbed clean`: our QEMUs, namespaces (with
-the helper processes inside them) and runtime folders, recognised by our tag only; and ready
-snapshots that no cached image can use any more, or that a killed run left half saved."""
+the helper processes inside them), runtime and NAS data folders and docker NAS containers,
+recognised by our tag only; tgtd control sockets no tgtd holds; and ready snapshots that no cached
+image can use any more, or that a killed run left half saved."""
 
 from __future__ import annotations
 
@@ -125,10 +126,9 @@ def clean_leftovers(dry_run: bool = False) -> list[str]:
         done.append(f"runtime folder {d}")
         if not dry_run:
             shutil.rmtree(d, ignore_errors=True)
-    if not dry_run:  # containers of ours (by label) whose run is gone
-        from testbed.nas.container import remove_by_label  # the Docker SDK: only asked here and by the docker NAS
+    from testbed.nas.container import remove_by_label  # the Docker SDK: only asked here and by the docker NAS
 
-        done += remove_by_label(lambda tag: not spared(tag))
+    done += remove_by_label(lambda tag: not spared(tag), dry_run)  # containers of ours whose run is gone
     for sock in stale_tgt_sockets():  # a netns NAS's tgtd control socket whose tgtd is gone
         done.append(f"tgtd control socket {sock}")
         if not dry_run:

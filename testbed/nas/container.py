@@ -123,8 +123,8 @@ def remove(c: Any) -> None:
         pass
 
 
-def remove_by_label(dead: Callable[[str], bool]) -> list[str]:
-    """Containers of ours (by label) whose run is gone; removed. Nothing when no engine answers."""
+def remove_by_label(dead: Callable[[str], bool], dry_run: bool = False) -> list[str]:
+    """Containers of ours (by label) whose run is gone; removed (unless dry_run). Nothing when no engine answers."""
     try:
         dk = client()
     except TestbedError:
@@ -133,7 +133,8 @@ def remove_by_label(dead: Callable[[str], bool]) -> list[str]:
     for c in dk.containers.list(all=True, filters={"label": LABEL}):
         tag = c.labels.get(LABEL, "")
         if dead(tag):
-            remove(c)
+            if not dry_run:
+                remove(c)
             out.append(f"container {c.name} (run {tag})")
     return out
 

@@ -76,3 +76,21 @@ def test_ganesha_exports_the_run_folder_at_the_kernel_servers_path_for_the_clien
 def test_tgt_control_sockets_differ_per_run() -> None:
     ports = {iscsi.tgt_control_port(f"tb{i:06x}") for i in range(0, 2**24, 2**14)}
     assert len(ports) > 900 and all(1000 <= p < 31000 for p in ports)  # tgtd: -C 0..32767
+
+
+def test_docker_nas_sees_container_files_through_its_root_without_leaving_it() -> None:
+    from testbed.nas.container import DockerNas
+
+    nas = DockerNas.__new__(DockerNas)  # no engine needed: only the path mapping
+    nas.pid = 4242
+    assert nas.host_path("/var/run/tgtd/socket.1200") == Path("/proc/4242/root/run/tgtd/socket.1200")
+    assert nas.host_path("/srv/x") == Path("/proc/4242/root/srv/x")
+
+
+def test_docker_image_is_named_by_its_recipe() -> None:
+    from testbed.nas import container
+
+    tag = container.image_tag()
+    assert tag.startswith("netswap-nas:") and len(tag.split(":")[1]) == 16
+    recipe = container.recipe_path().read_text()
+    assert "netbase" in recipe and "nfs-ganesha-vfs" in recipe
