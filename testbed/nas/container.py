@@ -1,5 +1,5 @@
 """The docker NAS: the netns NAS's userspace servers (nfs-ganesha with rpcbind, tgt, vblade) in a Docker
-container made with the Docker SDK from our own image (images/nas-docker/recipe.yaml: mmdebstrap into
+container made with the Docker SDK from our own image (images/nas-docker/container.yaml: mmdebstrap into
 a tarball, imported; no registry), labelled with the run tag and removed by label.
 
 Networking never touches the host's main namespace: the container starts with `network_mode=none`,
@@ -55,7 +55,7 @@ def client() -> Any:
 
 
 def recipe_path() -> Path:
-    return repo_root() / "images" / "nas-docker" / "recipe.yaml"
+    return repo_root() / "images" / "nas-docker" / "container.yaml"  # not recipe.yaml: that names a VM image
 
 
 def image_tag() -> str:

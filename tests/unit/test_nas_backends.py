@@ -94,3 +94,11 @@ def test_docker_image_is_named_by_its_recipe() -> None:
     assert tag.startswith("netswap-nas:") and len(tag.split(":")[1]) == 16
     recipe = container.recipe_path().read_text()
     assert "netbase" in recipe and "nfs-ganesha-vfs" in recipe
+
+
+def test_the_docker_recipe_is_not_taken_for_a_vm_image() -> None:
+    from testbed.images.recipe import load_recipe, recipe_names
+
+    assert recipe_names() == ["client", "nas"]  # `testbed image build all` builds VM images only
+    for name in recipe_names():
+        assert load_recipe(name).kernel.package
