@@ -95,7 +95,6 @@ class HostAgent:
 
     def __init__(self, nas: HostNas):
         self.nas = nas
-        self.telemetry: dict[str, Any] | None = None  # the host's memory is not the NAS's own: none recorded
 
     def start(self, argv: list[str], *, timeout: float = 0, on_line: Callable[[str], None] | None = None) -> HostJob:
         job = HostJob(argv, self.nas.probe_prefix(argv), timeout, on_line)
@@ -110,9 +109,6 @@ class HostAgent:
         t = time.monotonic()
         state = self.nas.server_state()
         return time.monotonic() - t if state in ("running", "gone") and self.nas.alive() else None
-
-    def fresh_telemetry(self, max_age_s: float = 3.0) -> dict[str, Any] | None:
-        return None
 
 
 def _end(job: HostJob) -> None:
@@ -274,12 +270,6 @@ class HostNas:
             if fields[0] in ("T", "t"):
                 return "stopped"
         return "running"
-
-    def cpu_seconds(self) -> float:
-        return 0.0
-
-    def schedstat(self) -> tuple[float, float] | None:
-        return None
 
 
 def start(tag: str, rundir: Path, undo: Cleanup) -> HostNas:

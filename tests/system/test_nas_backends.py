@@ -47,8 +47,12 @@ def test_userspace_nas_serves_swap(backend: str, proto: str, server: str, result
     assert net["hosted"] == {"nas": f"{case['tag']}-nas"}
     export = next(e for e in ev if e["name"] == "nas-export")
     assert server in json.dumps(export)
-    probes = next(e for e in ev if e["name"] == "nas-probes")
-    assert probes  # the service probe reads the NAS's own namespace
+    probes = next(e for e in ev if e["kind"] == "fact" and e["name"] == "nas-probes")
+    assert "ip netns pids" in probes["nas_service"] and "no guest to ping" in probes["nas_agent_ms"]
+    timeline = (Path(results["TESTBED_RESULTS"]) / "latest").resolve() / case["case"] / "timeline.csv"
+    rows = timeline.read_text().splitlines()
+    col = rows[0].split(",").index("nas_service")
+    assert any(r.split(",")[col] == "1" for r in rows[1:])  # the probe saw the server up in the NAS's namespace
     assert case["figures"]["net_tx_mb"] > 10  # swap really crossed the veth
 
 
