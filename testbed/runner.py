@@ -23,6 +23,8 @@ from testbed.faults.base import FaultContext
 from testbed.faults.scheduler import Scheduler
 from testbed.history import History
 from testbed.images.build import ensure
+from testbed.kernels import preflight as kernel_preflight
+from testbed.kernels import ref as kernel_ref
 from testbed.monitor import helpers
 from testbed.monitor.console import ConsoleWatcher
 from testbed.monitor.evidence import sysrq_dump
@@ -121,12 +123,20 @@ class Case:
         sc = self.sc
         store = sc.storage.role
         self.phase("images")
-        client_img = ensure("client", say=lambda m: self.ui.note(self.case_id, m))
+        say = lambda m: self.ui.note(self.case_id, m)  # noqa: E731
+        # The kernels are prepared and their configs checked before anything boots (the commands did it
+        # already for every scenario: here it is a cache lookup).
+        kernels = kernel_preflight.prepare(sc, sc.path, say)
+        client_img = ensure("client", kernel_ref.parse(sc.client.kernel, sc.path, "client.kernel"), say=say)
         vm_nas = store.needs_nas and sc.nas.backend == "vm"
-        nas_img = ensure("nas", say=lambda m: self.ui.note(self.case_id, m)) if vm_nas else None
-        self.facts["images"] = {i.name: {"hash": i.hash, "kernel": i.kernel_version, "package": i.kernel_package}
+        nas_img = ensure("nas", kernel_ref.parse(sc.nas.kernel, sc.path, "nas.kernel"), say=say) if vm_nas else None
+        self.facts["images"] = {i.name: {"hash": i.hash, "kernel": i.kernel_version, "package": i.kernel_package,
+                                         "kernel_ref": i.kernel_ref}
                                 for i in (client_img, nas_img) if i}
         self.facts["kernel"] = client_img.kernel_version
+        self.facts["kernel_source"] = {"ref": kernels.client.ref, "release": kernels.client.release,
+                                       **kernels.client.source}
+        self.history.add("fact", "kernel", **self.facts["kernel_source"])
         choice = accel_mod.choose(self.accel_req, client_img, say=lambda m: self.ui.note(self.case_id, m))
         self.facts["accel"] = {"accel": choice.accel, "reason": choice.reason}
         self.history.add("fact", "accel", accel=choice.accel, reason=choice.reason)

@@ -10,11 +10,21 @@ from pathlib import Path
 from rich.console import Console
 from rich.table import Table
 
+from testbed.config.scenario import Scenario
 from testbed.report.runs import agreement_line, pivot_table, rate_pivot
 
 
 def err(msg: str) -> None:
     print(msg, file=sys.stderr, flush=True)
+
+
+def check_kernels(scenarios: list[Scenario], quiet: bool = False) -> None:
+    """Every kernel the scenarios name, prepared (fetched, unpacked) and its config checked against what
+    each scenario needs, before the first case boots: a missing option is a ConfigError (exit 3)."""
+    from testbed.kernels import preflight  # imports the image builder: only for verbs that run cases
+
+    for sc in scenarios:
+        preflight.prepare(sc, sc.path, (lambda m: None) if quiet else err)
 
 
 def case_options(p: argparse.ArgumentParser) -> None:

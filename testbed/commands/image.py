@@ -10,16 +10,19 @@ from testbed.commands.common import err
 from testbed.images import cache
 from testbed.images.build import build
 from testbed.images.recipe import load_recipe, recipe_hash, recipe_names
+from testbed.kernels.ref import parse as parse_kernel
 
 
 def cmd_image_build(args: argparse.Namespace) -> int:
     names = recipe_names() if args.name == "all" else [args.name]
+    kernel = parse_kernel(args.kernel, "testbed image build", "--kernel")
     cache.remove_stale_temps()
     for name in names:
         t = time.monotonic()
-        image, cached = build(name, rebuild=args.rebuild, say=err)
+        image, cached = build(name, kernel, rebuild=args.rebuild, say=err)
         state = "cached" if cached else "built"
-        print(f"{name}: {state} {image.hash} kernel {image.kernel_version} in {time.monotonic() - t:.1f} s ({image.dir})")
+        print(f"{name}: {state} {image.hash} kernel {image.kernel_version} ({image.kernel_package}) in "
+              f"{time.monotonic() - t:.1f} s ({image.dir})")
     return 0
 
 
@@ -29,10 +32,11 @@ def cmd_image_list(args: argparse.Namespace) -> int:
     if not rows:
         print("no images built yet: run `testbed image build all`")
         return 0
-    print(f"{'name':8} {'hash':16} {'kernel':16} {'size':>8}  {'built at':25} current")
+    print(f"{'name':8} {'hash':16} {'kernel':24} {'size':>8}  {'built at':25} {'current':7} kernel ref")
     for i in rows:
-        mark = "yes" if current.get(i.name) == i.hash else "no"
-        print(f"{i.name:8} {i.hash:16} {i.kernel_version:16} {i.size_bytes / 2**20:7.0f}M  {i.built_at:25} {mark}")
+        mark = "yes" if current.get(i.name) == i.recipe_hash else "no"
+        print(f"{i.name:8} {i.hash:16} {i.kernel_version:24} {i.size_bytes / 2**20:7.0f}M  {i.built_at:25} {mark:7} "
+              f"{i.kernel_ref}")
     return 0
 
 
@@ -48,6 +52,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     b = img.add_parser("build", help="build (or find cached) guest images")
     b.add_argument("name", help="client, nas or all")
     b.add_argument("--rebuild", action="store_true", help="build even if a cached image matches the recipe")
+    b.add_argument("--kernel", default="default", metavar="REF",
+                   help="default, debian:<suite>, debian:<package>=<version> or path:<dir> (as client.kernel)")
     b.set_defaults(func=cmd_image_build)
     img.add_parser("list", help="list cached images").set_defaults(func=cmd_image_list)
     img.add_parser("hash", help="the recipes' current hashes (a cache key for CI)").set_defaults(func=cmd_image_hash)

@@ -7,7 +7,7 @@ import argparse
 import json
 from pathlib import Path
 
-from testbed.commands.common import case_options, exit_for, print_pivot, write_run_html
+from testbed.commands.common import case_options, check_kernels, exit_for, print_pivot, write_run_html
 from testbed.config.matrix import load_matrix
 from testbed.errors import UsageError
 from testbed.matrix import DEFAULT_MAX_REPEAT, parse_shard, run_matrix
@@ -38,6 +38,7 @@ def cmd_matrix(args: argparse.Namespace) -> int:
     max_repeat = args.max_repeat or DEFAULT_MAX_REPEAT
     adaptive = args.until_ci is not None
     matrix = load_matrix(Path(args.file), repeat=args.repeat, max_repeat=max_repeat if adaptive else None)
+    check_kernels([c.loaded.scenario for c in matrix.cases], quiet=args.quiet or args.json)
     batch = None
     if args.engine == "ray":
         from testbed.ray_engine import RayBatch  # Ray is an optional extra: only --engine ray imports it

@@ -7,7 +7,7 @@ import json
 import sys
 from pathlib import Path
 
-from testbed.commands.common import case_options, exit_for, write_run_html
+from testbed.commands.common import case_options, check_kernels, exit_for, write_run_html
 from testbed.config.scenario import load_scenario
 from testbed.report.progress import Ui, summary_table
 from testbed.runner import run_case
@@ -17,6 +17,7 @@ from testbed.tags import new_tag
 
 def cmd_run(args: argparse.Namespace) -> int:
     loaded = [load_scenario(Path(f), args.set) for f in args.files]  # all files checked before anything runs
+    check_kernels([ls.scenario for ls in loaded], quiet=args.quiet or args.json)
     ui = Ui(quiet=args.quiet or args.json)
     run = new_run(new_tag(), {"argv": sys.argv, "files": args.files, "set": args.set, "accel": args.accel})
     results = []

@@ -20,6 +20,7 @@ from testbed.config.strict import Parse, from_dict, load_yaml
 from testbed.config.topology import Topology, load_topology, topology_path
 from testbed.errors import ConfigError
 from testbed.faults import FaultSpec
+from testbed.kernels import ref as kernel_ref
 from testbed.storage import StorageSpec
 from testbed.workload import WORKLOADS
 
@@ -34,7 +35,9 @@ MIN_CLIENT_MB = 80
 class ClientSpec:
     mem_mb: int = 128
     vcpus: int = 1
-    kernel: str = "default"  # the client recipe's pinned kernel; other kernels are a later matrix axis
+    # default (the client recipe's pinned kernel), debian:<suite>, debian:<package>=<version> or path:<dir>
+    # (testbed/kernels/ref.py); fetched and its config checked before any VM boots
+    kernel: str = "default"
     sysctl: dict[str, str] = field(default_factory=dict)  # e.g. vm.min_free_kbytes: 8192, set before swapon
     boot: Literal["restore", "cold"] = "restore"  # from the ready snapshot (saved once per key), or a full boot
 
@@ -46,8 +49,7 @@ class ClientSpec:
             raise ConfigError(source, f"{path}.mem_mb", f"{self.mem_mb} MB is below {MIN_CLIENT_MB} MB, the least the guest kernel boots with")
         if not 1 <= self.vcpus <= 8:
             raise ConfigError(source, f"{path}.vcpus", "must be between 1 and 8")
-        if self.kernel != "default":
-            raise ConfigError(source, f"{path}.kernel", "only 'default' (the client recipe's pinned kernel) is supported yet")
+        kernel_ref.parse(self.kernel, source, f"{path}.kernel")
 
 
 @dataclass(frozen=True)
@@ -60,8 +62,12 @@ class NasSpec:
     vcpus: int = 1
     data_disk_mb: int = 2048  # the NAS's own data disk: exports, LUN files, AoE images
     boot: Literal["restore", "cold"] = "restore"  # as client.boot
+    kernel: str = "default"  # as client.kernel, for the NAS VM
 
     def validate(self, source: str, path: str) -> None:
+        kernel_ref.parse(self.kernel, source, f"{path}.kernel")
+        if self.backend != "vm" and self.kernel != "default":
+            raise ConfigError(source, f"{path}.kernel", f"the {self.backend} NAS runs on the host's kernel (kernel applies to nas.backend vm)")
         if self.mem_mb < 160:
             raise ConfigError(source, f"{path}.mem_mb", "the NAS needs at least 160 MB")
         if self.data_disk_mb < 256:

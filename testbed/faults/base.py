@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
 
 from testbed.errors import ConfigError
+from testbed.kernels.kconfig import Need
 
 if TYPE_CHECKING:  # types only: the scenario holds the fault specs (importing it here would be a cycle),
     # and the checker reads Step and Effect without needing the VM and network stack
@@ -53,6 +54,10 @@ class FaultSpec:
 
     def path_processes(self) -> tuple[str, ...]:
         """Client processes this fault puts on the storage path, by the name the kernel shows."""
+        return ()
+
+    def kernel_needs(self) -> tuple[Need, ...]:
+        """Kernel options this fault needs in the guests it acts in (client, and a NAS VM)."""
         return ()
 
 

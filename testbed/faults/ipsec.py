@@ -16,6 +16,7 @@ from typing import Any, Literal
 from testbed.errors import ConfigError, GuestError
 from testbed.faults.base import BaseFault, Effect, FaultContext, FaultSpec, Step
 from testbed.faults.ike import Ikev2
+from testbed.kernels.kconfig import Need
 from testbed.storage.base import Storage
 from testbed.vm.machine import VM
 
@@ -68,6 +69,9 @@ class IpsecSpec(FaultSpec):
         least = 10 if self.mode == "ikev2" else 2  # an IKE exchange in a starved TCG guest takes seconds
         if self.rekey_s is not None and self.rekey_s < least:
             raise ConfigError(source, f"{path}.rekey_s", f"must be at least {least} s for mode {self.mode}")
+
+    def kernel_needs(self) -> tuple[Need, ...]:
+        return (Need("CONFIG_INET_ESP", "ipsec's ESP transforms"), Need("CONFIG_XFRM_USER", "ipsec's SAs and policies over netlink"))
 
     def check_storage(self, storage: Storage, source: str, path: str) -> None:
         if not storage.needs_nas:

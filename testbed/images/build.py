@@ -1,10 +1,12 @@
-"""Building a guest image from its recipe: mmdebstrap root, pinned Debian kernel, pruned modules,
-our guest programs and overlay, a tiny initramfs, and a raw ext4 root made with `mkfs.ext4 -d`.
+"""Building a guest image from its recipe and a kernel: mmdebstrap root, the kernel's pruned modules
+(the recipe's pinned Debian kernel, or another one: testbed/kernels), our guest programs and overlay, a
+tiny initramfs, and a raw ext4 root made with `mkfs.ext4 -d`. One cache entry per recipe and kernel.
 """
 
 from __future__ import annotations
 
 import fcntl
+import hashlib
 import os
 import shutil
 import time
@@ -17,6 +19,9 @@ from testbed.cleanup import Cleanup
 from testbed.errors import CommandError, TestbedError
 from testbed.images import cache, initramfs, kmods
 from testbed.images.recipe import Recipe, load_recipe, recipe_hash
+from testbed.kernels import source as ksource
+from testbed.kernels.ref import KernelRef
+from testbed.kernels.source import KernelTree
 
 Say = Callable[[str], None]
 
@@ -30,7 +35,6 @@ DEFAULT_EXCLUDES = (
 
 
 def mmdebstrap_argv(recipe: Recipe, target: Path) -> list[str]:
-    k = recipe.kernel
     argv = [
         "mmdebstrap",
         "--mode=root",
@@ -39,9 +43,8 @@ def mmdebstrap_argv(recipe: Recipe, target: Path) -> list[str]:
     ]
     for pattern in DEFAULT_EXCLUDES + recipe.exclude_paths:
         argv.append(f"--dpkgopt=path-exclude={pattern}")
-    # The kernel is fetched, not installed: installing it would pull initramfs-tools and udev into the
-    # guest. The .deb lands in the chroot's / and is unpacked on the host afterwards.
-    argv.append(f'--customize-hook=chroot "$1" apt-get download {k.package}={k.version}')
+    # No kernel package is installed (it would pull initramfs-tools and udev into the guest): the kernel
+    # comes prepared from testbed/kernels and only its modules go in.
     argv += [recipe.suite, str(target), *recipe.sources]
     return argv
 
@@ -76,10 +79,22 @@ def dir_size(path: Path) -> int:
     return total
 
 
-def build(name: str, *, rebuild: bool = False, say: Say = print) -> tuple[cache.Image, bool]:
-    """Return (image, was_cached). Builds only when the recipe hash has no complete cache entry."""
+def image_hash(recipe: Recipe, kernel: KernelTree) -> str:
+    """The cache key of an image: its recipe's hash and the prepared kernel's key (a Debian package and
+    version, or the hash of a path kernel's whole tree)."""
+    return hashlib.sha256(f"{recipe_hash(recipe)} {kernel.key}".encode()).hexdigest()[:16]
+
+
+def kernel_for(recipe: Recipe, ref: KernelRef, say: Say) -> KernelTree:
+    return ksource.prepare(ref, (recipe.kernel.package, recipe.kernel.version), say)
+
+
+def build(name: str, kernel: KernelRef = KernelRef("default"), *, rebuild: bool = False,
+          say: Say = print) -> tuple[cache.Image, bool]:
+    """Return (image, was_cached). Builds only when the recipe and kernel have no complete cache entry."""
     recipe = load_recipe(name)
-    digest = recipe_hash(recipe)
+    tree = kernel_for(recipe, kernel, say)
+    digest = image_hash(recipe, tree)
     found = cache.lookup(name, digest)
     if found and not rebuild:
         return found, True
@@ -90,10 +105,10 @@ def build(name: str, *, rebuild: bool = False, say: Say = print) -> tuple[cache.
         found = cache.lookup(name, digest)
         if found and not rebuild:
             return found, True
-        return _build(name, recipe, digest, say), False
+        return _build(name, recipe, tree, digest, say), False
 
 
-def _build(name: str, recipe: Recipe, digest: str, say: Say) -> cache.Image:
+def _build(name: str, recipe: Recipe, tree: KernelTree, digest: str, say: Say) -> cache.Image:
     for tool in ("mmdebstrap", "mkfs.ext4", "dpkg-deb", "depmod"):
         proc.need(tool)
     started = time.monotonic()
@@ -106,40 +121,38 @@ def _build(name: str, recipe: Recipe, digest: str, say: Say) -> cache.Image:
         log = cache.images_dir() / f"{name}-{digest}.build.log"
         log.unlink(missing_ok=True)
         root = tmp / "root"
-        say(f"{name}: mmdebstrap {recipe.suite} ({len(recipe.packages)} packages, kernel {recipe.kernel.version}); log {log}")
+        say(f"{name}: mmdebstrap {recipe.suite} ({len(recipe.packages)} packages; kernel {tree.ref}: "
+            f"{tree.release}); log {log}")
         proc.run_logged(
             mmdebstrap_argv(recipe, root),
             log,
-            hint=f"is the package mirror in {recipe.path} reachable, and does it still carry "
-            f"{recipe.kernel.package} {recipe.kernel.version}? full log: {log}",
+            hint=f"is the package mirror in {recipe.path} reachable? full log: {log}",
         )
-        debs = sorted(root.glob(f"{recipe.kernel.package}_*.deb"))
-        if not debs:
-            raise TestbedError(f"{name}: mmdebstrap did not fetch {recipe.kernel.package}; see {log}")
-        kdir = tmp / "kernel"
-        proc.run(["dpkg-deb", "-x", str(debs[0]), str(kdir)])
-        for d in debs:
-            d.unlink()
-        kver = sorted(p.name for p in (kdir / "lib/modules").iterdir())[0]
-        src_mods = kdir / "lib/modules" / kver
-        proc.run(["depmod", "-b", str(kdir), kver])  # the .deb ships no modules.dep
+        kver = tree.release
+        src_mods = tree.moddir
         deps = kmods.parse_modules_dep((src_mods / "modules.dep").read_text())
         builtin = kmods.builtin_names(src_mods)
         say(f"{name}: kernel {kver}: selecting modules")
-        wanted = kmods.select(deps, list(recipe.modules), builtin, recipe.path)
+        # The recipe's own kernel must have every module it names; another kernel may lack some that
+        # no scenario of it needs (the config check before boot names what a scenario does need).
+        strict = tree.key == kernel_for(recipe, KernelRef("default"), say).key
+        absent: list[str] = []
+        wanted = kmods.select(deps, list(recipe.modules), builtin, recipe.path, None if strict else absent)
         kmods.install(src_mods, root / "lib/modules" / kver, wanted)
+        (root / "lib/modules" / kver / "config").write_bytes(tree.config.read_bytes())  # the guest's own .config
         proc.run(["depmod", "-b", str(root), kver])
-        shutil.copy2(kdir / "boot" / f"vmlinuz-{kver}", tmp / "vmlinuz")
+        shutil.copy2(tree.vmlinuz, tmp / "vmlinuz")
         for dest, src in recipe.program_sources().items():
             compile_program(src, root / dest.lstrip("/"))
         for overlay in recipe.overlay_dirs():
             copy_overlay(overlay, root)
-        boot_mods = kmods.select(deps, list(recipe.initramfs_modules), builtin, recipe.path)
+        boot_mods = kmods.select(deps, list(recipe.initramfs_modules), builtin, recipe.path, None if strict else absent)
+        if absent:
+            say(f"{name}: kernel {kver} has no module (nor built-in) {', '.join(absent)}: left out")
         busybox = root / "bin/busybox"
         if not busybox.exists():
             raise TestbedError(f"{name}: recipe must include busybox-static (the initramfs uses it)")
         (tmp / "initrd.img").write_bytes(initramfs.build(busybox, src_mods, boot_mods))
-        shutil.rmtree(kdir)
         size_mb = dir_size(root) * 12 // 10 // 2**20 + recipe.root_extra_mb
         say(f"{name}: mkfs.ext4 -d ({size_mb} MB)")
         img = tmp / "root.img"
@@ -152,7 +165,11 @@ def _build(name: str, recipe: Recipe, digest: str, say: Say) -> cache.Image:
             name=name,
             hash=digest,
             kernel_version=kver,
-            kernel_package=f"{recipe.kernel.package}={recipe.kernel.version}",
+            kernel_package=tree.package,
+            recipe_hash=recipe_hash(recipe),
+            kernel_ref=tree.ref,
+            kernel_source=tree.source,
+            missing_modules=list(dict.fromkeys(absent)),
             size_bytes=sum(p.stat().st_size for p in tmp.iterdir() if p.is_file()),
             built_at=datetime.now(timezone.utc).isoformat(timespec="seconds"),
             build_seconds=round(time.monotonic() - started, 1),
@@ -169,9 +186,9 @@ def _build(name: str, recipe: Recipe, digest: str, say: Say) -> cache.Image:
     return result
 
 
-def ensure(name: str, say: Say = print) -> cache.Image:
-    """The current image for `name`, building it if the cache lacks it."""
-    image, cached = build(name, say=say)
+def ensure(name: str, kernel: KernelRef = KernelRef("default"), say: Say = print) -> cache.Image:
+    """The current image for `name` with `kernel`, building it if the cache lacks it."""
+    image, cached = build(name, kernel, say=say)
     return image
 
 

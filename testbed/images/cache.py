@@ -9,8 +9,9 @@ from __future__ import annotations
 import json
 import os
 import shutil
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import Any
 
 from testbed.paths import cache_dir
 
@@ -25,6 +26,10 @@ class Image:
     built_at: str
     build_seconds: float
     dir: str
+    recipe_hash: str = ""  # the recipe's part of `hash` (the kernel's is the other)
+    kernel_ref: str = "default"  # as the scenario wrote it (testbed/kernels/ref.py)
+    kernel_source: dict[str, Any] = field(default_factory=dict)  # package and version, or path and hashes
+    missing_modules: list[str] = field(default_factory=list)  # recipe modules this kernel has not
 
     @property
     def kernel(self) -> Path:

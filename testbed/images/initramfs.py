@@ -9,6 +9,8 @@ import io
 import stat
 from pathlib import Path
 
+from testbed.images.kmods import plain_name, read_module
+
 INIT = """#!/bin/busybox sh
 # testbed initramfs: load the root disk's modules, mount it, hand PID 1 to tb-init.
 /bin/busybox --install -s /bin
@@ -73,8 +75,8 @@ def build(busybox: Path, moddir: Path, load_order: list[str]) -> bytes:
     c.file("bin/busybox", busybox.read_bytes(), 0o755)
     names = []
     for rel in load_order:
-        name = rel.rsplit("/", 1)[-1]
-        c.file(f"lib/modules/{name}", (moddir / rel).read_bytes())
+        name = plain_name(rel).rsplit("/", 1)[-1]
+        c.file(f"lib/modules/{name}", read_module(moddir / rel))
         names.append(name)
     c.file("load-order", ("\n".join(names) + "\n").encode())
     c.file("init", INIT.encode(), 0o755)

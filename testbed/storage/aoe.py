@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from testbed.errors import ConfigError, GuestError
+from testbed.kernels.kconfig import Need
 from testbed.storage.base import (Ends, ServiceState, Storage, is_netns_service, netns_service_argv,
                                   parse_netns_service, use_block_device)
 from testbed.vm.machine import VM
@@ -74,6 +75,9 @@ class Aoe(Storage):
     spec = AoeSpec
     is_ip = False  # Ethernet frames: no IPsec, and a DHCP lease is not its path
     nas_processes = ("vblade",)
+
+    def client_kernel_needs(self, sc: Scenario) -> tuple[Need, ...]:
+        return (Need("CONFIG_ATA_OVER_ETH", "the AoE initiator"),)
 
     def export(self, nas: VM, sc: Scenario, ends: Ends) -> dict[str, Any]:
         a = sc.storage.aoe

@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING, Any, ClassVar
 
 from testbed.cleanup import Cleanup
 from testbed.errors import ConfigError, GuestError, TestbedError
+from testbed.kernels.kconfig import Need
 from testbed.vm.agent import ExecResult
 from testbed.vm.argv import Disk
 from testbed.vm.machine import VM
@@ -109,6 +110,14 @@ class Storage:
 
     def validate(self, sc: Scenario, source: str) -> None:
         """Checks of the whole scenario that only this protocol knows (ConfigError naming the field)."""
+
+    def client_kernel_needs(self, sc: Scenario) -> tuple[Need, ...]:
+        """Kernel options the client needs for this protocol (testbed/kernels/kconfig.py checks them)."""
+        return ()
+
+    def nas_kernel_needs(self, sc: Scenario) -> tuple[Need, ...]:
+        """Kernel options a NAS VM needs to serve this protocol."""
+        return ()
 
     def backing_mb(self, sc: Scenario) -> int:
         """Size of what the NAS serves: the swap file, or room for the workload's file plus ext4."""

@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
 from testbed.errors import ConfigError, GuestError
+from testbed.kernels.kconfig import Need
 from testbed.storage.base import (Ends, ServiceState, Storage, is_netns_service, netns_service_argv,
                                   parse_netns_service, use_block_device)
 from testbed.vm.machine import VM
@@ -128,6 +129,16 @@ class Iscsi(Storage):
 
     def check_backend(self, sc: Scenario, source: str) -> None:
         self.check_server(sc, source, "storage.iscsi.target", self.target(sc), TARGETS)
+
+    def client_kernel_needs(self, sc: Scenario) -> tuple[Need, ...]:
+        return (Need("CONFIG_ISCSI_TCP", "the iSCSI initiator (open-iscsi's kernel half)"),
+                Need("CONFIG_SCSI_ISCSI_ATTRS", "the iSCSI transport class"),
+                Need("CONFIG_BLK_DEV_SD", "the LUN appears as a SCSI disk"))
+
+    def nas_kernel_needs(self, sc: Scenario) -> tuple[Need, ...]:
+        return (Need("CONFIG_TARGET_CORE", "the NAS VM's LIO target"),
+                Need("CONFIG_ISCSI_TARGET", "LIO's iSCSI fabric"),
+                Need("CONFIG_TCM_FILEIO", "LIO's file backstore"))
 
     def export(self, nas: VM, sc: Scenario, ends: Ends) -> dict[str, Any]:
         size = sc.backing_mb()

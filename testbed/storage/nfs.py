@@ -10,6 +10,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Literal
 
 from testbed.errors import ConfigError, GuestError
+from testbed.kernels.kconfig import Need
 from testbed.storage.base import (MOUNT, Ends, ServiceState, Storage, is_netns_service, mounted,
                                   netns_service_argv, parse_netns_service)
 from testbed.vm.machine import VM
@@ -151,6 +152,23 @@ class Nfs(Storage):
 
     def server(self, sc: Scenario) -> str:
         return sc.storage.nfs.server or SERVERS[sc.nas.backend]
+
+    def client_kernel_needs(self, sc: Scenario) -> tuple[Need, ...]:
+        version = sc.storage.nfs.version
+        needs = [Need("CONFIG_NFS_FS", "the NFS client")]
+        if version == "3":
+            needs.append(Need("CONFIG_NFS_V3", "storage.nfs.version 3"))
+        else:
+            needs.append(Need("CONFIG_NFS_V4", f"storage.nfs.version {version}"))
+            minor = {"4.1": "CONFIG_NFS_V4_1", "4.2": "CONFIG_NFS_V4_2"}.get(version)
+            if minor:
+                needs.append(Need(minor, f"storage.nfs.version {version}"))
+        if sc.workload.uses_swap:
+            needs.append(Need("CONFIG_NFS_SWAP", "swap on a file over NFS (swapon refuses it otherwise)"))
+        return tuple(needs)
+
+    def nas_kernel_needs(self, sc: Scenario) -> tuple[Need, ...]:
+        return (Need("CONFIG_NFSD", "the NAS VM's kernel NFS server"),)
 
     def check_backend(self, sc: Scenario, source: str) -> None:
         self.check_server(sc, source, "storage.nfs.server", self.server(sc), SERVERS)

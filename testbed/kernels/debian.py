@@ -1,0 +1,159 @@
+"""Debian's kernels from the archive, through a private apt state of ours (the host's apt is not touched):
+which linux-image-amd64 a suite has now, and its package fetched and unpacked."""
+
+from __future__ import annotations
+
+import fcntl
+import functools
+import re
+import subprocess
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+from testbed import proc
+from testbed.errors import CommandError, TestbedError
+from testbed.kernels.ref import SUITES
+from testbed.paths import cache_dir
+
+MIRROR = "http://deb.debian.org/"
+LISTS_MAX_AGE_S = 6 * 3600  # the archive moves on: a suite's newest kernel is looked up anew after this
+
+Say = Callable[[str], None]
+
+
+def apt_dir() -> Path:
+    return cache_dir() / "apt"
+
+
+def sources_text() -> str:
+    lines = []
+    for family in SUITES.values():
+        for archive, suite in family:
+            line = f"deb {MIRROR}{archive} {suite} main"
+            if line not in lines:
+                lines.append(line)
+    return "\n".join(lines) + "\n"
+
+
+def apt_options(root: Path) -> list[str]:
+    return [
+        "-o", f"Dir::Etc::SourceList={root / 'sources.list'}",
+        "-o", "Dir::Etc::SourceParts=/dev/null",
+        "-o", f"Dir::State={root / 'state'}",
+        "-o", f"Dir::State::Lists={root / 'lists'}",
+        "-o", "Dir::State::status=/dev/null",
+        "-o", f"Dir::Cache={root / 'cache'}",
+        "-o", "APT::Architecture=amd64",
+        "-o", "APT::Architectures=amd64",
+        "-o", "Acquire::Languages=none",
+        "-o", "APT::Sandbox::User=root",
+        "-o", "Debug::NoLocking=1",
+    ]
+
+
+def refresh(say: Say, *, force: bool = False) -> Path:
+    """The private apt state, its package lists fetched when missing, older than LISTS_MAX_AGE_S or when
+    the suites changed. A failed update with older lists at hand goes on with them, and says so."""
+    root = apt_dir()
+    for sub in ("lists/partial", "cache/archives/partial", "state"):
+        (root / sub).mkdir(parents=True, exist_ok=True)
+    with open(root / "lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        stamp = root / "updated"
+        text = sources_text()
+        changed = not (root / "sources.list").exists() or (root / "sources.list").read_text() != text
+        fresh = stamp.exists() and time.time() - stamp.stat().st_mtime < LISTS_MAX_AGE_S
+        if fresh and not changed and not force:
+            return root
+        (root / "sources.list").write_text(text)
+        say("kernels: apt-get update (Debian suites for the kernel axis)")
+        try:
+            proc.run(["apt-get", "-q", *apt_options(root), "update"], timeout=300,
+                     hint=f"the kernel axis reads Debian's archive at {MIRROR}")
+        except CommandError:
+            if not stamp.exists() or changed:
+                raise
+            say("kernels: apt-get update failed; going on with the package lists of "
+                + time.strftime("%Y-%m-%d %H:%M", time.localtime(stamp.stat().st_mtime)))
+            return root
+        stamp.touch()
+    return root
+
+
+def _compare(a: str, b: str) -> int:
+    if a == b:
+        return 0
+    lt = subprocess.run(["dpkg", "--compare-versions", a, "lt", b], check=False).returncode == 0
+    return -1 if lt else 1
+
+
+def parse_madison(text: str) -> list[tuple[str, str, str]]:
+    """`apt-cache madison` lines -> (version, archive, suite) triples."""
+    out = []
+    for line in text.splitlines():
+        parts = [p.strip() for p in line.split("|")]
+        if len(parts) != 3:
+            continue
+        m = re.search(r"https?://[^/]+/(\S+) (\S+?)/\S+ \S+ (?:Packages|Sources)", parts[2])
+        if m:
+            out.append((parts[1], m.group(1).rstrip("/"), m.group(2)))
+    return out
+
+
+def newest_in_suite(triples: list[tuple[str, str, str]], suite: str) -> str | None:
+    family = set(SUITES[suite])
+    versions = [v for v, archive, s in triples if (archive, s) in family]
+    if not versions:
+        return None
+    return sorted(versions, key=functools.cmp_to_key(_compare))[-1]
+
+
+def image_dependency(show: str) -> tuple[str, str] | None:
+    """The versioned linux-image-<release> package a linux-image-amd64 stanza depends on."""
+    for line in show.splitlines():
+        if line.startswith("Depends:"):
+            m = re.search(r"(linux-image-[0-9][^\s,(]*)\s*\(=\s*([^)\s]+)\)", line)
+            if m:
+                return m.group(1), m.group(2)
+    return None
+
+
+_resolved: dict[str, tuple[str, str]] = {}  # per process: a matrix's cases all get the same answer
+
+
+def resolve_suite(suite: str, say: Say) -> tuple[str, str]:
+    """(package, version) of the newest linux-image-amd64 in a suite (with its -updates and -security)."""
+    if suite not in _resolved:
+        _resolved[suite] = _resolve_suite(suite, say)
+    return _resolved[suite]
+
+
+def _resolve_suite(suite: str, say: Say) -> tuple[str, str]:
+    root = refresh(say)
+    madison = proc.run(["apt-cache", *apt_options(root), "madison", "linux-image-amd64"]).stdout
+    version = newest_in_suite(parse_madison(madison), suite)
+    if version is None:
+        raise TestbedError(f"debian:{suite}: no linux-image-amd64 in the package lists ({apt_dir()}); "
+                           f"`apt-cache madison linux-image-amd64` said: {madison.strip()[:300]}")
+    show = proc.run(["apt-cache", *apt_options(root), "show", f"linux-image-amd64={version}"]).stdout
+    dep = image_dependency(show)
+    if dep is None:
+        raise TestbedError(f"debian:{suite}: linux-image-amd64 {version} names no linux-image-<release> package")
+    return dep
+
+
+def download(package: str, version: str, into: Path, say: Say) -> Path:
+    """The .deb of package=version fetched into `into` (searched in every suite's lists)."""
+    root = refresh(say)
+    into.mkdir(parents=True, exist_ok=True)
+    say(f"kernels: fetching {package} {version}")
+    try:
+        proc.run(["apt-get", "-q", *apt_options(root), "download", f"{package}={version}"], cwd=into, timeout=900)
+    except CommandError as e:
+        raise TestbedError(f"debian:{package}={version}: not fetched from {MIRROR} (is it in one of "
+                           f"{', '.join(SUITES)}?): {e}") from e
+    debs = sorted(into.glob(f"{package}_*.deb"))
+    if not debs:
+        raise TestbedError(f"debian:{package}={version}: apt-get download left no .deb in {into}")
+    return debs[0]
