@@ -23,6 +23,11 @@ class ConfigError(TestbedError):
         super().__init__(f"{where}: {message}")
 
 
+class KernelError(ConfigError):
+    """The kernel a scenario names cannot run it: its folder lacks what a kernel needs, or its config an
+    option the scenario needs. A bisection step skips such a kernel (exit 125) rather than judging it."""
+
+
 class UsageError(TestbedError):
     """The command line asks for something that cannot be done."""
 

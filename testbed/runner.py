@@ -136,7 +136,7 @@ class Case:
         self.facts["kernel"] = client_img.kernel_version
         self.facts["kernel_source"] = {"ref": kernels.client.ref, "release": kernels.client.release,
                                        **kernels.client.source}
-        self.history.add("fact", "kernel", **self.facts["kernel_source"])
+        self.history.add("fact", "kernel", source=self.facts["kernel_source"])
         choice = accel_mod.choose(self.accel_req, client_img, say=lambda m: self.ui.note(self.case_id, m))
         self.facts["accel"] = {"accel": choice.accel, "reason": choice.reason}
         self.history.add("fact", "accel", accel=choice.accel, reason=choice.reason)

@@ -9,7 +9,7 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
-from testbed.errors import ConfigError
+from testbed.errors import KernelError
 
 _LINE = re.compile(r"(CONFIG_[A-Za-z0-9_]+)=(.*)")
 _UNSET = re.compile(r"# (CONFIG_[A-Za-z0-9_]+) is not set")
@@ -75,4 +75,4 @@ def check(config: dict[str, str], needs: tuple[Need, ...], source: str, field: s
     first = lacking[0]
     alt = f" (or {', '.join(first.alternatives)})" if first.alternatives else ""
     more = f"; {len(lacking) - 1} more missing: {', '.join(n.option for n in lacking[1:])}" if len(lacking) > 1 else ""
-    raise ConfigError(source, field, f"{what} lacks {first.option}{alt} (needed: {first.why}){more}")
+    raise KernelError(source, field, f"{what} lacks {first.option}{alt} (needed: {first.why}){more}")

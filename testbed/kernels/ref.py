@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
-from testbed.errors import ConfigError
+from testbed.errors import ConfigError, KernelError
 
 # Debian suites whose newest linux-image-amd64 `debian:<suite>` names, with the archive suites searched
 # for it (a stable release's kernel moves on in -updates and -security, not in the release itself).
@@ -70,11 +70,11 @@ def parse(text: str, source: str, field: str) -> KernelRef:
             raise ConfigError(source, field, "path: needs a folder, e.g. path:/src/linux/out")
         folder = Path(raw).expanduser().resolve()  # relative to the working directory
         if not folder.is_dir():
-            raise ConfigError(source, field, f"{folder} is not a folder (path: wants bzImage or vmlinuz, "
+            raise KernelError(source, field, f"{folder} is not a folder (path: wants bzImage or vmlinuz, "
                               "modules/ from `make modules_install INSTALL_MOD_PATH=...` and .config)")
         layout_problem = path_layout_problem(folder)
         if layout_problem:
-            raise ConfigError(source, field, f"{folder}: {layout_problem}")
+            raise KernelError(source, field, f"{folder}: {layout_problem}")
         return KernelRef("path", path=str(folder))
     raise ConfigError(source, field, f"{text!r}: want default, debian:<suite>, debian:<package>=<version> or path:<dir>")
 
