@@ -9,6 +9,7 @@ import json
 import sqlite3
 from dataclasses import dataclass
 from pathlib import Path
+from collections.abc import Callable
 from typing import Any
 
 import yaml
@@ -60,6 +61,8 @@ class CaseRecord:
         """An axis value: the case's own assignment, else the resolved scenario's field."""
         if path in self.axes:
             return self.axes[path]
+        if path in VIRTUAL:
+            return VIRTUAL[path](self)
         node: Any = self.scenario
         parts = path.split(".")
         if parts[0] == "topology" and len(parts) > 1:
@@ -72,6 +75,22 @@ class CaseRecord:
             else:
                 return None
         return node
+
+
+def _storage_variant(rec: CaseRecord) -> str | None:
+    """`nfs3`, `nfs4.2`, `iscsi`, `aoe`, `local`: the protocol with NFS's version (one pivot axis for both)."""
+    proto = rec.value("storage.protocol")
+    if proto == "nfs":
+        return f"nfs{rec.value('storage.nfs.version') or '3'}"
+    return proto
+
+
+# Pivot axes that are no scenario field: `storage.variant` (above) and `kernel.release`, the client
+# kernel's `uname -r` as the verdict records it (client.kernel is what the scenario asked for).
+VIRTUAL: dict[str, Callable[[CaseRecord], Any]] = {
+    "storage.variant": _storage_variant,
+    "kernel.release": lambda rec: rec.verdict.get("kernel"),
+}
 
 
 def read_case(folder: Path) -> CaseRecord | None:

@@ -72,7 +72,7 @@ def print_pivot(cases: list, rows: str, cols: str) -> None:
     print("fail k/n: judged runs whose verdict is not the case's expect (default recovered), the rate "
           "[95% Wilson interval]; FLAKY: both outcomes occurred")
     print("unknown: a testbed failure, counted apart and never in n; ttr: time to recover (median, p90); "
-          "mech: mechanisms seen")
+          "mech: mechanisms seen; wall, swap: medians over the recovered runs")
     print(agreement_line(rp.agree, rp.multi))
     merged = sum(1 for n in rp.configs.values() if n > 1)
     if merged:

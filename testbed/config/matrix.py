@@ -24,6 +24,7 @@ from typing import Any
 from testbed.config.scenario import LoadedScenario, build_scenario
 from testbed.config.strict import from_dict, load_yaml
 from testbed.errors import ConfigError
+from testbed.kernels import ref as kernel_ref
 
 # How an axis value shows in a case id; other axes use their last path part and the value.
 LABELS = {
@@ -35,6 +36,8 @@ LABELS = {
     "client.vcpus": "cpu{}",
     "client.sysctl.vm.min_free_kbytes": "minfree{}",
     "faults.0.mode": "{}",
+    "client.kernel": "{}",
+    "nas.kernel": "nas{}",
 }
 
 @dataclass(frozen=True)
@@ -131,6 +134,8 @@ def _label(axis: str, value: Any) -> str:
         return "-".join(_label("", v.get("kind", "") + ("" if "mode" not in v else "-" + str(v["mode"]))) if isinstance(v, dict) else _label("", v) for v in value)
     fmt = LABELS.get(axis)
     text = str(value).lower()
+    if axis in ("client.kernel", "nas.kernel"):
+        text = kernel_ref.slug(str(value)).lower()
     if fmt is None:
         fmt = re.sub(r"_(mb|s)$", "", axis.split(".")[-1].replace("*", "")) + "{}" if axis else "{}"
     return re.sub(r"[^a-z0-9.-]+", "", fmt.format(text).lower()).replace(".", "")

@@ -6,13 +6,14 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 from testbed.images.build import kernel_for
 from testbed.images.recipe import load_recipe
 from testbed.kernels import kconfig
 from testbed.kernels.kconfig import Need
-from testbed.kernels.ref import parse
+from testbed.kernels.ref import module_dirs, parse
 from testbed.kernels.source import KernelTree
 
 if TYPE_CHECKING:
@@ -37,16 +38,21 @@ class Kernels:
     nas: KernelTree | None  # None: no NAS VM in this scenario
 
 
+def _checked(role: str, field: str, text: str, needs: tuple[Need, ...], source: str, say: Say) -> KernelTree:
+    ref = parse(text, source, field)
+    if ref.kind == "path":  # its own .config is at hand: refuse it before copying the tree in
+        folder = Path(ref.path)
+        release = module_dirs(folder)[0].name
+        kconfig.check(kconfig.read_config(folder / ".config"), needs, source, field, f"kernel {ref} ({release})")
+    tree = kernel_for(load_recipe(role), ref, say)
+    kconfig.check(kconfig.read_config(tree.config), needs, source, field, f"kernel {ref} ({tree.release})")
+    return tree
+
+
 def prepare(sc: Scenario, source: str, say: Say) -> Kernels:
-    """The scenario's kernels, prepared and checked (ConfigError naming the field and the option)."""
-    ref = parse(sc.client.kernel, source, "client.kernel")
-    client = kernel_for(load_recipe("client"), ref, say)
-    kconfig.check(kconfig.read_config(client.config), client_needs(sc), source, "client.kernel",
-                  f"kernel {ref} ({client.release})")
+    """The scenario's kernels, prepared and checked (KernelError naming the field and the option)."""
+    client = _checked("client", "client.kernel", sc.client.kernel, client_needs(sc), source, say)
     nas = None
     if sc.storage.role.needs_nas and sc.nas.backend == "vm":
-        nref = parse(sc.nas.kernel, source, "nas.kernel")
-        nas = kernel_for(load_recipe("nas"), nref, say)
-        kconfig.check(kconfig.read_config(nas.config), nas_needs(sc), source, "nas.kernel",
-                      f"kernel {nref} ({nas.release})")
+        nas = _checked("nas", "nas.kernel", sc.nas.kernel, nas_needs(sc), source, say)
     return Kernels(client, nas)

@@ -79,6 +79,17 @@ def parse(text: str, source: str, field: str) -> KernelRef:
     raise ConfigError(source, field, f"{text!r}: want default, debian:<suite>, debian:<package>=<version> or path:<dir>")
 
 
+def slug(text: str) -> str:
+    """A kernel reference as a case-id part: `debian:bullseye` -> `bullseye`, `path:/k/v6.2` -> `path-v6.2`,
+    `debian:linux-image-6.1.0-9-amd64=6.1.27-1` -> `6.1.27-1`."""
+    if text.startswith("debian:"):
+        text = text[len("debian:"):]
+        text = text.split("=", 1)[1] if "=" in text else text
+    elif text.startswith("path:"):
+        text = "path-" + Path(text[len("path:"):]).name
+    return re.sub(r"[^A-Za-z0-9.+-]+", "-", text).strip("-") or "kernel"
+
+
 def kernel_image(folder: Path) -> Path | None:
     for name in ("bzImage", "vmlinuz"):
         if (folder / name).is_file():

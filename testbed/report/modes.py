@@ -9,16 +9,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from testbed.report.stats import CellRate, failed, figure, judged, median, newcombe
+from testbed.report.stats import CellRate, failed, figure, judged, median, newcombe, swap_mb_s
 
 FIGURES = ("workload_wall_s", "swap_mb_s", "time_to_recover_s")
-
-
-def swap_mb_s(v: dict[str, Any]) -> float | None:
-    wall = figure(v, "workload_wall_s")
-    if not wall:
-        return None
-    return ((figure(v, "swap_in_mb") or 0.0) + (figure(v, "swap_out_mb") or 0.0)) / wall
 
 
 def figure_of(v: dict[str, Any], name: str) -> float | None:

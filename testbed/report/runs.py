@@ -123,6 +123,9 @@ def cell_text(cr: CellRate) -> str:
         lines[-1] += f" +{cr.unknowns} unknown"
     if cr.ttr_median is not None:
         lines.append(f"ttr {cr.ttr_median:.1f}s p90 {cr.ttr_p90:.1f}s")
+    if cr.wall_median is not None:
+        speed = f" swap {cr.swap_mb_s_median:.1f} MB/s" if cr.swap_mb_s_median else ""
+        lines.append(f"wall {cr.wall_median:.0f}s{speed}")
     if cr.mechanisms:
         lines.append("mech " + " ".join(k + (f"\u00d7{n}" if n > 1 else "") for k, n in cr.mechanisms.items()))
     if cr.controls:

@@ -126,9 +126,19 @@ def figure(verdict: dict[str, Any], name: str) -> float | None:
     return float(v) if isinstance(v, (int, float)) and not isinstance(v, bool) else None
 
 
+def swap_mb_s(v: dict[str, Any]) -> float | None:
+    """Swap traffic (out + in) per second of workload wall time."""
+    wall = figure(v, "workload_wall_s")
+    if not wall:
+        return None
+    return ((figure(v, "swap_in_mb") or 0.0) + (figure(v, "swap_out_mb") or 0.0)) / wall
+
+
 @dataclass
 class CellRate:
-    """What the repeats of one cell say: judged runs, failures among them, the rate and its interval."""
+    """What the repeats of one cell say: judged runs, failures among them, the rate and its interval;
+    and, over its recovered runs, the median workload wall time and swap MB/s (a stuck run's figures
+    measure where it stuck, not how fast it went)."""
 
     runs: int  # judged runs (verdicts other than unknown)
     failures: int  # judged runs whose verdict is not the case's expect
@@ -142,6 +152,8 @@ class CellRate:
     expected: list[str] = field(default_factory=list)  # the cases' expect values (a control's is not recovered)
     controls: int = 0  # cases whose scenario sets expect:
     conf: float = CONFIDENCE
+    wall_median: float | None = None  # workload_wall_s over recovered runs
+    swap_mb_s_median: float | None = None
 
     @property
     def flaky(self) -> bool:
@@ -155,6 +167,9 @@ class CellRate:
         runs, failures = len(judged_vs), sum(failed(v) for v in judged_vs)
         ttr = [t for v in judged_vs if (t := figure(v, "time_to_recover_s")) is not None]
         mech = Counter(m["name"] for v in vs if isinstance(m := v.get("mechanism"), dict) and m.get("name"))
+        recovered = [v for v in judged_vs if v.get("verdict") == "recovered"]
+        walls = [w for v in recovered if (w := figure(v, "workload_wall_s"))]
+        speeds = [s for v in recovered if (s := swap_mb_s(v)) is not None]
         return cls(
             runs=runs,
             failures=failures,
@@ -168,6 +183,8 @@ class CellRate:
             expected=sorted({expected_of(v) for v in vs}),
             controls=sum(1 for v in vs if v.get("expected")),
             conf=conf,
+            wall_median=median(walls),
+            swap_mb_s_median=round(m, 2) if (m := median(speeds)) is not None else None,
         )
 
     def to_dict(self) -> dict[str, Any]:

@@ -1,0 +1,179 @@
+"""Kernel references, the archive's answers (recorded), the config check (a recorded Debian config,
+edited as a user's would be), path kernels' folders, and images keyed by kernel."""
+
+import gzip
+import shutil
+from pathlib import Path
+
+import pytest
+
+from testbed.config.scenario import load_scenario
+from testbed.errors import ConfigError, KernelError
+from testbed.images.kmods import plain_name, read_module, select
+from testbed.kernels import debian, kconfig, preflight
+from testbed.kernels.ref import KernelRef, module_dirs, parse, slug
+
+FIX = Path(__file__).parent.parent.parent / "fixtures" / "kernels"
+REPO = Path(__file__).parent.parent.parent.parent
+
+
+def debian_config() -> dict[str, str]:
+    return kconfig.parse_config(gzip.decompress((FIX / "config-6.1.0-50-amd64.gz").read_bytes()).decode())
+
+
+def make_path_kernel(root: Path, config_text: str) -> Path:
+    """The layout `make bzImage modules && make modules_install INSTALL_MOD_PATH=<dir>/modules` leaves."""
+    root.mkdir(parents=True)
+    (root / "bzImage").write_bytes(b"MZ kernel image stand-in: the folder checks read no byte of it")
+    (root / ".config").write_text(config_text)
+    mods = root / "modules/lib/modules/6.1.0-test/kernel/fs/nfs"
+    mods.mkdir(parents=True)
+    (mods / "nfs.ko").write_bytes(b"\x7fELF")
+    return root
+
+
+@pytest.mark.parametrize("text,want", [
+    ("default", KernelRef("default")),
+    ("debian:bullseye", KernelRef("suite", suite="bullseye")),
+    ("debian:bookworm-backports", KernelRef("suite", suite="bookworm-backports")),
+    ("debian:linux-image-6.1.0-9-amd64=6.1.27-1", KernelRef("package", package="linux-image-6.1.0-9-amd64", version="6.1.27-1")),
+    ("debian:linux-image-6.12.118+deb13-amd64=6.12.118-1", KernelRef("package", package="linux-image-6.12.118+deb13-amd64", version="6.12.118-1")),
+])
+def test_references_parse(text: str, want: KernelRef) -> None:
+    assert parse(text, "s.yaml", "client.kernel") == want
+    assert str(want) == text
+
+
+@pytest.mark.parametrize("text,says", [
+    ("debian:potato", "unknown Debian suite 'potato'"),
+    ("debian:linux-headers-6.1=1", "not a Debian linux-image-* package"),
+    ("debian:linux-image-6.1.0-9-amd64=", "not a Debian package version"),
+    ("vmlinuz", "want default, debian:<suite>"),
+    ("path:", "path: needs a folder"),
+    ("path:/no/such/kernel/dir", "is not a folder"),
+])
+def test_bad_references_name_the_field(text: str, says: str) -> None:
+    with pytest.raises(ConfigError) as e:
+        parse(text, "s.yaml", "client.kernel")
+    assert str(e.value).startswith("s.yaml: client.kernel: ") and says in str(e.value)
+
+
+def test_path_kernel_layouts(tmp_path: Path) -> None:
+    k = make_path_kernel(tmp_path / "k", "CONFIG_NFS_FS=m\n")
+    ref = parse(f"path:{k}", "s.yaml", "client.kernel")
+    assert ref.kind == "path" and ref.path == str(k)
+    assert [p.name for p in module_dirs(k)] == ["6.1.0-test"]
+    (k / ".config").unlink()
+    with pytest.raises(KernelError, match="no .config"):
+        parse(f"path:{k}", "s.yaml", "client.kernel")
+    (k / ".config").write_text("")
+    (k / "bzImage").rename(k / "vmlinuz")  # either name will do
+    parse(f"path:{k}", "s.yaml", "client.kernel")
+    shutil.rmtree(k / "modules")
+    with pytest.raises(KernelError, match="modules_install"):
+        parse(f"path:{k}", "s.yaml", "client.kernel")
+
+
+def test_slugs_for_case_ids() -> None:
+    assert slug("debian:bullseye") == "bullseye"
+    assert slug("debian:linux-image-6.1.0-9-amd64=6.1.27-1") == "6.1.27-1"
+    assert slug("path:/src/linux/out-v6.2") == "path-out-v6.2"
+
+
+def test_newest_kernel_per_suite_from_recorded_madison() -> None:
+    triples = debian.parse_madison((FIX / "madison-linux-image-amd64.txt").read_text())
+    assert ("5.10.262-1", "debian-security", "bullseye-security") in triples
+    # A stable suite's newest kernel is in -security, not in the release itself.
+    assert debian.newest_in_suite(triples, "bullseye") == "5.10.262-1"
+    assert debian.newest_in_suite(triples, "bookworm") == "6.1.192-2"
+    assert debian.newest_in_suite(triples, "trixie") == "6.12.118-1"
+    assert debian.newest_in_suite(triples, "bookworm-backports") == "6.12.95-1~bpo12+1"
+    assert debian.newest_in_suite(triples, "sid") == "7.2.13-1"
+    assert debian.newest_in_suite([t for t in triples if t[2] != "sid"], "sid") is None
+
+
+def test_version_order_is_debians() -> None:
+    triples = [("6.1.99-1", "debian", "bookworm"), ("6.1.100-1", "debian", "bookworm"),
+               ("6.1.100-1~bpo", "debian", "bookworm-updates")]
+    assert debian.newest_in_suite(triples, "bookworm") == "6.1.100-1"  # not the string order's 6.1.99
+
+
+def test_metapackage_dependency() -> None:
+    show = ("Package: linux-image-amd64\nVersion: 6.12.118-1\n"
+            "Depends: linux-image-6.12.118+deb13-amd64 (= 6.12.118-1)\nDescription: Linux for 64-bit PCs (meta-package)\n")
+    assert debian.image_dependency(show) == ("linux-image-6.12.118+deb13-amd64", "6.12.118-1")
+    assert debian.image_dependency("Package: x\n") is None
+
+
+def test_config_parse() -> None:
+    cfg = kconfig.parse_config('CONFIG_A=y\nCONFIG_B=m\n# CONFIG_C is not set\nCONFIG_D="text"\nCONFIG_E=7\n')
+    assert cfg == {"CONFIG_A": "y", "CONFIG_B": "m", "CONFIG_D": '"text"', "CONFIG_E": "7"}
+    assert kconfig.Need("CONFIG_B", "x").met(cfg) and not kconfig.Need("CONFIG_C", "x").met(cfg)
+    assert kconfig.Need("CONFIG_C", "x", ("CONFIG_A",)).met(cfg)
+    assert not kconfig.Need("CONFIG_E", "x").met(cfg)  # a number is no feature switch
+
+
+def scenario(*sets: str):
+    return load_scenario(REPO / "scenarios/nfs-swap.yaml", list(sets)).scenario
+
+
+@pytest.mark.parametrize("sets,option", [
+    ((), "CONFIG_NFS_SWAP"),
+    (("storage.nfs.version=4.2",), "CONFIG_NFS_V4_2"),
+    (("storage.protocol=iscsi",), "CONFIG_ISCSI_TCP"),
+    (("storage.protocol=aoe",), "CONFIG_ATA_OVER_ETH"),
+    (("faults=[{kind: ipsec}]",), "CONFIG_XFRM_USER"),
+])
+def test_debian_config_has_what_scenarios_need_and_an_edit_is_refused(sets, option) -> None:
+    sc = scenario(*sets)
+    needs = preflight.client_needs(sc)
+    assert option in {n.option for n in needs}
+    cfg = debian_config()
+    kconfig.check(cfg, needs, "s.yaml", "client.kernel", "kernel default")  # the recipe's kernel passes
+    edited = {k: v for k, v in cfg.items() if k != option}
+    with pytest.raises(KernelError) as e:
+        kconfig.check(edited, needs, "s.yaml", "client.kernel", "kernel path:/k (6.1.0-test)")
+    assert str(e.value).startswith(f"s.yaml: client.kernel: kernel path:/k (6.1.0-test) lacks {option} (needed: ")
+    assert e.value.exit_code == 3
+
+
+def test_nfs_file_workload_needs_no_nfs_swap() -> None:
+    sc = scenario("workload.kind=write")
+    assert "CONFIG_NFS_SWAP" not in {n.option for n in preflight.client_needs(sc)}
+
+
+def test_path_kernel_without_nfs_swap_is_refused_before_any_image(tmp_path: Path, monkeypatch) -> None:
+    """The acceptance's fixture: a path kernel whose .config (a Debian one, edited) lacks CONFIG_NFS_SWAP.
+    prepare() copies it into a cache of its own and refuses it with the option named; nothing boots."""
+    monkeypatch.setenv("TESTBED_CACHE", str(tmp_path / "cache"))
+    text = gzip.decompress((FIX / "config-6.1.0-50-amd64.gz").read_bytes()).decode()
+    assert "CONFIG_NFS_SWAP=y" in text
+    k = make_path_kernel(tmp_path / "k", text.replace("CONFIG_NFS_SWAP=y", "# CONFIG_NFS_SWAP is not set"))
+    sc = scenario(f"client.kernel=path:{k}", "nas.backend=netns")
+    with pytest.raises(KernelError, match=r"client.kernel: kernel path:.* \(6.1.0-test\) lacks CONFIG_NFS_SWAP"):
+        preflight.prepare(sc, sc.path, lambda m: None)
+    assert not (tmp_path / "cache/images").exists()  # refused before an image was built,
+    assert not (tmp_path / "cache/kernels").exists()  # and before the tree was copied in
+
+
+def test_nas_kernel_only_for_a_nas_vm() -> None:
+    with pytest.raises(ConfigError, match="nas.kernel: the netns NAS runs on the host's kernel"):
+        scenario("nas.backend=netns", "nas.kernel=debian:trixie")
+    assert scenario("nas.kernel=debian:trixie").nas.kernel == "debian:trixie"
+
+
+def test_modules_lenient_for_other_kernels() -> None:
+    deps = {"kernel/fs/ext4/ext4.ko.xz": []}
+    missing: list[str] = []
+    assert select(deps, ["ext4", "af_key", "kernel/crypto/"], set(), "r.yaml", missing) == ["kernel/fs/ext4/ext4.ko.xz"]
+    assert missing == ["af_key", "kernel/crypto/"]
+    with pytest.raises(ConfigError, match="af_key"):
+        select(deps, ["af_key"], set(), "r.yaml")
+
+
+def test_compressed_modules_are_installed_plain(tmp_path: Path) -> None:
+    import lzma
+    elf = b"\x7fELF" + bytes(range(200))
+    (tmp_path / "m.ko.xz").write_bytes(lzma.compress(elf, format=lzma.FORMAT_XZ))
+    assert read_module(tmp_path / "m.ko.xz") == elf
+    assert plain_name("kernel/net/m.ko.xz") == "kernel/net/m.ko" and plain_name("a/b.ko") == "a/b.ko"
