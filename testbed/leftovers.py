@@ -15,6 +15,7 @@ from testbed.net.netns import delete_netns
 from testbed.paths import data_dir, runtime_dir
 from testbed.rundir import live_owner
 from testbed.tags import NETNS_RE, QEMU_NAME_RE, TAG_RE
+from testbed.kernels import source as kernel_source
 from testbed.vm import snapshot
 
 
@@ -137,4 +138,9 @@ def clean_leftovers(dry_run: bool = False) -> list[str]:
         done.append(f"stale snapshot {p}")
         if not dry_run:
             shutil.rmtree(p, ignore_errors=True)
+    for p in kernel_source.stale():  # dead kernel makers' temporaries; path kernels' copies
+        done.append(f"prepared kernel {p}")
+        if not dry_run:
+            shutil.rmtree(p, ignore_errors=True)
+            p.with_name(p.name + ".lock").unlink(missing_ok=True)
     return done

@@ -191,6 +191,12 @@ class Case:
         self.history.add("fact", "client-ready", boot_s=round(self.client.ready_at - self.client.started_at, 2),
                          memtotal_kb=(self.client.agent.telemetry or {}).get("meminfo", {}).get("MemTotal"))
 
+        # The kernel the guest runs, asked of it: the verdict's kernel is what ran, not what was meant to.
+        running = self.client.exec(["uname", "-r"], 15, check=True).stdout.strip()
+        self.facts["kernel_source"]["running"] = running
+        if running != client_img.kernel_version:
+            raise TestbedError(f"the client runs kernel {running}, not {client_img.kernel_version} of its image "
+                               f"{client_img.hash} (a stale ready snapshot?)")
         if sc.client.sysctl:
             for key, value in sc.client.sysctl.items():
                 self.client.exec(["sysctl", "-w", f"{key}={value}"], 10, check=True)

@@ -186,6 +186,23 @@ def _prepare_path(ref: KernelRef, say: Say) -> KernelTree:
     return _prepared(key, str(ref), source, say, fill)
 
 
+def stale() -> list[Path]:
+    """Temporary folders of makers that died, and path kernels' copies (their images are built from them
+    once; a later run copies the tree in again in seconds). Debian kernels stay: they cost a download."""
+    root = kernels_dir()
+    if not root.is_dir():
+        return []
+    out = []
+    for p in sorted(root.iterdir()):
+        if p.name.startswith(".tmp-"):
+            pid = p.name.rsplit("-", 1)[-1]
+            if not (pid.isdigit() and os.path.exists(f"/proc/{pid}")):
+                out.append(p)
+        elif p.name.startswith("path-") and p.is_dir():
+            out.append(p)
+    return out
+
+
 def describe(tree: KernelTree) -> dict[str, Any]:
     d = asdict(tree)
     d.pop("dir")
