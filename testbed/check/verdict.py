@@ -181,6 +181,11 @@ def _blocked_on_path(obs: Observations, context: list[str]) -> Judgement:
     return Judgement("deadlocked", out, mechanism=mech)
 
 
+def _kernel_words(e: Event) -> str:
+    """A console line without its printk timestamp."""
+    return re.sub(r"^\[\s*[0-9.]+\]\s*", "", e.data.get("line", "")).strip()
+
+
 def _console(events: list[Event], *names: str, vm: str = "client") -> list[Event]:
     """The client's console findings (the NAS's own trouble is not the client's verdict)."""
     return [e for e in events if e.kind == "console" and e.name in names and e.data.get("vm", vm) == vm]
@@ -405,7 +410,12 @@ def _judge(obs: Observations) -> Judgement:
         no_victim = [e for e in ev if e.kind == "console" and e.name == "oom-no-victim"]
         if no_victim or (panic and "Out of memory" in panic[0].data.get("line", "")):
             return Judgement("oom", reasons + ["the kernel ran out of memory with nothing left to kill and panicked"])
-        return Judgement("unknown", reasons + ["the client VM died: " + (panic[0].data.get("line", "") if panic else "see console-client.log")])
+        # A crash is the kernel's own word, but under an emulator it may be the emulator's doing: it stays
+        # unknown, with what crashed and where in the reason (console-client.log has the whole trace).
+        oops, rip = _console(ev, "oops"), _console(ev, "oops-rip")
+        crash = (f"{_kernel_words(oops[0])}" + (f" at {(rip[0].data.get('groups') or ['?'])[0]}" if rip else "") + "; ") if oops else ""
+        return Judgement("unknown", reasons + ["the client VM died: " + crash
+                                               + (_kernel_words(panic[0]) if panic else "see console-client.log")])
     if obs.ended_by == "total-deadline":
         return Judgement("unknown", reasons + [f"workload still progressing at deadlines.total_s={obs.deadlines.total_s:.0f} s; raise it"])
     if kills and obs.workload_status not in (0, None):

@@ -49,7 +49,8 @@ def cmd_matrix(args: argparse.Namespace) -> int:
     mr = run_matrix(matrix, jobs=args.jobs, resume=args.resume, shard=shard, fail_fast=args.fail_fast,
                     accel=args.accel, quiet=args.quiet or args.json,
                     until_ci=args.until_ci, max_repeat=max_repeat, batch=batch)
-    write_run_html(mr.run.path, args)
+    rows, cols = matrix.spec.pivot["rows"], matrix.spec.pivot["cols"]
+    write_run_html(mr.run.path, args, rows, cols)
     if args.json:
         out = {"run": mr.run.id, "path": str(mr.run.path), "skipped": mr.skipped,
                "cases": [r.data for r in mr.results]}
@@ -59,7 +60,7 @@ def cmd_matrix(args: argparse.Namespace) -> int:
         print(json.dumps(out, indent=2, default=str))
     elif not args.quiet:
         summary_table([r.data for r in mr.results])
-        print_pivot(load_cases(str(mr.run.path)), "storage.protocol", "topology.links.*.mtu")
+        print_pivot(load_cases(str(mr.run.path)), rows, cols)
         if adaptive:
             print(f"--until-ci {args.until_ci:g} (at most {max_repeat} judged runs per cell):")
             for c in mr.cells:

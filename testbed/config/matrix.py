@@ -49,8 +49,13 @@ class MatrixSpec:
     include: tuple[dict[str, Any], ...] = ()
     repeat: int = 1
     description: str = ""
+    # How the matrix's end-of-run pivot and HTML report lay it out: {rows: AXIS, cols: AXIS}
+    pivot: dict[str, str] = field(default_factory=lambda: {"rows": "storage.protocol", "cols": "topology.links.*.mtu"})
 
     def validate(self, source: str, path: str) -> None:
+        extra = set(self.pivot) - {"rows", "cols"}
+        if extra or len(self.pivot) != 2:
+            raise ConfigError(source, "pivot", "must be {rows: AXIS, cols: AXIS}" + (f" (not {sorted(extra)[0]})" if extra else ""))
         if not isinstance(self.base, (str, dict)):
             raise ConfigError(source, "base", "must be a scenario path or an inline scenario mapping")
         for axis, values in self.axes.items():

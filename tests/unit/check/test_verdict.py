@@ -123,6 +123,22 @@ def test_client_death_without_cause_is_unknown() -> None:
     assert j.verdict == "unknown" and "Attempted to kill init" in j.reasons[-1]
 
 
+def test_kernel_crash_is_unknown_with_what_crashed_where() -> None:
+    """trixie 6.12.118 under TCG, swapping over NFS (results/...-tbddca14): a double fault in the sunrpc
+    receive worker. The kernel's own words, but an emulator could be at fault: unknown, named."""
+    from testbed.monitor.console import scan_line
+
+    lines = ["[   61.215846] Oops: double fault: 0000 [#1] PREEMPT SMP NOPTI",
+             "[   61.217485] RIP: 0010:kmem_cache_alloc_node_noprof+0x6e/0x310",
+             "[   61.220123] Kernel panic - not syncing: Fatal exception in interrupt"]
+    ev = [Event(61.0 + i, "console", name, {"line": line, "groups": list(m.groups())})
+          for i, line in enumerate(lines) for name, m in scan_line(line)]
+    j = judge(obs(ended_by="client-died", events=ev))
+    assert j.verdict == "unknown"
+    assert j.reasons[-1] == ("the client VM died: Oops: double fault: 0000 [#1] PREEMPT SMP NOPTI at "
+                             "kmem_cache_alloc_node_noprof+0x6e/0x310; Kernel panic - not syncing: Fatal exception in interrupt")
+
+
 def test_healed_freeze_never_recovered_is_deadlocked() -> None:
     """The seed's deadlock: the NAS came back, the client did not."""
     events = [Event(10.0, "fault", "nas-outage:inject", {"index": 0}), Event(30.0, "fault", "nas-outage:heal", {"index": 0})]
