@@ -50,6 +50,8 @@ class MatrixSpec:
     repeat: int = 1
     description: str = ""
     # How the matrix's end-of-run pivot and HTML report lay it out: {rows: AXIS, cols: AXIS}
+    # Assignments every case gets that are no axis (as --set would make them), e.g. a longer deadline
+    set: dict[str, Any] = field(default_factory=dict)
     pivot: dict[str, str] = field(default_factory=lambda: {"rows": "storage.protocol", "cols": "topology.links.*.mtu"})
 
     def validate(self, source: str, path: str) -> None:
@@ -63,6 +65,9 @@ class MatrixSpec:
                 raise ConfigError(source, f"axes.{axis}", "needs at least one value")
             if len(set(map(repr, values))) != len(values):
                 raise ConfigError(source, f"axes.{axis}", "repeats a value")
+        for key in self.set:
+            if key in self.axes:
+                raise ConfigError(source, f"set.{key}", "is also an axis: give it one place")
         for i, ex in enumerate(self.exclude):
             unknown = [k for k in ex if k not in self.axes]
             if unknown:
@@ -198,7 +203,7 @@ def load_matrix(path: Path, repeat: int | None = None, max_repeat: int | None = 
     base_path, base_data, base_name = load_base(path, spec.base)
     cells = make_cells(expand_assignments(spec), list(spec.axes), base_name)
     suffixed = max(spec.repeat, max_repeat or 1) > 1
-    m = Matrix(spec, path, (), cells, base_data, base_path, suffixed)
+    m = Matrix(spec, path, (), cells, base_data, base_path, suffixed, dict(spec.set))
     cases = [m.case(i, r) for i in range(len(cells)) for r in range(1, spec.repeat + 1)]
     return replace(m, cases=tuple(cases))
 

@@ -143,3 +143,20 @@ def test_axis_matrix_for_search() -> None:
     case = one.case(1, 3)
     assert case.id == "mem104-r3" and case.assignments == {"client.mem_mb": 104}  # --set is not an axis
     assert case.loaded.scenario.client.mem_mb == 104 and case.loaded.scenario.storage.swap_mb == 384
+
+
+def test_kernels_matrix_ids_set_and_pivot() -> None:
+    m = load_matrix(REPO / "scenarios/matrix/kernels.yaml")
+    assert [c.id for c in m.cases] == ["bullseye-nfs", "bullseye-iscsi", "bookworm-nfs", "bookworm-iscsi",
+                                       "trixie-nfs", "trixie-iscsi", "bullseye-nfs-nfs42", "bookworm-nfs-nfs42",
+                                       "trixie-nfs-nfs42"]
+    assert {c.loaded.scenario.deadlines.total_s for c in m.cases} == {1500}  # set: applies to every case
+    assert m.cases[-1].loaded.scenario.client.kernel == "debian:trixie"
+    assert m.spec.pivot == {"rows": "client.kernel", "cols": "storage.variant"}
+
+
+def test_set_may_not_repeat_an_axis_and_pivot_is_rows_and_cols(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match=r"set.storage.protocol: is also an axis"):
+        load_matrix(write(tmp_path, {"name": "t", "axes": {"storage.protocol": ["nfs"]}, "set": {"storage.protocol": "aoe"}}))
+    with pytest.raises(ConfigError, match=r"pivot: must be \{rows: AXIS, cols: AXIS\} \(not x\)"):
+        load_matrix(write(tmp_path, {"name": "t", "axes": {"storage.protocol": ["nfs"]}, "pivot": {"rows": "a", "x": "b"}}))
