@@ -6,6 +6,12 @@ The CLI prints one line per error and exits non-zero; `--debug` shows the trace.
 from __future__ import annotations
 
 
+def one_line(text: str) -> str:
+    """An error is one line: line breaks and other control characters (from a --set value, a file name)
+    are shown escaped."""
+    return "".join(c if c.isprintable() or c == " " else repr(c)[1:-1] for c in text)
+
+
 class TestbedError(Exception):
     """Base of every error the testbed raises on purpose."""
 
@@ -20,7 +26,7 @@ class ConfigError(TestbedError):
     def __init__(self, source: str, field: str, message: str):
         self.source, self.field, self.message = source, field, message
         where = f"{source}: {field}" if field else source
-        super().__init__(f"{where}: {message}")
+        super().__init__(one_line(f"{where}: {message}"))
 
 
 class KernelError(ConfigError):

@@ -8,6 +8,7 @@ from typing import Any
 
 import yaml
 
+from testbed.config.strict import StrictLoader
 from testbed.errors import ConfigError
 
 
@@ -18,9 +19,13 @@ def parse_overrides(overrides: list[str], source: str) -> dict[str, Any]:
         if "=" not in ov:
             raise ConfigError(source, f"--set {ov}", "must look like key.path=value")
         key, _, value = ov.partition("=")
+        if not key.strip():
+            raise ConfigError(source, f"--set {ov}", "must look like key.path=value")
         try:
-            out[key.strip()] = yaml.safe_load(value)
-        except yaml.YAMLError:
+            out[key.strip()] = yaml.load(value, Loader=StrictLoader)  # noqa: S506 - a SafeLoader subclass
+        except yaml.constructor.ConstructorError as e:  # a duplicate key, a merge key: a mistake, not text
+            raise ConfigError(source, f"--set {key.strip()}", f"not valid YAML: {e.problem}") from None
+        except (yaml.YAMLError, ValueError, OverflowError):
             out[key.strip()] = value
     return out
 

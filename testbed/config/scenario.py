@@ -199,6 +199,8 @@ def build_scenario(data: dict[str, Any], path: Path, source: str, assignments: d
             raise ConfigError(source, "topology", f"no topology {scenario.topology!r} (looked for {tpath})")
         topology = load_topology(tpath, topo_set, source)
     check_conditions(topology, source)
+    for i, f in enumerate(scenario.faults):
+        f.check_topology(topology.name, list(topology.nodes), source, f"faults[{i}]")
     return LoadedScenario(scenario, topology, data)
 
 

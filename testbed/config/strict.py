@@ -19,18 +19,66 @@ from testbed.errors import ConfigError
 T = TypeVar("T")
 
 
-def load_yaml(path: Path) -> Any:
+MAX_FILE_BYTES = 1 << 20  # a scenario, topology or matrix is a few KB; more is a wrong file
+
+
+class StrictLoader(yaml.SafeLoader):
+    """YAML that hides no mistake: a key given twice in one mapping is an error (PyYAML lets the last one
+    win), and so are merge keys (`<<: *defaults`, whose fields silently lose to the mapping's own)."""
+
+    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
+        seen: dict[Any, int] = {}
+        for key_node, _ in node.value:
+            if key_node.tag == "tag:yaml.org,2002:merge":
+                raise yaml.constructor.ConstructorError(
+                    None, None, "merge keys (<<) are not supported: write the fields out", key_node.start_mark)
+            key = self.construct_object(key_node, deep=True)
+            try:
+                hash(key)
+            except TypeError:
+                raise yaml.constructor.ConstructorError(
+                    None, None, f"a mapping key must be a plain value, not {type(key).__name__}",
+                    key_node.start_mark) from None
+            if key in seen:
+                raise yaml.constructor.ConstructorError(
+                    None, None, f"key {key!r} given twice in one mapping (first on line {seen[key] + 1})",
+                    key_node.start_mark)
+            seen[key] = key_node.start_mark.line
+        return super().construct_mapping(node, deep=deep)
+
+
+def parse_yaml_text(text: str, source: str) -> Any:
+    """YAML text -> data with StrictLoader; any YAML problem is a ConfigError with its line."""
     try:
-        text = path.read_text()
-    except OSError as e:
-        raise ConfigError(str(path), "", f"cannot read: {e.strerror}") from None
-    try:
-        return yaml.safe_load(text)
+        return yaml.load(text, Loader=StrictLoader)  # noqa: S506 - a SafeLoader subclass
     except yaml.YAMLError as e:
         mark = getattr(e, "problem_mark", None)
         where = f"line {mark.line + 1}" if mark else ""
         problem = getattr(e, "problem", None) or str(e).splitlines()[0]
-        raise ConfigError(str(path), where, f"not valid YAML: {problem}") from None
+        raise ConfigError(source, where, f"not valid YAML: {problem}") from None
+    except (ValueError, TypeError, OverflowError, RecursionError) as e:  # e.g. a timestamp out of range
+        raise ConfigError(source, "", f"not valid YAML: {e}") from None
+
+
+def load_yaml(path: Path) -> Any:
+    try:
+        if path.is_dir():
+            raise ConfigError(str(path), "", "is a folder, not a file")
+        size = path.stat().st_size
+        if size > MAX_FILE_BYTES:
+            raise ConfigError(str(path), "", f"{size} bytes: too large for a scenario, topology or matrix "
+                              f"(at most {MAX_FILE_BYTES}); is it the right file?")
+        raw = path.read_bytes()
+    except OSError as e:
+        raise ConfigError(str(path), "", f"cannot read: {e.strerror}") from None
+    if b"\0" in raw:
+        raise ConfigError(str(path), "", "not a text file (it holds NUL bytes)")
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as e:
+        line = raw[: e.start].count(b"\n") + 1
+        raise ConfigError(str(path), f"line {line}", f"not UTF-8 text (byte {raw[e.start]:#04x} at offset {e.start})") from None
+    return parse_yaml_text(text, str(path))
 
 
 @dataclasses.dataclass(frozen=True)

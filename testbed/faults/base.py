@@ -47,6 +47,13 @@ class FaultSpec:
     def check_nas_backend(self, backend: str, source: str, path: str) -> None:
         """ConfigError when this fault needs what the NAS backend lacks (a NAS kernel of its own)."""
 
+    def check_topology(self, topology: str, nodes: list[str], source: str, path: str) -> None:
+        """A fault that names a node (`node:`) must name one of the topology's."""
+        node = getattr(self, "node", None)
+        if node is not None and node not in nodes:
+            raise ConfigError(source, f"{path}.node", f"no node named {node!r} in topology {topology} "
+                              f"(nodes: {', '.join(nodes)})")
+
     def check_node_has_nas(self, node: str, storage: Storage, source: str, path: str) -> None:
         """For a fault on a node's link: the NAS's link exists only where the storage has a NAS."""
         if node != "client" and not storage.needs_nas:
