@@ -7,13 +7,15 @@ from __future__ import annotations
 
 import json
 import sqlite3
+import sys
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from collections.abc import Callable
 from typing import Any
 
 import yaml
 
+from testbed.errors import TestbedError
 from testbed.paths import results_dir
 
 SCHEMA = """
@@ -93,15 +95,61 @@ VIRTUAL: dict[str, Callable[[CaseRecord], Any]] = {
 }
 
 
-def read_case(folder: Path) -> CaseRecord | None:
+class DamagedCase(TestbedError):
+    """A case folder whose verdict.json or scenario.yaml cannot be read back."""
+
+
+_warned: set[str] = set()
+
+
+def warn_once(key: str, message: str) -> None:
+    if key not in _warned:
+        _warned.add(key)
+        print(f"testbed: {message}", file=sys.stderr, flush=True)
+
+
+def read_json(path: Path) -> Any:
+    try:
+        return json.loads(path.read_text(errors="strict"))
+    except (OSError, UnicodeDecodeError, ValueError) as e:
+        raise DamagedCase(f"{path}: cannot be read back ({type(e).__name__}: {e})") from None
+
+
+def read_case(folder: Path, strict: bool = False) -> CaseRecord | None:
+    """A complete case's record; None for a folder that holds none (no verdict.json, or .incomplete).
+    A damaged one (verdict.json or scenario.yaml unreadable) raises DamagedCase when `strict`, else it is
+    said once on stderr and skipped: one bad folder never hides the others from report or compare."""
+    try:
+        return _read_case(folder)
+    except DamagedCase as e:
+        if strict:
+            raise
+        warn_once(str(folder), f"skipping a damaged case: {e}")
+        return None
+
+
+def _read_case(folder: Path) -> CaseRecord | None:
     vfile = folder / "verdict.json"
     if not vfile.is_file() or folder.name.endswith(".incomplete"):
         return None
-    verdict = json.loads(vfile.read_text())
+    verdict = read_json(vfile)
+    if not isinstance(verdict, dict) or not isinstance(verdict.get("verdict"), str):
+        raise DamagedCase(f"{vfile}: not a verdict (no \"verdict\" field)")
     sfile = folder / "scenario.yaml"
-    scenario = yaml.safe_load(sfile.read_text()) if sfile.exists() else {}
+    try:
+        scenario = yaml.safe_load(sfile.read_text()) if sfile.exists() else {}
+    except (OSError, UnicodeDecodeError, yaml.YAMLError) as e:
+        raise DamagedCase(f"{sfile}: cannot be read back ({type(e).__name__})") from None
+    if not isinstance(scenario, (dict, type(None))):
+        raise DamagedCase(f"{sfile}: not a scenario mapping")
     rfile = folder.parent / "run.json"
-    host = json.loads(rfile.read_text()).get("host", {}) if rfile.exists() else {}
+    host: dict[str, Any] = {}
+    if rfile.exists():
+        try:
+            run = read_json(rfile)
+            host = run.get("host", {}) if isinstance(run, dict) else {}
+        except DamagedCase as e:  # the run's facts are lost, its cases are not
+            warn_once(str(rfile), f"{e}: its cases are read without the host's facts")
     return CaseRecord(folder.parent.name, folder.name, folder, verdict, scenario or {}, host)
 
 

@@ -13,6 +13,7 @@ from typing import Any
 
 import yaml
 
+from testbed.index import DamagedCase, read_json
 from testbed.check.evidence import Evidence, read_evidence
 from testbed.check.verdict import Observations
 from testbed.config.scenario import Deadlines, Scenario
@@ -40,12 +41,12 @@ def _events(d: Path) -> list[Event]:
     out: list[Event] = []
     if not (d / "events.jsonl").exists():
         return out
-    for line in (d / "events.jsonl").read_text().splitlines():
+    for line in (d / "events.jsonl").read_text(errors="replace").splitlines():
         try:
             row = json.loads(line)
-        except ValueError:  # a line cut short by a crash
+            t, kind, name = float(row.pop("t")), str(row.pop("kind")), str(row.pop("name"))
+        except (ValueError, KeyError, TypeError, AttributeError):  # a line cut short by a crash, or damaged
             continue
-        t, kind, name = row.pop("t"), row.pop("kind"), row.pop("name")
         row.pop("wall", None)
         if kind != "verdict":  # written after judging
             out.append(Event(t, kind, name, row))
@@ -76,7 +77,12 @@ def _scenario(d: Path) -> Scenario | None:
     f = d / "scenario.yaml"
     if not f.exists():
         return None
-    data = yaml.safe_load(f.read_text()) or {}
+    try:
+        data = yaml.safe_load(f.read_text()) or {}
+    except (OSError, UnicodeDecodeError, yaml.YAMLError):
+        return None
+    if not isinstance(data, dict):
+        return None
     data = {k: v for k, v in data.items() if k != "topology_resolved"}
     try:
         return from_dict(Scenario, data, str(f))
@@ -88,7 +94,9 @@ def load(case_dir: Path) -> CaseFile:
     d = Path(case_dir)
     if not (d / "verdict.json").is_file():
         raise UsageError(f"{d}: not a finished case folder (no verdict.json)")
-    stored = json.loads((d / "verdict.json").read_text())
+    stored = read_json(d / "verdict.json")
+    if not isinstance(stored, dict):
+        raise DamagedCase(f"{d / 'verdict.json'}: not a verdict mapping")
     figures = stored.get("figures") or {}
     ended_by = stored.get("ended_by") or ""
     notes: list[str] = []

@@ -332,7 +332,7 @@ def find_case_path(ref: str) -> Path | None:
 
 def find_case(ref: str) -> CaseRecord:
     path = find_case_path(ref)
-    rec = read_case(path) if path else None
+    rec = read_case(path, strict=True) if path else None
     if not rec:
         raise UsageError(f"no complete case at {ref}")
     return rec
