@@ -9,12 +9,12 @@ import sys
 import traceback
 
 from testbed.cleanup import install_signal_handlers
-from testbed.commands import (bench, bisect, clean, compare, image, index, judge, matrix, merge, node, report, run, search, show, validate, vm)
+from testbed.commands import (bench, bisect, clean, doctor, compare, image, index, judge, matrix, merge, node, report, run, search, show, validate, vm)
 from testbed.commands.common import err
 from testbed.errors import TestbedError
 
 # In the order `testbed --help` lists them.
-VERBS = (image, vm, clean, validate, run, bisect, matrix, search, report, show, judge, compare, index, merge, bench, node)
+VERBS = (doctor, image, vm, clean, validate, run, bisect, matrix, search, report, show, judge, compare, index, merge, bench, node)
 
 
 def parser() -> argparse.ArgumentParser:

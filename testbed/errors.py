@@ -60,7 +60,8 @@ class MissingToolError(TestbedError):
 
     def __init__(self, tool: str, package: str):
         self.tool, self.package = tool, package
-        super().__init__(f"{tool} not found on PATH: install it with `apt-get install {package}`")
+        super().__init__(f"{tool} not found on PATH: install it with `apt-get install {package}` "
+                         "(`testbed doctor` checks everything a case needs)")
 
 
 class GuestError(TestbedError):
