@@ -131,7 +131,7 @@ class Case:
         vm_nas = store.needs_nas and sc.nas.backend == "vm"
         nas_img = ensure("nas", kernel_ref.parse(sc.nas.kernel, sc.path, "nas.kernel"), say=say) if vm_nas else None
         self.facts["images"] = {i.name: {"hash": i.hash, "kernel": i.kernel_version, "package": i.kernel_package,
-                                         "kernel_ref": i.kernel_ref}
+                                         "kernel_ref": i.kernel_ref, "packages_hash": i.packages_hash}
                                 for i in (client_img, nas_img) if i}
         self.facts["kernel"] = client_img.kernel_version
         self.facts["kernel_source"] = {"ref": kernels.client.ref, "release": kernels.client.release,

@@ -71,9 +71,38 @@ def exit_line(cmp: Comparison) -> str:
     return "exit 0: no significant regression, no broken control"
 
 
+def guest_packages(cases: list) -> dict[str, set[str]]:
+    """Image name -> the package-list hashes its cases ran with ("" where a verdict predates the record)."""
+    out: dict[str, set[str]] = {}
+    for rec in cases:
+        for name, img in (rec.verdict.get("images") or {}).items():
+            if isinstance(img, dict):
+                out.setdefault(name, set()).add(str(img.get("packages_hash") or ""))
+    return out
+
+
+def guests_line(a: dict[str, set[str]], b: dict[str, set[str]]) -> str:
+    """Whether the two runs' guests had the same packages: only then are their results comparable."""
+    differ, unknown = [], []
+    for name in sorted(set(a) | set(b)):
+        ha, hb = a.get(name, set()), b.get(name, set())
+        if "" in ha or "" in hb or not ha or not hb:
+            unknown.append(name)
+        elif ha != hb:
+            differ.append(f"{name} {'/'.join(sorted(ha))} in A, {'/'.join(sorted(hb))} in B")
+    if differ:
+        return ("guests DIFFER: " + "; ".join(differ) + ": their package lists do not match, so a change may be the "
+                "guest's, not the axis's (`testbed image list --packages`)")
+    if unknown:
+        return f"guests: package lists not recorded for {', '.join(unknown)} on one side (runs before they were): not checked"
+    return "guests: the same package lists on both sides"
+
+
 def cmd_compare(args: argparse.Namespace) -> int:
     ra, rb = resolve_run(args.run_a).name, resolve_run(args.run_b).name
-    cmp = compare_runs(load_cases(args.run_a), load_cases(args.run_b), args.alpha, args.correction)
+    cases_a, cases_b = load_cases(args.run_a), load_cases(args.run_b)
+    guests = guests_line(guest_packages(cases_a), guest_packages(cases_b))
+    cmp = compare_runs(cases_a, cases_b, args.alpha, args.correction)
     if args.html is not None:
         from testbed.report.html import render  # plotly and jinja2 (~0.4 s): only when a page is asked for
 
@@ -81,11 +110,12 @@ def cmd_compare(args: argparse.Namespace) -> int:
         rep = render.compare_report(cmp, ra, rb, out, exit_line(cmp))
         err(f"HTML: {rep.index}")
     if args.json:
-        print(json.dumps(comparison_json(cmp, ra, rb), indent=2))
+        print(json.dumps({**comparison_json(cmp, ra, rb), "guests": guests}, indent=2))
         return cmp.exit_code
     name = CORRECTION_NAMES[args.correction]
     m = len(cmp.tested)
     print(f"A {ra} -> B {rb}: {len(cmp.cells)} cell(s) paired by axis values, {m} with judged runs on both sides")
+    print(guests)
     print(f"failure rates: one-sided Fisher exact test (B fails more often than A), {name}-corrected for {m} cell(s), "
           f"alpha {args.alpha:g}")
     print(f"figures: medians; Mann-Whitney U where both sides have 3+ runs ({name}-corrected per figure), "

@@ -32,6 +32,12 @@ def cmd_image_list(args: argparse.Namespace) -> int:
     if not rows:
         print("no images built yet: run `testbed image build all`")
         return 0
+    if args.packages:
+        for i in rows:
+            print(f"# {i.name} {i.hash} (kernel {i.kernel_version}; packages {i.packages_hash or 'not recorded'})")
+            for p, v in i.packages.items():
+                print(f"{p}\t{v}")
+        return 0
     print(f"{'name':8} {'hash':16} {'kernel':24} {'size':>8}  {'built at':25} {'current':7} kernel ref")
     for i in rows:
         mark = "yes" if current.get(i.name) == i.recipe_hash else "no"
@@ -55,5 +61,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     b.add_argument("--kernel", default="default", metavar="REF",
                    help="default, debian:<suite>, debian:<package>=<version> or path:<dir> (as client.kernel)")
     b.set_defaults(func=cmd_image_build)
-    img.add_parser("list", help="list cached images").set_defaults(func=cmd_image_list)
+    ls = img.add_parser("list", help="list cached images")
+    ls.add_argument("--packages", action="store_true", help="each image's guest packages and versions")
+    ls.set_defaults(func=cmd_image_list)
     img.add_parser("hash", help="the recipes' current hashes (a cache key for CI)").set_defaults(func=cmd_image_hash)

@@ -68,6 +68,17 @@ def copy_overlay(src: Path, root: Path) -> None:
             shutil.copy2(p, dst, follow_symlinks=False)
 
 
+def installed_packages(root: Path) -> dict[str, str]:
+    """The guest root's packages and versions (`dpkg-query -W` on its dpkg database): what makes two
+    images of one recipe the same guest, since the mirror moves on between builds."""
+    out = proc.run(["dpkg-query", f"--admindir={root / 'var/lib/dpkg'}", "-W", "-f", "${Package}\t${Version}\n"]).stdout
+    return dict(sorted(line.split("\t", 1) for line in out.splitlines() if "\t" in line))
+
+
+def packages_hash(packages: dict[str, str]) -> str:
+    return hashlib.sha256("".join(f"{p}={v}\n" for p, v in sorted(packages.items())).encode()).hexdigest()[:16]
+
+
 def dir_size(path: Path) -> int:
     total = 0
     for dirpath, _, files in os.walk(path):
@@ -128,6 +139,7 @@ def _build(name: str, recipe: Recipe, tree: KernelTree, digest: str, say: Say) -
             log,
             hint=f"is the package mirror in {recipe.path} reachable? full log: {log}",
         )
+        packages = installed_packages(root)
         kver = tree.release
         src_mods = tree.moddir
         deps = kmods.parse_modules_dep((src_mods / "modules.dep").read_text())
@@ -170,6 +182,8 @@ def _build(name: str, recipe: Recipe, tree: KernelTree, digest: str, say: Say) -
             kernel_ref=tree.ref,
             kernel_source=tree.source,
             missing_modules=list(dict.fromkeys(absent)),
+            packages=packages,
+            packages_hash=packages_hash(packages),
             size_bytes=sum(p.stat().st_size for p in tmp.iterdir() if p.is_file()),
             built_at=datetime.now(timezone.utc).isoformat(timespec="seconds"),
             build_seconds=round(time.monotonic() - started, 1),

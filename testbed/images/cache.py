@@ -30,6 +30,8 @@ class Image:
     kernel_ref: str = "default"  # as the scenario wrote it (testbed/kernels/ref.py)
     kernel_source: dict[str, Any] = field(default_factory=dict)  # package and version, or path and hashes
     missing_modules: list[str] = field(default_factory=list)  # recipe modules this kernel has not
+    packages: dict[str, str] = field(default_factory=dict)  # the guest's packages and versions (dpkg-query -W)
+    packages_hash: str = ""  # of `packages`: two images are the same guest when it matches
 
     @property
     def kernel(self) -> Path:

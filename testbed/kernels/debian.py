@@ -129,6 +129,31 @@ def resolve_suite(suite: str, say: Say) -> tuple[str, str]:
     return _resolved[suite]
 
 
+def closest(triples: list[tuple[str, str, str]], version: str) -> tuple[str, str, str] | None:
+    """The available linux-image-amd64 nearest to `version`, in its upstream series (6.1.x for 6.1.153-1)
+    when the mirror has one: the newest not above it, else the oldest above."""
+    series = ".".join(version.split(".")[:2]) + "."
+    same = [t for t in triples if t[0].startswith(series)]
+    ordered = sorted(dict.fromkeys(same or triples), key=functools.cmp_to_key(lambda a, b: _compare(a[0], b[0])))
+    below = [t for t in ordered if _compare(t[0], version) <= 0]
+    return below[-1] if below else (ordered[0] if ordered else None)
+
+
+def closest_hint(root: Path, version: str) -> str:
+    """How to select the closest kernel the mirror has, for an error about one it no longer has."""
+    try:
+        madison = proc.run(["apt-cache", *apt_options(root), "madison", "linux-image-amd64"]).stdout
+        near = closest(parse_madison(madison), version)
+        dep = image_dependency(proc.run(["apt-cache", *apt_options(root), "show",
+                                         f"linux-image-amd64={near[0]}"]).stdout) if near else None
+    except (CommandError, TestbedError):
+        near, dep = None, None
+    if not near or not dep:
+        return "no linux-image-amd64 in the package lists to suggest instead"
+    return (f"the closest available is {dep[0]} {dep[1]} ({near[2]}): select it with "
+            f"client.kernel: debian:{dep[0]}={dep[1]}, or pin it as kernel: in the image's recipe.yaml")
+
+
 def _resolve_suite(suite: str, say: Say) -> tuple[str, str]:
     root = refresh(say)
     madison = proc.run(["apt-cache", *apt_options(root), "madison", "linux-image-amd64"]).stdout
@@ -151,8 +176,11 @@ def download(package: str, version: str, into: Path, say: Say) -> Path:
     try:
         proc.run(["apt-get", "-q", *apt_options(root), "download", f"{package}={version}"], cwd=into, timeout=900)
     except CommandError as e:
-        raise TestbedError(f"debian:{package}={version}: not fetched from {MIRROR} (is it in one of "
-                           f"{', '.join(SUITES)}?): {e}") from e
+        gone = "Version '" in (e.stderr + e.stdout) or "Unable to locate" in (e.stderr + e.stdout)
+        if not gone:
+            raise TestbedError(f"debian:{package}={version}: not fetched from {MIRROR}: {e}") from e
+        raise TestbedError(f"{package} {version} is not on the mirror any more ({MIRROR}); "
+                           + closest_hint(root, version)) from None
     debs = sorted(into.glob(f"{package}_*.deb"))
     if not debs:
         raise TestbedError(f"debian:{package}={version}: apt-get download left no .deb in {into}")

@@ -177,3 +177,11 @@ def test_compressed_modules_are_installed_plain(tmp_path: Path) -> None:
     (tmp_path / "m.ko.xz").write_bytes(lzma.compress(elf, format=lzma.FORMAT_XZ))
     assert read_module(tmp_path / "m.ko.xz") == elf
     assert plain_name("kernel/net/m.ko.xz") == "kernel/net/m.ko" and plain_name("a/b.ko") == "a/b.ko"
+
+
+def test_closest_kernel_to_one_the_mirror_lost() -> None:
+    triples = debian.parse_madison((FIX / "madison-linux-image-amd64.txt").read_text())
+    assert debian.closest(triples, "6.1.153-1")[0] == "6.1.176-1"  # same series, the oldest above
+    assert debian.closest(triples, "6.1.180-1")[0] == "6.1.176-1"  # same series, the newest not above
+    assert debian.closest(triples, "6.12.200-1")[0] == "6.12.118-1"
+    assert debian.closest(triples, "4.19.1-1")[0] == "5.10.223-1"  # no 4.19 any more: the oldest there is

@@ -56,3 +56,13 @@ def test_damaged_run_json_keeps_its_cases(damaged: Path, capsys: pytest.CaptureF
     (damaged / "run.json").write_text("{")
     assert len(read_run(damaged)) > 0
     assert "its cases are read without the host's facts" in capsys.readouterr().err
+
+
+def test_compare_says_whether_the_guests_match() -> None:
+    from testbed.commands.compare import guests_line
+
+    same = guests_line({"client": {"aa"}, "nas": {"bb"}}, {"client": {"aa"}, "nas": {"bb"}})
+    assert same == "guests: the same package lists on both sides"
+    differ = guests_line({"client": {"aa"}}, {"client": {"cc"}})
+    assert differ.startswith("guests DIFFER: client aa in A, cc in B")
+    assert "not recorded for client" in guests_line({"client": {""}}, {"client": {"aa"}})
