@@ -13,7 +13,14 @@ from dataclasses import asdict, dataclass
 from typing import Any, Literal
 
 from testbed.errors import TestbedError
+from testbed.images import cache
+from testbed.images.recipe import load_recipe, recipe_hash, recipe_names
+from testbed.nas import container
+from testbed.net.caps import netem_available
 from testbed.paths import cache_dir
+from testbed.tags import new_tag
+from testbed.vm import accel
+from testbed.vm.caps import host_caps
 
 Status = Literal["ok", "warn", "missing"]
 
@@ -80,8 +87,6 @@ def check_tools() -> list[Check]:
 def check_qemu() -> list[Check]:
     if not shutil.which("qemu-system-x86_64"):
         return []
-    from testbed.vm.caps import host_caps
-
     try:
         caps = host_caps()
     except TestbedError as e:
@@ -95,8 +100,6 @@ def check_qemu() -> list[Check]:
 
 
 def check_accel() -> Check:
-    from testbed.vm import accel
-
     if not os.path.exists("/dev/kvm"):
         return Check("accelerator", "warn", "no /dev/kvm: guests run under TCG (about 5-10x slower)",
                      "enable virtualisation (nested KVM on a VM host), then: modprobe kvm_intel or kvm_amd")
@@ -114,8 +117,6 @@ def check_network() -> list[Check]:
     """netns, veth, bridge, tap, nftables and tbf, tried inside a namespace of our own."""
     if os.geteuid() != 0 or not shutil.which("ip"):
         return [Check("network", "missing", "not checked (needs root and ip)", "run testbed doctor as root")]
-    from testbed.tags import new_tag
-
     ns = f"{new_tag()}-doctor"
     out: list[Check] = []
     made = _run(["ip", "netns", "add", ns])
@@ -139,8 +140,6 @@ def check_network() -> list[Check]:
                        Check(name, "missing", f"{' '.join(argv)}: {(r.stderr or r.stdout).strip()[:200]}", fix))
     finally:
         _run(["ip", "netns", "delete", ns])
-    from testbed.net.caps import netem_available
-
     out.append(Check("netem", "ok", "sch_netem available") if netem_available() else
                Check("netem", "warn", "no sch_netem in this host's kernel: link delay/loss conditions are refused "
                      "(faults still shape inside a NAS VM)", "apt-get install linux-modules-extra-$(uname -r) or a kernel with CONFIG_NET_SCH_NETEM"))
@@ -148,8 +147,6 @@ def check_network() -> list[Check]:
 
 
 def check_docker() -> Check:
-    from testbed.nas import container
-
     try:
         c = container.client()
         return Check("docker", "ok", f"engine {c.version().get('Version', '?')} answers (nas.backend docker)")
@@ -178,9 +175,6 @@ def check_resources() -> list[Check]:
 
 
 def check_images() -> Check:
-    from testbed.images import cache
-    from testbed.images.recipe import load_recipe, recipe_hash, recipe_names
-
     current = {n: recipe_hash(load_recipe(n)) for n in recipe_names()}
     built = {i.name for i in cache.all_entries() if current.get(i.name) == i.recipe_hash}
     lacking = sorted(set(current) - built)
