@@ -8,9 +8,11 @@ from __future__ import annotations
 import os
 import shutil
 import signal
+import subprocess
 import time
 from pathlib import Path
 
+from testbed.errors import TestbedError
 from testbed.net.netns import delete_netns
 from testbed.paths import data_dir, runtime_dir
 from testbed.rundir import live_owner
@@ -61,6 +63,64 @@ def find_our_rundirs() -> list[str]:
         if root.is_dir():
             out += [str(p) for p in root.iterdir() if TAG_RE.match(p.name)]
     return sorted(out)
+
+
+HELPERS = ("dnsmasq", "iperf3", "tcpdump", "ganesha.nfsd", "rpcbind", "tgtd", "vblade")  # host processes of ours: faults' helpers, a netns NAS's servers
+
+
+def helper_processes() -> list[str]:
+    out = []
+    for pid in filter(str.isdigit, os.listdir("/proc")):
+        try:
+            comm = Path(f"/proc/{pid}/comm").read_text().strip()
+        except OSError:
+            continue
+        if comm in HELPERS:
+            out.append(f"{comm} {pid}")
+    return out
+
+
+def our_containers() -> list[str]:
+    """Containers labelled by a run (the docker NAS); none where no engine answers."""
+    from testbed.nas import container  # the Docker SDK: only asked here and by the docker NAS
+
+    try:
+        dk = container.client()
+    except TestbedError:
+        return []
+    return [f"container {c.name}" for c in dk.containers.list(all=True, filters={"label": container.LABEL})]
+
+
+def our_mounts() -> list[str]:
+    """Mounts under our runtime or data folders, or naming a run tag (a NAS's exports, its private /run)."""
+    roots = (str(runtime_dir()), str(data_dir()))
+    out = []
+    try:
+        lines = Path("/proc/self/mountinfo").read_text().splitlines()
+    except OSError:
+        return []
+    for line in lines:
+        parts = line.split()
+        point = parts[4] if len(parts) > 4 else ""
+        if point.startswith(roots) or any(TAG_RE.match(p) for p in Path(point).parts):
+            out.append(f"mount {point}")
+    return out
+
+
+def our_nft_tables() -> list[str]:
+    """nftables tables named by a run tag in the host's namespace (ours live in the run's; none should be here)."""
+    try:
+        out = subprocess.run(["nft", "list", "tables"], capture_output=True, text=True, timeout=10).stdout
+    except (OSError, subprocess.TimeoutExpired):
+        return []
+    return [f"nft {line.strip()}" for line in out.splitlines() if any(TAG_RE.match(w) for w in line.split())]
+
+
+def remaining() -> list[str]:
+    """Everything of ours still on the host: QEMUs, namespaces (with their taps, bridges and tables),
+    runtime and data folders, helper processes, containers, mounts, host-namespace nftables tables."""
+    return [*(f"qemu {n}" for _, n in find_our_qemus()), *find_our_netns(), *find_our_rundirs(), *helper_processes(),
+            *our_containers(), *our_mounts(), *our_nft_tables()]
 
 
 def stale_tgt_sockets() -> list[Path]:

@@ -70,6 +70,17 @@ def cmd_bench_phases(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_bench_soak(args: argparse.Namespace) -> int:
+    from testbed.soak import soak  # runs cases: only this verb needs the runner
+
+    out = soak(Path(args.file), args.cases, args.accel, err, args.set)
+    print(json.dumps(out, indent=2) if args.json else
+          f"soak: {out['cases']} cases {out['verdicts']}; leftovers after {len(out['cases_with_leftovers'])} case(s); "
+          f"fds {out['fds']}, threads {out['threads']}, rss MB {out['rss_mb']}, host available MB "
+          f"{out['mem_available_mb']}; {'flat' if out['flat'] else 'GROWING'}; run {out['run']}")
+    return 0 if out["ok"] else 1
+
+
 def add_parser(sub: argparse._SubParsersAction) -> None:
     bn = sub.add_parser("bench", help="benchmarks").add_subparsers(dest="bench_verb", required=True)
     bb = bn.add_parser("boot", help="boot-to-ready times and the warm image build time")
@@ -114,3 +125,10 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     bp.add_argument("runs", nargs="+", help="runs (id, `latest` or path) whose cases to read")
     bp.add_argument("--json", action="store_true")
     bp.set_defaults(func=cmd_bench_phases)
+    bs = bn.add_parser("soak", help="many short cases in one process: leftovers after each, fds/threads/memory flat")
+    bs.add_argument("file", nargs="?", default="scenarios/soak.yaml")
+    bs.add_argument("--cases", type=int, default=100)
+    bs.add_argument("--set", action="append", default=[], metavar="KEY=VALUE")
+    bs.add_argument("--accel", choices=["auto", "kvm", "tcg"], default="auto")
+    bs.add_argument("--json", action="store_true")
+    bs.set_defaults(func=cmd_bench_soak)

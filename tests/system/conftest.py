@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from testbed.leftovers import find_our_netns, find_our_qemus, find_our_rundirs
+from testbed.leftovers import remaining
 
 REPO = Path(__file__).parents[2]
 
@@ -30,36 +30,8 @@ def cli(*args: str, env: dict[str, str] | None = None, timeout: float = 1500) ->
                           timeout=timeout, env={**os.environ, **(env or {})})
 
 
-HELPERS = ("dnsmasq", "iperf3", "tcpdump", "ganesha.nfsd", "rpcbind", "tgtd", "vblade")  # host processes of ours: faults' helpers, a netns NAS's servers
-
-
-def helper_processes() -> list[str]:
-    out = []
-    for pid in filter(str.isdigit, os.listdir("/proc")):
-        try:
-            comm = Path(f"/proc/{pid}/comm").read_text().strip()
-        except OSError:
-            continue
-        if comm in HELPERS:
-            out.append(f"{comm} {pid}")
-    return out
-
-
-def our_containers() -> list[str]:
-    """Containers labelled by a run (the docker NAS); none where no engine answers."""
-    from testbed.errors import TestbedError
-    from testbed.nas import container
-
-    try:
-        dk = container.client()
-    except TestbedError:
-        return []
-    return [f"container {c.name}" for c in dk.containers.list(all=True, filters={"label": container.LABEL})]
-
-
 def leftovers() -> list[str]:
-    return [*(f"qemu {n}" for _, n in find_our_qemus()), *find_our_netns(), *find_our_rundirs(), *helper_processes(),
-            *our_containers()]
+    return remaining()
 
 
 @pytest.fixture
