@@ -15,7 +15,7 @@ def test_flat_and_clean() -> None:
 
 def test_a_leaked_fd_per_case_is_growth() -> None:
     s = summarize(samples(100, fds=lambda i: 12 + i))
-    assert not s["flat"] and s["fds"]["growth"] == 90
+    assert not s["flat"] and s["fds"]["growth"] == 89  # medians of cases 2-11 and 91-100
 
 
 def test_leftovers_fail_the_soak() -> None:
@@ -25,4 +25,4 @@ def test_leftovers_fail_the_soak() -> None:
 
 def test_rss_growth_in_megabytes() -> None:
     s = summarize(samples(50, rss=lambda i: 80_000 + 2048 * i))
-    assert s["rss_mb"]["growth"] == 80.0 and not s["flat"]
+    assert s["rss_mb"]["growth"] == 78.0 and not s["flat"]
