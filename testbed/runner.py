@@ -4,8 +4,9 @@ verdict, evidence, teardown (reverse order, always). A testbed failure becomes `
 from __future__ import annotations
 
 import subprocess
-from concurrent.futures import Future, ThreadPoolExecutor
+import threading
 import time
+from concurrent.futures import Future, ThreadPoolExecutor
 import traceback
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -246,6 +247,17 @@ class Case:
         w = ConsoleWatcher(role, vm.spec.console, self.history)
         w.start()
         undo.push(f"console watcher ({role})", w.stop)
+        threading.Thread(target=self._exit_watch, args=(vm, role), name=f"exit-{role}-{self.tag}", daemon=True).start()
+
+    def _exit_watch(self, vm: VM, role: str) -> None:
+        """A VM's QEMU that ends while the case still needs it (not stopped by us) is recorded with how it
+        ended: killed from outside or crashed, that is a testbed failure (testbed/check/verdict.py)."""
+        if vm.proc is None:
+            return
+        vm.proc.wait()
+        info = vm.exit_info() or {}
+        if not vm.stopping:
+            self.history.add("vm", "exited", vm=role, **info)
 
     def _on_line(self, line: str) -> None:
         # The workload's own words are kept: `testbed judge` re-derives the verdict from them.

@@ -3,7 +3,7 @@
 Judged by progress in the guest, not liveness, and only on positive evidence; a testbed failure or
 a stall nothing explains is `unknown`, never a product verdict. Precedence, first match wins
 (tests/unit/check/test_precedence.py checks each row against the rows below it):
-  setup failed -> unknown | data read back differs -> corrupted | I/O error on the case's device
+  setup failed -> unknown | a VM's QEMU killed (or the NAS's ended) under the case -> unknown | data read back differs -> corrupted | I/O error on the case's device
   during the workload -> io-error | a fault operation failed, or its mechanism measured and not
   seen -> unknown | a declared path process
   OOM-killed -> oom | finished and verified -> recovered (a client that stops answering needs the
@@ -181,6 +181,23 @@ def _blocked_on_path(obs: Observations, context: list[str]) -> Judgement:
     return Judgement("deadlocked", out, mechanism=mech)
 
 
+def _vm_lost(events: list[Event]) -> str:
+    """A VM's QEMU that ended under the case without us stopping it: killed by a signal (from outside the
+    testbed, or QEMU crashing), or the NAS's ending any way. A client whose guest powered off or panicked
+    ends with status 0: that is the client's own end, judged below."""
+    for e in events:
+        if e.kind != "vm" or e.name != "exited":
+            continue
+        vm, sig, status = e.data.get("vm", "?"), e.data.get("signal"), e.data.get("status")
+        if sig:
+            return (f"the {vm} VM's QEMU was killed by {sig} at t={e.t:.0f} s (not by the testbed): a testbed "
+                    "failure, not a verdict")
+        if vm != "client":
+            return (f"the {vm} VM's QEMU exited (status {status}) at t={e.t:.0f} s while the case needed it: a "
+                    f"testbed failure, not a verdict (console-{vm}.log says why)")
+    return ""
+
+
 def _kernel_words(e: Event) -> str:
     """A console line without its printk timestamp."""
     return re.sub(r"^\[\s*[0-9.]+\]\s*", "", e.data.get("line", "")).strip()
@@ -314,6 +331,9 @@ def _judge(obs: Observations) -> Judgement:
     ev = obs.events
     if obs.setup_error:
         return Judgement("unknown", [f"testbed failed before a verdict could be reached: {obs.setup_error}"])
+    lost = _vm_lost(ev)
+    if lost:
+        return Judgement("unknown", [lost])
     # Only what happened up to the end of the pressure phase decides: a heal landing while evidence
     # was taken, or a fault's teardown, says nothing about the client's state when it was judged.
     end = obs.pressure_end

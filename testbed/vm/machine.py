@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import signal
 import subprocess
 import time
 from collections.abc import Sequence
@@ -44,6 +45,20 @@ class VM:
         self.ready_at = 0.0
         self.net_devs: list[str] = []  # guest interface names, in the order of spec.nics
         self.boot: dict[str, Any] = {}  # how it came up: mode cold|restored, and why not restored
+        self.stopping = False  # set when we stop it: an exit after that is ours, not a failure
+
+    def exit_info(self) -> dict[str, Any] | None:
+        """How QEMU ended (status, and the signal that killed it), or None while it runs."""
+        if self.proc is None or self.proc.poll() is None:
+            return None
+        rc = self.proc.returncode
+        info: dict[str, Any] = {"status": rc}
+        if rc < 0:
+            try:
+                info["signal"] = signal.Signals(-rc).name
+            except ValueError:
+                info["signal"] = f"signal {-rc}"
+        return info
 
     @property
     def name(self) -> str:
@@ -154,6 +169,7 @@ class VM:
 
     def stop(self, grace: float = 5) -> None:
         """Quit through QMP, then SIGTERM, then SIGKILL; close channels and remove our sockets."""
+        self.stopping = True
         if self.proc and self.proc.poll() is None:
             try:
                 self.qmp.quit()

@@ -31,6 +31,7 @@ def kill(name: str) -> Event:
     return Event(20.0, "console", "oom-kill", {"vm": "client", "groups": ["7", name], "line": f"Killed process 7 ({name})"})
 
 
+KILLED = Event(30.0, "vm", "exited", {"vm": "nas", "status": -9, "signal": "SIGKILL"})
 FAILED = Event(10.0, "fault", "link:inject-failed", {"error": "no netem", "index": 0})
 SWAP_ERR = Event(20.0, "console", "swap-write-error", {"vm": "client", "line": "Write-error on swap-device (0:44:1)"})
 DOWN = Event(10.0, "fault", "nas-outage:inject", {"index": 1, "path_down": True})
@@ -43,6 +44,7 @@ stall = dict(ended_by="stall", stall_since=30.0, pressure_end=59.0)
 # (row, observations satisfying that row and lower ones, verdict, words in the deciding reason)
 TABLE = [
     ("setup failed", dict(setup_error="QEMU would not start", progress=mismatch, events=[FAILED, SWAP_ERR]), "unknown", "before a verdict"),
+    ("a VM's QEMU killed", dict(progress=mismatch, events=[KILLED, FAILED, SWAP_ERR], ended_by="client-died"), "unknown", "killed by SIGKILL"),
     ("data differs", dict(progress=mismatch, events=[FAILED, SWAP_ERR, kill("tb-work")], ended_by="workload-failed"), "corrupted", "data read back differs"),
     ("I/O failed", dict(events=[FAILED, SWAP_ERR, kill("tb-work")], ended_by="workload-failed", workload_status=1), "io-error", "swap or file I/O failed"),
     ("fault failed", dict(events=[FAILED, kill("tb-work"), DOWN], progress=finished(), ended_by="finished", workload_status=0), "unknown", "inject-failed"),
