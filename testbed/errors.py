@@ -64,6 +64,10 @@ class MissingToolError(TestbedError):
                          "(`testbed doctor` checks everything a case needs)")
 
 
+class ResultsDiskError(TestbedError):
+    """The results folder's disk is full (or its quota spent): the case cannot be recorded."""
+
+
 class GuestError(TestbedError):
     """A guest VM failed: did not boot, died, or its agent stopped answering."""
 

@@ -30,6 +30,7 @@ class History:
         self.events: list[Event] = []
         self._lock = threading.Lock()
         self._file = open(path, "a") if path else None
+        self.write_error: OSError | None = None  # the first failed write (a full disk): the case stops on it
 
     def now(self) -> float:
         return time.monotonic() - self.t0
@@ -41,8 +42,11 @@ class History:
             if self._file:
                 row = {"t": ev.t, "wall": datetime.now(timezone.utc).isoformat(timespec="milliseconds"),
                        "kind": kind, "name": name, **data}
-                self._file.write(json.dumps(row, default=str) + "\n")
-                self._file.flush()
+                try:
+                    self._file.write(json.dumps(row, default=str) + "\n")
+                    self._file.flush()
+                except OSError as e:  # kept in memory; the runner ends the case on it
+                    self.write_error = self.write_error or e
         return ev
 
     def find(self, kind: str, name: str | None = None) -> list[Event]:
@@ -51,5 +55,8 @@ class History:
 
     def close(self) -> None:
         if self._file:
-            self._file.close()
+            try:
+                self._file.close()
+            except OSError as e:
+                self.write_error = self.write_error or e
             self._file = None

@@ -3,6 +3,8 @@ verdict, evidence, teardown (reverse order, always). A testbed failure becomes `
 
 from __future__ import annotations
 
+import errno
+import sqlite3
 import subprocess
 import threading
 import time
@@ -19,7 +21,7 @@ from testbed.check.verdict import Judgement, Observations, fault_windows, is_ok,
 from testbed.cleanup import Cleanup, check_interrupted
 from testbed.config.scenario import Deadlines, LoadedScenario
 from testbed.config.strict import to_dict
-from testbed.errors import GuestError, TestbedError
+from testbed.errors import GuestError, ResultsDiskError, TestbedError
 from testbed.faults.base import FaultContext
 from testbed.faults.scheduler import Scheduler
 from testbed.history import History
@@ -90,6 +92,20 @@ class Case:
             self.timeline.phase = name
 
     def run(self) -> CaseResult:
+        try:
+            return self._run()
+        except OSError as e:
+            if e.errno in (errno.ENOSPC, errno.EDQUOT):
+                raise self._disk_full(e) from None
+            raise
+
+    def _disk_full(self, e: OSError) -> ResultsDiskError:
+        return ResultsDiskError(
+            f"results disk full ({e.strerror}) under {self.dir.path.parent}: case {self.case_id} is not recorded "
+            "(its folder stays .incomplete and never counts); earlier cases are intact; free space, then run again "
+            "(a matrix: --resume)")
+
+    def _run(self) -> CaseResult:
         started = time.monotonic()
         self.dir.write_yaml("scenario.yaml", {**to_dict(self.sc), "topology_resolved": to_dict(self.topo)})
         try:
@@ -117,6 +133,8 @@ class Case:
             self.history.add("error", "interrupted")
             self.history.close()
             raise  # the case stays <case>.incomplete: a resume reruns it
+        if self.history.write_error:  # nothing more can be written: the case is not recorded
+            raise self._disk_full(self.history.write_error)
         j = judge(self.obs)
         return self._finish(j, time.monotonic() - started)
 
@@ -310,6 +328,8 @@ class Case:
             time.sleep(POLL_S)
             check_interrupted()
             now = self.history.now()
+            if self.history.write_error:
+                raise self._disk_full(self.history.write_error)
             if job.done() and self.client.agent.closed.is_set():
                 # The channel closed under a running job: QEMU is exiting (panic, poweroff).
                 if self.client.proc:
@@ -419,7 +439,11 @@ def scaled(d: Deadlines, factor: float) -> Deadlines:
 def run_case(loaded: LoadedScenario, run: RunDir, case_id: str, accel: str, ui: Ui,
              axes: dict[str, Any] | None = None) -> CaseResult:
     result = Case(loaded, run, case_id, accel, ui, axes).run()
-    index.add_case(Path(result.path), run.path.parent)
+    try:
+        index.add_case(Path(result.path), run.path.parent)
+    except (OSError, sqlite3.Error) as e:  # the folders are the truth; the index is rebuilt from them
+        index.warn_once(str(run.path.parent), f"results index not updated ({e}): `testbed index --rebuild` "
+                        "once there is room")
     return result
 
 

@@ -154,7 +154,10 @@ class Timeline:
                 continue
             self._note_activity(row)
             self.rows.append(row)
-            self._csv.writerow({k: row.get(k) for k in COLUMNS})
-            self._file.flush()
+            try:
+                self._csv.writerow({k: row.get(k) for k in COLUMNS})
+                self._file.flush()
+            except OSError as e:  # a full results disk: the rows stay in memory, the runner ends the case
+                self.history.write_error = self.history.write_error or e
             next_t += 1.0
             self._stop.wait(max(0.0, next_t - time.monotonic()))

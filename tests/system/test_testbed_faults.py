@@ -88,3 +88,36 @@ def test_two_runs_at_once_stay_apart(results: dict[str, str], tmp_path: Path) ->
             assert "host CPU" in " ".join(case["reasons"]), case["reasons"]
     assert len(tags) == 2
     assert leftovers() == []
+
+
+def test_results_disk_full(tmp_path: Path) -> None:
+    """TESTBED_RESULTS on a small filesystem of its own (a size-limited tmpfs): the first case is recorded;
+    once the disk is full, the next case ends with one clear line (exit 2), is never counted, and the
+    earlier case and the index stay readable."""
+    disk = tmp_path / "results"
+    disk.mkdir()
+    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=48m", "tmpfs", str(disk)], check=True)
+    try:
+        env = {"TESTBED_RESULTS": str(disk)}
+        first = cli("run", "scenarios/soak.yaml", "--json", "--no-html", env=env)
+        assert first.returncode in (0, 1), first.stderr[-2000:]
+        filler = disk / "filler"
+        free = os.statvfs(disk).f_bavail * os.statvfs(disk).f_frsize
+        with open(filler, "wb") as f:  # leave about 64 KB: the next case's logs cannot fit
+            f.write(b"\0" * max(0, free - 64 * 1024))
+        second = cli("run", "scenarios/soak.yaml", "--no-html", env=env)
+        assert second.returncode == 2, second.stderr[-2000:]
+        line = second.stderr.strip().splitlines()[-1]
+        assert "results disk full" in line and "not recorded" in line and "Traceback" not in second.stderr
+        filler.unlink()
+        runs = sorted(p for p in disk.iterdir() if p.is_dir())
+        assert len(runs) == 2
+        assert (runs[0] / "soak" / "verdict.json").is_file()  # the earlier case intact
+        assert not (runs[1] / "soak").exists()  # the full disk's case never counts
+        cp = cli("report", str(runs[0]), "--json", env=env)
+        assert cp.returncode == 0, cp.stderr
+        cp = cli("index", "--rebuild", env=env)
+        assert cp.returncode == 0 and "indexed 1 case(s)" in cp.stdout, cp.stdout + cp.stderr
+        assert leftovers() == []
+    finally:
+        subprocess.run(["umount", str(disk)], check=False)
