@@ -84,3 +84,25 @@ def test_unjudged_reference() -> None:
     evaluate, calls = fake({"a": "skip", "b": "bad"})
     out = bisect.search(["a", "b"], evaluate)
     assert not out.concluded and calls == ["a"] and "could not be judged" in out.message
+
+
+def test_bisect_command_refuses_bad_lists(capsys) -> None:
+    from testbed.cli import main
+
+    assert main(["bisect", "scenarios/iscsi-swap.yaml", "--kernels", "debian:trixie"]) == 3
+    assert "at least two kernels" in capsys.readouterr().err
+    assert main(["bisect", "scenarios/iscsi-swap.yaml", "--kernels", "debian:trixie", "debian:trixie"]) == 3
+    assert "named twice" in capsys.readouterr().err
+    assert main(["bisect", "scenarios/iscsi-swap.yaml", "--kernels", "debian:bullseye", "debian:potato"]) == 3
+    assert "client.kernel: unknown Debian suite 'potato'" in capsys.readouterr().err
+
+
+def test_run_bisect_step_exit_codes_for_bad_input(tmp_path, capsys) -> None:
+    """A kernel folder that is not a kernel: skip (125), never bad (1: git bisect would blame the commit);
+    a mistake of ours or the user's: 128, which stops git bisect run."""
+    from testbed.cli import main
+
+    assert main(["run", "scenarios/iscsi-swap.yaml", "--bisect", "--set", f"client.kernel=path:{tmp_path}"]) == 125
+    assert "bisect: skip (125)" in capsys.readouterr().out
+    assert main(["run", "scenarios/iscsi-swap.yaml", "--bisect", "--set", "storage.protocol=floppy"]) == 128
+    assert "bisect: abort (128)" in capsys.readouterr().out
