@@ -127,9 +127,10 @@ def search(kernels: list[str], evaluate: Callable[[str], Step]) -> Outcome:
             lo = j
             skipped = [kernels[i] for i in range(j + 1, len(kernels))]
             tail = f"; {', '.join(skipped)} could not be judged" if skipped else ""
+            # Kernels after it that could not be judged may hold the change: then nothing is concluded.
             return Outcome(ref, tuple(order), None, kernels[j], tuple(skipped),
                            f"no change: {kernels[j]} answers {s.answer} as {kernels[0]} does (a change and a "
-                           f"change back between them would not be seen){tail}", True)
+                           f"change back between them would not be seen){tail}", not skipped)
         hi = j
         break
     if hi is None:

@@ -198,9 +198,8 @@ def clean_leftovers(dry_run: bool = False) -> list[str]:
         done.append(f"stale snapshot {p}")
         if not dry_run:
             shutil.rmtree(p, ignore_errors=True)
-    for p in kernel_source.stale():  # dead kernel makers' temporaries; path kernels' copies
+    for p in kernel_source.stale():  # dead kernel makers' temporaries; path kernels' copies no run holds
         done.append(f"prepared kernel {p}")
         if not dry_run:
-            shutil.rmtree(p, ignore_errors=True)
-            p.with_name(p.name + ".lock").unlink(missing_ok=True)
+            kernel_source.remove(p)
     return done

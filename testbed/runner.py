@@ -149,8 +149,9 @@ class Case:
         client_img = ensure("client", kernel_ref.parse(sc.client.kernel, sc.path, "client.kernel"), say=say)
         vm_nas = store.needs_nas and sc.nas.backend == "vm"
         nas_img = ensure("nas", kernel_ref.parse(sc.nas.kernel, sc.path, "nas.kernel"), say=say) if vm_nas else None
+        asked = {"client": sc.client.kernel, "nas": sc.nas.kernel}  # the image may have been built for another ref
         self.facts["images"] = {i.name: {"hash": i.hash, "kernel": i.kernel_version, "package": i.kernel_package,
-                                         "kernel_ref": i.kernel_ref, "packages_hash": i.packages_hash}
+                                         "kernel_ref": asked[i.name], "packages_hash": i.packages_hash}
                                 for i in (client_img, nas_img) if i}
         self.facts["kernel"] = client_img.kernel_version
         self.facts["kernel_source"] = {"ref": kernels.client.ref, "release": kernels.client.release,
@@ -215,7 +216,8 @@ class Case:
         self.facts["kernel_source"]["running"] = running
         if running != client_img.kernel_version:
             raise TestbedError(f"the client runs kernel {running}, not {client_img.kernel_version} of its image "
-                               f"{client_img.hash} (a stale ready snapshot?)")
+                               f"{client_img.hash} (a path kernel whose image and modules come from different "
+                               "builds, or a stale ready snapshot)")
         if sc.client.sysctl:
             for key, value in sc.client.sysctl.items():
                 self.client.exec(["sysctl", "-w", f"{key}={value}"], 10, check=True)

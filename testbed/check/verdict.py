@@ -432,7 +432,8 @@ def _judge(obs: Observations) -> Judgement:
             return Judgement("oom", reasons + ["the kernel ran out of memory with nothing left to kill and panicked"])
         # A crash is the kernel's own word, but under an emulator it may be the emulator's doing: it stays
         # unknown, with what crashed and where in the reason (console-client.log has the whole trace).
-        oops, rip = _console(ev, "oops"), _console(ev, "oops-rip")
+        oops = _console(ev, "oops")
+        rip = [e for e in _console(ev, "oops-rip") if oops and e.t >= oops[0].t]  # the crash's, not an earlier trace's
         crash = (f"{_kernel_words(oops[0])}" + (f" at {(rip[0].data.get('groups') or ['?'])[0]}" if rip else "") + "; ") if oops else ""
         return Judgement("unknown", reasons + ["the client VM died: " + crash
                                                + (_kernel_words(panic[0]) if panic else "see console-client.log")])

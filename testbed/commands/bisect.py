@@ -11,7 +11,7 @@ from pathlib import Path
 from testbed import bisect
 from testbed.commands.common import case_options, err, write_run_html
 from testbed.config.scenario import load_scenario
-from testbed.errors import KernelError, UsageError
+from testbed.errors import KernelError, TestbedError, UsageError
 from testbed.kernels import preflight
 from testbed.kernels import ref as kernel_ref
 from testbed.report.progress import Ui
@@ -28,6 +28,8 @@ def cmd_bisect(args: argparse.Namespace) -> int:
     if args.repeat < 1:
         raise UsageError(f"--repeat {args.repeat}: must be at least 1")
     overrides = [s for s in args.set if not s.startswith("client.kernel=")]
+    # Every kernel's scenario is checked up front (a typo stops here); a kernel's folder only at its step
+    # (a path kernel built later, or gone, is that step's skip).
     loaded = {k: load_scenario(Path(args.file), [*overrides, f"client.kernel={k}"]) for k in args.kernels}
     quiet = args.quiet or args.json
     say = (lambda m: None) if quiet else err
@@ -45,6 +47,8 @@ def cmd_bisect(args: argparse.Namespace) -> int:
             kernels = preflight.prepare(sc, sc.path, say)
         except KernelError as e:
             step = bisect.Step(kernel, "skip", f"cannot run this scenario: {e.message}")
+        except TestbedError as e:  # e.g. a download that failed: this step is lost, not the bisection
+            step = bisect.Step(kernel, "skip", f"kernel not prepared: {e}")
         else:
             results = []
             for r in range(args.repeat):
@@ -52,10 +56,14 @@ def cmd_bisect(args: argparse.Namespace) -> int:
                 results.append(run_case(ls, run, case_id, args.accel, ui, axes={"client.kernel": kernel}))
             step = bisect.step_from(kernel, [r.verdict for r in results], sc.expect, kernels.client.release,
                                     tuple(r.case_id for r in results))
+        done.append(step)
+        (run.path / "bisect.json").write_text(json.dumps({"steps": [s.to_dict() for s in done]}, indent=2) + "\n")
         if not quiet:
             release = f" ({step.release})" if step.release else ""
             print(f"bisect: {kernel}{release}: {step.answer.upper()} - {step.why}; {step.rate_text()}", flush=True)
         return step
+
+    done: list[bisect.Step] = []  # written after each step: hours of steps survive an interrupted bisection
 
     outcome = bisect.search(list(args.kernels), evaluate)
     (run.path / "bisect.json").write_text(json.dumps(outcome.to_dict(), indent=2) + "\n")

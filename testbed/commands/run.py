@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+import traceback
 from pathlib import Path
 
 from testbed import bisect
@@ -18,14 +19,14 @@ from testbed.tags import new_tag
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    if args.repeat is not None and args.repeat < 1:
-        raise UsageError(f"--repeat {args.repeat}: must be at least 1")
     if args.bisect:
         return run_bisect_step(args)
     return run_files(args)
 
 
 def run_files(args: argparse.Namespace) -> int:
+    if args.repeat is not None and args.repeat < 1:
+        raise UsageError(f"--repeat {args.repeat}: must be at least 1")
     loaded = [load_scenario(Path(f), args.set) for f in args.files]  # all files checked before anything runs
     check_kernels([ls.scenario for ls in loaded], quiet=args.quiet or args.json)
     ui = Ui(quiet=args.quiet or args.json)
@@ -52,14 +53,18 @@ def run_bisect_step(args: argparse.Namespace) -> int:
     """`--bisect`: one `git bisect run` step. Exit 0 good (as expected), 1 bad, 125 skip (the testbed could
     not judge, or the kernel cannot run the scenario: no image, or its config lacks an option); any other
     error exits 128, which makes `git bisect run` stop rather than mark a commit bad for our mistake."""
-    if len(args.files) != 1:
-        raise UsageError("--bisect judges one scenario file")
     try:
+        if len(args.files) != 1:
+            raise UsageError("--bisect judges one scenario file")
         run_files(args)
     except KernelError as e:
         print(f"bisect: skip (125): {e}", flush=True)
         return bisect.EXIT["skip"]
-    except TestbedError as e:
+    except KeyboardInterrupt:
+        raise
+    except Exception as e:  # noqa: BLE001 - anything but a verdict must not read as "bad" to git bisect
+        if not isinstance(e, TestbedError):
+            traceback.print_exc()
         err(f"testbed: error: {e}")
         print("bisect: abort (128): not a verdict; git bisect run stops here", flush=True)
         return 128

@@ -49,7 +49,7 @@ class ClientSpec:
             raise ConfigError(source, f"{path}.mem_mb", f"{self.mem_mb} MB is below {MIN_CLIENT_MB} MB, the least the guest kernel boots with")
         if not 1 <= self.vcpus <= 8:
             raise ConfigError(source, f"{path}.vcpus", "must be between 1 and 8")
-        kernel_ref.parse(self.kernel, source, f"{path}.kernel")
+        kernel_ref.parse(self.kernel, source, f"{path}.kernel", check_folder=False)
 
 
 @dataclass(frozen=True)
@@ -65,7 +65,7 @@ class NasSpec:
     kernel: str = "default"  # as client.kernel, for the NAS VM
 
     def validate(self, source: str, path: str) -> None:
-        kernel_ref.parse(self.kernel, source, f"{path}.kernel")
+        kernel_ref.parse(self.kernel, source, f"{path}.kernel", check_folder=False)
         if self.backend != "vm" and self.kernel != "default":
             raise ConfigError(source, f"{path}.kernel", f"the {self.backend} NAS runs on the host's kernel (kernel applies to nas.backend vm)")
         if self.mem_mb < 160:

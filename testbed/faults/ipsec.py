@@ -71,7 +71,8 @@ class IpsecSpec(FaultSpec):
             raise ConfigError(source, f"{path}.rekey_s", f"must be at least {least} s for mode {self.mode}")
 
     def kernel_needs(self) -> tuple[Need, ...]:
-        return (Need("CONFIG_INET_ESP", "ipsec's ESP transforms"), Need("CONFIG_XFRM_USER", "ipsec's SAs and policies over netlink"))
+        return (Need("CONFIG_INET_ESP", "ipsec's ESP transforms"), Need("CONFIG_XFRM_USER", "ipsec's SAs and policies over netlink"),
+                Need("CONFIG_CRYPTO_GCM", "ipsec's rfc4106(gcm(aes))"), Need("CONFIG_CRYPTO_SEQIV", "ipsec's GCM IVs"))
 
     def check_storage(self, storage: Storage, source: str, path: str) -> None:
         if not storage.needs_nas:

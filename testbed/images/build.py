@@ -16,7 +16,7 @@ from pathlib import Path
 
 from testbed import proc
 from testbed.cleanup import Cleanup
-from testbed.errors import CommandError, TestbedError
+from testbed.errors import CommandError, KernelError, TestbedError
 from testbed.images import cache, initramfs, kmods
 from testbed.images.recipe import Recipe, load_recipe, recipe_hash
 from testbed.kernels import source as ksource
@@ -116,7 +116,8 @@ def build(name: str, kernel: KernelRef = KernelRef("default"), *, rebuild: bool 
         found = cache.lookup(name, digest)
         if found and not rebuild:
             return found, True
-        return _build(name, recipe, tree, digest, say), False
+        with ksource.holding(tree):  # `testbed clean` leaves the kernel alone while its image is built
+            return _build(name, recipe, tree, digest, say), False
 
 
 def _build(name: str, recipe: Recipe, tree: KernelTree, digest: str, say: Say) -> cache.Image:
@@ -147,7 +148,9 @@ def _build(name: str, recipe: Recipe, tree: KernelTree, digest: str, say: Say) -
         say(f"{name}: kernel {kver}: selecting modules")
         # The recipe's own kernel must have every module it names; another kernel may lack some that
         # no scenario of it needs (the config check before boot names what a scenario does need).
-        strict = tree.key == kernel_for(recipe, KernelRef("default"), say).key
+        src = tree.source
+        strict = (src.get("kind") == "debian" and src.get("package") == recipe.kernel.package
+                  and src.get("version") == recipe.kernel.version)
         absent: list[str] = []
         wanted = kmods.select(deps, list(recipe.modules), builtin, recipe.path, None if strict else absent)
         kmods.install(src_mods, root / "lib/modules" / kver, wanted)
@@ -158,7 +161,14 @@ def _build(name: str, recipe: Recipe, tree: KernelTree, digest: str, say: Say) -
             compile_program(src, root / dest.lstrip("/"))
         for overlay in recipe.overlay_dirs():
             copy_overlay(overlay, root)
-        boot_mods = kmods.select(deps, list(recipe.initramfs_modules), builtin, recipe.path, None if strict else absent)
+        boot_absent: list[str] = []
+        boot_mods = kmods.select(deps, list(recipe.initramfs_modules), builtin, recipe.path, None if strict else boot_absent)
+        # The root disk's path must be there; crc32c_generic alone may be gone (newer kernels build crc32c in).
+        lacking = [m for m in boot_absent if m != "crc32c_generic"]
+        if lacking:
+            raise KernelError(recipe.path, "initramfs_modules", f"kernel {tree.ref} ({kver}) has no module (nor "
+                              f"built-in) {', '.join(lacking)}: the guest could not reach its root disk")
+        absent += boot_absent
         if absent:
             say(f"{name}: kernel {kver} has no module (nor built-in) {', '.join(absent)}: left out")
         busybox = root / "bin/busybox"

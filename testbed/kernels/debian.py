@@ -66,6 +66,8 @@ def refresh(say: Say, *, force: bool = False) -> Path:
         fresh = stamp.exists() and time.time() - stamp.stat().st_mtime < LISTS_MAX_AGE_S
         if fresh and not changed and not force:
             return root
+        if changed:  # the old lists do not cover the new suites: a failed update must not pass for fresh
+            stamp.unlink(missing_ok=True)
         (root / "sources.list").write_text(text)
         say("kernels: apt-get update (Debian suites for the kernel axis)")
         try:

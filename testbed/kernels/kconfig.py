@@ -51,6 +51,7 @@ BASE_NEEDS = (
     Need("CONFIG_INET", "every protocol but local runs over IP or Ethernet next to it"),
     Need("CONFIG_MAGIC_SYSRQ", "a stuck client's evidence is sysrq task and memory dumps"),
     Need("CONFIG_PRINTK", "the console log is the evidence"),
+    Need("CONFIG_SERIAL_8250_CONSOLE", "the evidence comes from console=ttyS0"),
 )
 
 CLIENT_NEEDS = (

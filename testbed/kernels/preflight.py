@@ -13,7 +13,7 @@ from testbed.images.build import kernel_for
 from testbed.images.recipe import load_recipe
 from testbed.kernels import kconfig
 from testbed.kernels.kconfig import Need
-from testbed.kernels.ref import module_dirs, parse
+from testbed.kernels.ref import parse, release_moddir
 from testbed.kernels.source import KernelTree
 
 if TYPE_CHECKING:
@@ -42,7 +42,8 @@ def _checked(role: str, field: str, text: str, needs: tuple[Need, ...], source: 
     ref = parse(text, source, field)
     if ref.kind == "path":  # its own .config is at hand: refuse it before copying the tree in
         folder = Path(ref.path)
-        release = module_dirs(folder)[0].name
+        moddir = release_moddir(folder)
+        release = moddir.name if moddir else "?"
         kconfig.check(kconfig.read_config(folder / ".config"), needs, source, field, f"kernel {ref} ({release})")
     tree = kernel_for(load_recipe(role), ref, say)
     kconfig.check(kconfig.read_config(tree.config), needs, source, field, f"kernel {ref} ({tree.release})")

@@ -45,9 +45,11 @@ class KernelRef:
         return f"path:{self.path}"
 
 
-def parse(text: str, source: str, field: str) -> KernelRef:
+def parse(text: str, source: str, field: str, check_folder: bool = True) -> KernelRef:
     """`default`, `debian:<suite>`, `debian:<package>=<version>` or `path:<dir>`; anything else is a
-    ConfigError naming the field. A path must be a folder with a kernel image and a .config."""
+    ConfigError naming the field. A path must be a folder with a kernel image, a .config and modules
+    (KernelError), unless `check_folder` is off: scenario validation checks the text only, so that a case
+    folder read back after its kernel tree is gone still parses; the kernel checks run before any boot."""
     text = str(text).strip()
     if text == "default":
         return KernelRef("default")
@@ -69,6 +71,8 @@ def parse(text: str, source: str, field: str) -> KernelRef:
         if not raw:
             raise ConfigError(source, field, "path: needs a folder, e.g. path:/src/linux/out")
         folder = Path(raw).expanduser().resolve()  # relative to the working directory
+        if not check_folder:
+            return KernelRef("path", path=str(folder))
         if not folder.is_dir():
             raise KernelError(source, field, f"{folder} is not a folder (path: wants bzImage or vmlinuz, "
                               "modules/ from `make modules_install INSTALL_MOD_PATH=...` and .config)")
@@ -109,6 +113,36 @@ def module_dirs(folder: Path) -> list[Path]:
     return []
 
 
+def image_release(image: Path) -> str | None:
+    """The release (`uname -r`) an x86 bzImage carries in its setup header (the kernel_version string the
+    boot protocol points to), or None when it has none."""
+    try:
+        with open(image, "rb") as f:
+            head = f.read(0x8000)
+    except OSError:
+        return None
+    if len(head) < 0x210 or head[0x202:0x206] != b"HdrS":
+        return None
+    offset = int.from_bytes(head[0x20E:0x210], "little")
+    if not offset:
+        return None
+    start = offset + 0x200
+    text = head[start:start + 256].split(b"\0", 1)[0].decode(errors="replace").split()
+    return text[0] if text else None
+
+
+def release_moddir(folder: Path) -> Path | None:
+    """The one modules/lib/modules/<release> folder of a path kernel: the only one, or the one whose name is
+    the release its kernel image carries (a reused INSTALL_MOD_PATH collects one per build)."""
+    found = module_dirs(folder)
+    if len(found) == 1:
+        return found[0]
+    image = kernel_image(folder)
+    release = image_release(image) if image else None
+    match = [p for p in found if p.name == release]
+    return match[0] if match else None
+
+
 def path_layout_problem(folder: Path) -> str:
     """What a path kernel's folder lacks, or "" when it has what the image build needs."""
     if kernel_image(folder) is None:
@@ -118,6 +152,8 @@ def path_layout_problem(folder: Path) -> str:
     found = module_dirs(folder)
     if not found:
         return "no modules/lib/modules/<release>/kernel (run `make modules_install INSTALL_MOD_PATH=<dir>/modules`)"
-    if len(found) > 1:
-        return f"several module releases under modules/ ({', '.join(p.name for p in found)}): keep one"
+    if release_moddir(folder) is None:
+        image = kernel_image(folder)
+        return (f"several module releases under modules/ ({', '.join(p.name for p in found)}) and none is the "
+                f"release {image.name if image else 'the image'} carries ({image_release(image) if image else None}): keep one")
     return ""

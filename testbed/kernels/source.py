@@ -7,20 +7,22 @@ a new kernel and an unchanged one is found again (bisection steps)."""
 
 from __future__ import annotations
 
+import contextlib
 import fcntl
 import hashlib
 import json
 import os
 import shutil
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
 from testbed import proc
 from testbed.errors import TestbedError
+from testbed.images import kmods
 from testbed.kernels import debian
-from testbed.kernels.ref import KernelRef, kernel_image, module_dirs
+from testbed.kernels.ref import KernelRef, kernel_image, release_moddir
 from testbed.paths import cache_dir
 
 Say = Callable[[str], None]
@@ -112,6 +114,8 @@ def _prepared(key: str, ref: str, source: dict[str, Any], say: Say, fill: Callab
             tmp.mkdir(parents=True)
             try:
                 release = fill(tmp)
+                say(f"kernels: {release}: decompressing modules")
+                decompress_tree(tmp / "lib/modules" / release)
                 proc.run(["depmod", "-b", str(tmp), release], timeout=300)
                 data = {"key": key, "release": release, "ref": ref, "source": source}
                 (tmp / "manifest.json").write_text(json.dumps(data, indent=2) + "\n")
@@ -124,6 +128,23 @@ def _prepared(key: str, ref: str, source: dict[str, Any], say: Say, fill: Callab
             if found is None:
                 raise TestbedError(f"kernel {ref}: prepared folder {kernels_dir() / key} is incomplete")
     return KernelTree(key=found.key, release=found.release, ref=ref, source=source, dir=found.dir)
+
+
+def decompress_tree(moddir: Path) -> int:
+    """Every compressed module under moddir made plain (.ko.xz/.ko.zst/.ko.gz -> .ko): the host's depmod may
+    not read them all (Debian 12's kmod has no zlib: it leaves .ko.gz out of modules.dep without a word),
+    and the images hold plain modules anyway. Returns how many were decompressed."""
+    n = 0
+    for dirpath, _, files in os.walk(moddir):
+        for name in files:
+            if name.endswith(kmods.COMPRESSED):
+                src = Path(dirpath) / name
+                dst = Path(dirpath) / kmods.plain_name(name)
+                dst.write_bytes(kmods.read_module(src))
+                shutil.copystat(src, dst)
+                src.unlink()
+                n += 1
+    return n
 
 
 def _unpack_deb(package: str, version: str, tmp: Path, say: Say) -> str:
@@ -148,25 +169,47 @@ def _unpack_deb(package: str, version: str, tmp: Path, say: Say) -> str:
     return release
 
 
+_hashed: dict[tuple[Any, ...], tuple[str, str]] = {}  # per process: a matrix's cases hash a tree once
+
+
+def _module_files(moddir: Path) -> list[Path]:
+    """Every module-tree file, through symlinked folders too (the top-level build/source links point
+    into the source tree and are no part of the kernel)."""
+    out = []
+    for dirpath, dirnames, files in os.walk(moddir, followlinks=True):
+        if Path(dirpath) == moddir:
+            dirnames[:] = [d for d in dirnames if d not in ("build", "source")]
+        out += [Path(dirpath) / f for f in files if not f.startswith("modules.")]
+    return sorted(out)
+
+
 def _hash_path_kernel(folder: Path, moddir: Path) -> tuple[str, str]:
     """(sha256 of the whole tree: image, config, every module file; sha256 of .config)."""
-    h = hashlib.sha256()
     image = kernel_image(folder)
     assert image is not None
+    files = _module_files(moddir)
+    stamp = tuple((str(p), p.stat().st_mtime_ns, p.stat().st_size) for p in (image, folder / ".config", *files))
+    if stamp not in _hashed:
+        _hashed[stamp] = _hash_tree(folder, image, moddir, files)
+    return _hashed[stamp]
+
+
+def _hash_tree(folder: Path, image: Path, moddir: Path, files: list[Path]) -> tuple[str, str]:
+    h = hashlib.sha256()
     config = (folder / ".config").read_bytes()
     for label, data in (("image", image.read_bytes()), ("config", config)):
         h.update(f"{label} {len(data)}\n".encode())
         h.update(data)
-    for p in sorted(moddir.rglob("*")):
-        if p.is_file() and not p.is_symlink() and not p.name.startswith("modules."):
-            h.update(f"module {p.relative_to(moddir).as_posix()}\n".encode())
-            h.update(p.read_bytes())
+    for p in files:
+        h.update(f"module {p.relative_to(moddir).as_posix()}\n".encode())
+        h.update(p.read_bytes())
     return h.hexdigest(), hashlib.sha256(config).hexdigest()
 
 
 def _prepare_path(ref: KernelRef, say: Say) -> KernelTree:
     folder = Path(ref.path)
-    (moddir,) = module_dirs(folder)  # parse() checked there is exactly one
+    moddir = release_moddir(folder)
+    assert moddir is not None  # parse() checked there is one
     say(f"kernels: hashing {folder}")
     tree_sha, config_sha = _hash_path_kernel(folder, moddir)
     key = f"path-{tree_sha[:16]}"
@@ -178,17 +221,19 @@ def _prepare_path(ref: KernelRef, say: Say) -> KernelTree:
         assert image is not None
         shutil.copy2(image, tmp / "vmlinuz")
         shutil.copy2(folder / ".config", tmp / "config")
-        # Symlinks (build, source) point into the user's tree: not needed, not followed.
-        shutil.copytree(moddir, tmp / "lib/modules" / moddir.name, symlinks=True,
-                        ignore=shutil.ignore_patterns("build", "source"))
+        # The top-level build and source links point into the user's tree: not copied; other links are
+        # followed (the copy must not depend on the user's folder staying as it is).
+        shutil.copytree(moddir, tmp / "lib/modules" / moddir.name, symlinks=False,
+                        ignore=lambda d, names: [n for n in names if Path(d) == moddir and n in ("build", "source")])
         return moddir.name
 
     return _prepared(key, str(ref), source, say, fill)
 
 
 def stale() -> list[Path]:
-    """Temporary folders of makers that died, and path kernels' copies (their images are built from them
-    once; a later run copies the tree in again in seconds). Debian kernels stay: they cost a download."""
+    """Temporary folders of makers that died, and path kernels' copies no run is using (their images are
+    built from them once; a later run copies the tree in again in seconds). Debian kernels stay: they cost
+    a download."""
     root = kernels_dir()
     if not root.is_dir():
         return []
@@ -198,9 +243,47 @@ def stale() -> list[Path]:
             pid = p.name.rsplit("-", 1)[-1]
             if not (pid.isdigit() and os.path.exists(f"/proc/{pid}")):
                 out.append(p)
-        elif p.name.startswith("path-") and p.is_dir():
+        elif p.name.startswith("path-") and p.is_dir() and not _in_use(p):
             out.append(p)
     return out
+
+
+@contextlib.contextmanager
+def holding(tree: KernelTree) -> Iterator[None]:
+    """A shared hold on a prepared kernel while an image is built from it: `testbed clean` leaves it alone."""
+    lock = kernels_dir() / f"{tree.key}.lock"
+    with open(lock, "a") as f:
+        fcntl.flock(f, fcntl.LOCK_SH)
+        yield
+
+
+def _in_use(entry: Path) -> bool:
+    """A prepared kernel a live run holds (its lock taken: being made, or its image being built from it)."""
+    lock = entry.with_name(entry.name + ".lock")
+    if not lock.exists():
+        return False
+    with open(lock, "a") as f:
+        try:
+            fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            return True
+        fcntl.flock(f, fcntl.LOCK_UN)
+    return False
+
+
+def remove(entry: Path) -> None:
+    """Remove a prepared kernel under its lock (the lock file itself stays: a new one on another inode
+    would let two makers in at once)."""
+    lock = entry.with_name(entry.name + ".lock")
+    if not lock.exists():
+        shutil.rmtree(entry, ignore_errors=True)
+        return
+    with open(lock, "a") as f:
+        try:
+            fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            return  # taken meanwhile: in use
+        shutil.rmtree(entry, ignore_errors=True)
 
 
 def describe(tree: KernelTree) -> dict[str, Any]:

@@ -20,8 +20,9 @@ PATTERNS: dict[str, re.Pattern[str]] = {
     "nfs-ok": re.compile(r"nfs: server \S+ OK"),
     "panic": re.compile(r"Kernel panic"),
     # a kernel crash's first words and where it was (the RIP's function), for the reason a died client gets
-    "oops": re.compile(r"Oops: .*|kernel BUG at .*|BUG: unable to handle .*|general protection fault.*"),
-    "oops-rip": re.compile(r"RIP: [0-9a-f]{4}:(\S+)"),
+    # (at the start of the kernel's line: `traps: prog[pid] general protection fault` is a user program's)
+    "oops": re.compile(r"^(?:\[\s*[0-9.]+\]\s*)?(?:Oops: .*|kernel BUG at .*|BUG: unable to handle .*|general protection fault.*)"),
+    "oops-rip": re.compile(r"^(?:\[\s*[0-9.]+\]\s*)?RIP: [0-9a-f]{4}:(\S+)"),
     "oom-no-victim": re.compile(r"Out of memory and no killable processes"),
     "sigbus": re.compile(r"SIGBUS|Bus error"),
     # the NIC's transmit queue made no progress for the watchdog's period (5 s and more): that VM

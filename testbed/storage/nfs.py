@@ -168,7 +168,10 @@ class Nfs(Storage):
         return tuple(needs)
 
     def nas_kernel_needs(self, sc: Scenario) -> tuple[Need, ...]:
-        return (Need("CONFIG_NFSD", "the NAS VM's kernel NFS server"),)
+        needs = [Need("CONFIG_NFSD", "the NAS VM's kernel NFS server")]
+        if sc.storage.nfs.version != "3":
+            needs.append(Need("CONFIG_NFSD_V4", f"nfsd serving storage.nfs.version {sc.storage.nfs.version}"))
+        return tuple(needs)
 
     def check_backend(self, sc: Scenario, source: str) -> None:
         self.check_server(sc, source, "storage.nfs.server", self.server(sc), SERVERS)

@@ -106,3 +106,9 @@ def test_run_bisect_step_exit_codes_for_bad_input(tmp_path, capsys) -> None:
     assert "bisect: skip (125)" in capsys.readouterr().out
     assert main(["run", "scenarios/iscsi-swap.yaml", "--bisect", "--set", "storage.protocol=floppy"]) == 128
     assert "bisect: abort (128)" in capsys.readouterr().out
+
+
+def test_no_change_before_skipped_kernels_concludes_nothing() -> None:
+    evaluate, _ = fake({"a": "good", "b": "good", "c": "skip"})
+    out = bisect.search(["a", "b", "c"], evaluate)
+    assert out.first_changed is None and not out.concluded and out.candidates == ("c",)

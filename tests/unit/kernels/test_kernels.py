@@ -185,3 +185,49 @@ def test_closest_kernel_to_one_the_mirror_lost() -> None:
     assert debian.closest(triples, "6.1.180-1")[0] == "6.1.176-1"  # same series, the newest not above
     assert debian.closest(triples, "6.12.200-1")[0] == "6.12.118-1"
     assert debian.closest(triples, "4.19.1-1")[0] == "5.10.223-1"  # no 4.19 any more: the oldest there is
+
+
+def bzimage(release: str) -> bytes:
+    """An x86 boot-protocol header whose kernel_version points at `release` (as `make bzImage` writes it)."""
+    head = bytearray(0x1000)
+    head[0x202:0x206] = b"HdrS"
+    text = f"{release} (builder@host) #1 SMP PREEMPT_DYNAMIC".encode() + b"\0"
+    head[0x20E:0x210] = (0x600 - 0x200).to_bytes(2, "little")
+    head[0x600:0x600 + len(text)] = text
+    return bytes(head)
+
+
+def test_the_release_a_kernel_image_carries() -> None:
+    from testbed.kernels.ref import image_release
+
+    for p in Path.home().glob(".cache/netswap-testbed/kernels/deb-*/vmlinuz"):  # the real ones, where cached
+        assert image_release(p) == p.parent.name.split("_")[0].removeprefix("deb-linux-image-")
+
+
+def test_a_reused_install_mod_path_picks_the_image_s_release(tmp_path: Path) -> None:
+    from testbed.kernels.ref import release_moddir
+
+    k = make_path_kernel(tmp_path / "k", "")
+    (k / "modules/lib/modules/6.2.0-rc1-g1234/kernel").mkdir(parents=True)
+    (k / "bzImage").write_bytes(bzimage("6.2.0-rc1-g1234"))
+    assert release_moddir(k).name == "6.2.0-rc1-g1234"
+    parse(f"path:{k}", "s.yaml", "client.kernel")
+    (k / "bzImage").write_bytes(bzimage("6.3.0"))
+    with pytest.raises(KernelError, match="several module releases .* none is the release bzImage carries"):
+        parse(f"path:{k}", "s.yaml", "client.kernel")
+
+
+def test_scenario_validation_does_not_look_at_the_kernel_folder() -> None:
+    """A case folder read back after its kernel tree is gone still parses; the folder is checked before boot."""
+    sc = scenario("client.kernel=path:/gone/linux-build")
+    assert sc.client.kernel == "path:/gone/linux-build"
+    with pytest.raises(KernelError, match="is not a folder"):
+        preflight.prepare(sc, sc.path, lambda m: None)
+
+
+def test_oops_patterns_are_the_kernel_s_own_lines() -> None:
+    from testbed.monitor.console import scan_line
+
+    assert [n for n, _ in scan_line("[ 12.5] traps: tb-work[131] general protection fault ip:401000")] == []
+    assert [n for n, _ in scan_line("[ 61.2] general protection fault, probably for non-canonical address")] == ["oops"]
+    assert [n for n, _ in scan_line("[ 61.2] RIP: 0010:kmem_cache_alloc_node_noprof+0x6e/0x310")] == ["oops-rip"]
