@@ -7,8 +7,17 @@ import sys
 from pathlib import Path
 
 from testbed.config.matrix import is_matrix_file, load_matrix
-from testbed.config.scenario import load_scenario
+from testbed.config.scenario import Scenario, load_scenario
+from testbed.kernels import ref as kernel_ref
 from testbed.errors import ConfigError
+
+
+def check_kernel_folders(sc: Scenario, source: str) -> None:
+    """A path: kernel's folder must hold a kernel (read only; Debian kernels are fetched when a case runs,
+    and every config is checked then, before any VM boots)."""
+    for field, text in (("client.kernel", sc.client.kernel), ("nas.kernel", sc.nas.kernel)):
+        if text.startswith("path:"):
+            kernel_ref.parse(text, source, field)
 
 
 def cmd_validate(args: argparse.Namespace) -> int:
@@ -17,11 +26,14 @@ def cmd_validate(args: argparse.Namespace) -> int:
         try:
             if is_matrix_file(Path(f)):
                 m = load_matrix(Path(f))
+                for c in m.cases:
+                    check_kernel_folders(c.loaded.scenario, f"{f} case {c.id}")
                 print(f"{f}: ok (matrix {m.spec.name}: {len(m.cases)} cases: {', '.join(c.id for c in m.cases[:4])}"
                       f"{' ...' if len(m.cases) > 4 else ''})")
                 continue
             loaded = load_scenario(Path(f), args.set)
             sc = loaded.scenario
+            check_kernel_folders(sc, f)
             print(f"{f}: ok ({sc.name}: {sc.storage.protocol}, client {sc.client.mem_mb} MB, "
                   f"workload {sc.workload.total_mb(sc.client.mem_mb)} MB, topology {loaded.topology.name})")
         except ConfigError as e:
