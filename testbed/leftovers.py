@@ -69,13 +69,17 @@ HELPERS = ("dnsmasq", "iperf3", "tcpdump", "ganesha.nfsd", "rpcbind", "tgtd", "v
 
 
 def helper_processes() -> list[str]:
+    """Helper processes alive on the host. A zombie is dead and holds nothing but its pid entry: one whose
+    parent we killed is reparented to the host's init, which reaps it (or, in a container whose PID 1
+    does not reap, never does): it is not a leftover of ours."""
     out = []
     for pid in filter(str.isdigit, os.listdir("/proc")):
         try:
             comm = Path(f"/proc/{pid}/comm").read_text().strip()
-        except OSError:
+            state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+        except (OSError, IndexError):
             continue
-        if comm in HELPERS:
+        if comm in HELPERS and state != "Z":
             out.append(f"{comm} {pid}")
     return out
 
