@@ -110,7 +110,7 @@ def test_results_disk_full(tmp_path: Path) -> None:
         line = second.stderr.strip().splitlines()[-1]
         assert "disk full" in line and "recorded" in line and "Traceback" not in second.stderr, second.stderr[-3000:]
         filler.unlink()
-        runs = sorted(p for p in disk.iterdir() if p.is_dir())
+        runs = sorted(p for p in disk.iterdir() if p.is_dir() and not p.is_symlink())
         assert len(runs) == 2
         assert (runs[0] / "soak" / "verdict.json").is_file()  # the earlier case intact
         assert not (runs[1] / "soak" / "verdict.json").exists()  # the full disk's case never counts
