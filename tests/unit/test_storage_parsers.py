@@ -51,3 +51,36 @@ def test_aoe_stat() -> None:
 def test_nfs_mount_options() -> None:
     assert mount_options(NfsSpec(version="3")) == "vers=3,proto=tcp,hard,timeo=100,nolock"
     assert mount_options(NfsSpec(version="4.2", wsize=65536)) == "vers=4.2,proto=tcp,hard,timeo=100,wsize=65536"
+
+
+def test_nbd_client_status() -> None:
+    from testbed.storage.nbd import parse_client_status
+
+    text = "pid 231\nVmLck: 2816 kB\nVmRSS: 2816 kB\noom_score_adj -1000\n"
+    assert parse_client_status(text) == {"nbd_client_pids": [231], "nbd_client_vmlck_kb": 2816,
+                                         "nbd_client_vmrss_kb": 2816, "nbd_client_oom_score_adj": -1000}
+    assert parse_client_status("") == {"nbd_client_pids": []}  # gone: nothing protects the path
+
+
+def test_nbd_server_conf_and_service() -> None:
+    from testbed.storage.nbd import parse_server_pids, server_conf
+
+    conf = server_conf("tb", 10809, "10.201.0.3", "/srv/nbd.img")
+    assert "[tb]\n    exportname = /srv/nbd.img" in conf and "listenaddr = 10.201.0.3" in conf
+    assert parse_server_pids("412\n413\n").alive and not parse_server_pids("").alive
+
+
+def test_nbd_needs_a_nas_vm() -> None:
+    from pathlib import Path
+
+    import pytest
+
+    from testbed.config.scenario import load_scenario
+    from testbed.errors import ConfigError
+
+    repo = Path(__file__).parents[2]
+    load_scenario(repo / "scenarios/nbd-swap.yaml")
+    with pytest.raises(ConfigError, match="nas.backend: nbd needs nas.backend vm"):
+        load_scenario(repo / "scenarios/nbd-swap.yaml", ["nas.backend=netns"])
+    with pytest.raises(ConfigError, match="storage.nbd.export: must be a plain name"):
+        load_scenario(repo / "scenarios/nbd-swap.yaml", ["storage.nbd.export=a b"])

@@ -37,7 +37,7 @@ def test_product_exclude_include_repeat(tmp_path: Path) -> None:
 def test_expansion_is_deterministic() -> None:
     a = [c.id for c in load_matrix(REPO / "scenarios/matrix/protocols-mtu.yaml").cases]
     b = [c.id for c in load_matrix(REPO / "scenarios/matrix/protocols-mtu.yaml").cases]
-    assert a == b and len(a) == 24 and len(set(a)) == 24
+    assert a == b and len(a) == 32 and len(set(a)) == 32  # 4 protocols x 2 MTUs x 2 memories x 2 workloads
     assert "iscsi-mtu9000-mem128-anon" in a
 
 

@@ -1,0 +1,148 @@
+"""NBD: nbd-server on the NAS serves a file as a named export; the client runs nbd-client in its resident
+ioctl mode (`-nonetlink`: in its default netlink mode nbd-client 3.24 sets the device up and exits, so
+nothing would be locked or protected) with `-swap`, which makes it mlockall() itself and leave the OOM
+killer's reach; the kernel's NBD driver marks its socket for the memory reserves when the device is used
+for swap (sk_set_memalloc, Mel Gorman's swap-over-NBD series). The lock and the OOM protection are read
+back from the running nbd-client (VmLck, oom_score_adj) and recorded with the attach facts.
+
+nbd-server runs on a NAS VM only: it forks a child per connection, and its one foreground mode (-d) serves
+a single connection, which the NAS probes' port check would take."""
+
+from __future__ import annotations
+
+import re
+import time
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from testbed.errors import ConfigError, GuestError
+from testbed.kernels.kconfig import Need
+from testbed.storage.base import Ends, ServiceState, Storage, use_block_device
+from testbed.vm.machine import VM
+
+if TYPE_CHECKING:  # type only: see testbed/storage/base.py
+    from testbed.config.scenario import Scenario
+
+BACKING = "nbd.img"  # under the NAS's srv
+CONF = "/etc/nbd-server/tb.conf"
+DEVICE = "/dev/nbd0"
+CLIENT_STATUS = ("for p in $(pgrep -x nbd-client); do echo pid $p; grep -E 'VmLck|VmRSS' /proc/$p/status | tr -s ' \\t' ' '; "
+                 "echo oom_score_adj $(cat /proc/$p/oom_score_adj); done")
+
+
+@dataclass(frozen=True)
+class NbdSpec:
+    port: int = 10809
+    export: str = "tb"
+    timeout_s: int = 0  # nbd-client -timeout (0: the kernel's default, no timeout)
+
+    def validate(self, source: str, path: str) -> None:
+        if not 1 <= self.port <= 65535:
+            raise ConfigError(source, f"{path}.port", "must be a TCP port (1..65535)")
+        if not re.fullmatch(r"[A-Za-z0-9_.-]{1,32}", self.export):
+            raise ConfigError(source, f"{path}.export", "must be a plain name (letters, digits, _ . -)")
+        if self.timeout_s < 0:
+            raise ConfigError(source, f"{path}.timeout_s", "must be >= 0")
+
+
+def server_conf(export: str, port: int, listen: str, backing: str) -> str:
+    return (f"[generic]\n    port = {port}\n    listenaddr = {listen}\n    allowlist = false\n\n"
+            f"[{export}]\n    exportname = {backing}\n    flush = true\n    fua = true\n")
+
+
+def parse_client_status(text: str) -> dict[str, Any]:
+    """CLIENT_STATUS's lines -> {nbd_client_pids, nbd_client_vmlck_kb, nbd_client_oom_score_adj}: what
+    protects the client's half of the path (several pids: the first, the resident one, counts)."""
+    out: dict[str, Any] = {"nbd_client_pids": []}
+    for line in text.splitlines():
+        parts = line.replace(":", " ").split()
+        if len(parts) >= 2 and parts[0] == "pid" and parts[1].isdigit():
+            out["nbd_client_pids"].append(int(parts[1]))
+        elif len(parts) >= 2 and parts[0] == "VmLck" and parts[1].isdigit():
+            out.setdefault("nbd_client_vmlck_kb", int(parts[1]))
+        elif len(parts) >= 2 and parts[0] == "VmRSS" and parts[1].isdigit():
+            out.setdefault("nbd_client_vmrss_kb", int(parts[1]))
+        elif len(parts) >= 2 and parts[0] == "oom_score_adj" and parts[1].lstrip("-").isdigit():
+            out.setdefault("nbd_client_oom_score_adj", int(parts[1]))
+    return out
+
+
+def parse_server_pids(text: str) -> ServiceState:
+    pids = [w for w in text.split() if w.isdigit()]
+    if pids:
+        return ServiceState(True, f"nbd-server pid {','.join(pids)}")
+    return ServiceState(False, "no nbd-server process")
+
+
+class Nbd(Storage):
+    name = "nbd"
+    title = "NBD"
+    spec = NbdSpec
+    ports = (10809,)
+    client_processes = ("nbd-client",)
+    nas_processes = ("nbd-server",)
+
+    def client_kernel_needs(self, sc: Scenario) -> tuple[Need, ...]:
+        return (Need("CONFIG_BLK_DEV_NBD", "the NBD client device"),)
+
+    def check_backend(self, sc: Scenario, source: str) -> None:
+        if sc.nas.backend != "vm":
+            raise ConfigError(source, "nas.backend", f"nbd needs nas.backend vm (nbd-server forks per connection; "
+                              f"its one foreground mode serves a single connection): not {sc.nas.backend}")
+        if sc.storage.nbd.port != 10809:
+            raise ConfigError(source, "storage.nbd.port", "the NAS probes and faults know NBD on 10809 only")
+
+    def export(self, nas: VM, sc: Scenario, ends: Ends) -> dict[str, Any]:
+        n = sc.storage.nbd
+        size = sc.backing_mb()
+        backing = f"{nas.srv}/{BACKING}"
+        nas.exec(["fallocate", "-l", f"{size}M", backing], 60, check=True)
+        conf = server_conf(n.export, n.port, ends.nas_ip, backing)
+        nas.sh('mkdir -p /etc/nbd-server && printf "%s" "$1" > "$2"', 10, args=[conf, CONF])
+        self.start_service(nas, sc, ends)
+        return {"export": n.export, "port": n.port, "backing_mb": size, "config": conf}
+
+    def start_service(self, nas: VM, sc: Scenario, ends: Ends) -> str:
+        res = nas.exec(["nbd-server", "-C", CONF], 30)
+        for _ in range(50):
+            if nas.exec(["pgrep", "-x", "nbd-server"], 10).ok:
+                return f"nbd-server -C {CONF}"
+            time.sleep(0.1)
+        raise GuestError(f"NAS: nbd-server -C {CONF} is not running: {(res.stderr or res.stdout).strip()[-300:]}")
+
+    def stop_service(self, nas: VM, sc: Scenario, ends: Ends) -> str:
+        nas.exec(["pkill", "-x", "nbd-server"], 10)
+        return "pkill -x nbd-server"
+
+    def service_argv(self, sc: Scenario, ends: Ends) -> list[str] | None:
+        return ["pgrep", "-x", "nbd-server"]
+
+    def parse_service(self, text: str) -> ServiceState:
+        return parse_server_pids(text)
+
+    def attach(self, client: VM, sc: Scenario, ends: Ends) -> dict[str, Any]:
+        n = sc.storage.nbd
+        client.exec(["modprobe", "nbd", "nbds_max=2"], 30, check=True)
+        argv = ["nbd-client", ends.nas_ip, str(n.port), DEVICE, "-name", n.export, "-nonetlink", "-swap"]
+        if n.timeout_s:
+            argv += ["-timeout", str(n.timeout_s)]
+        res = client.exec(argv, 60)
+        if not res.ok:
+            raise GuestError(f"client: {' '.join(argv)} failed: {(res.stderr or res.stdout).strip()[-300:]}")
+        for _ in range(50):  # the resident client holds the device once NBD_DO_IT runs
+            size = client.exec(["cat", "/sys/block/nbd0/size"], 10).stdout.strip()
+            if size.isdigit() and int(size) > 0:
+                break
+            time.sleep(0.1)
+        else:
+            raise GuestError(f"client: {DEVICE} has no size after nbd-client connected")
+        status = parse_client_status(client.sh(CLIENT_STATUS, 10).stdout)
+        if not status["nbd_client_pids"]:
+            raise GuestError("client: no resident nbd-client after -nonetlink (nothing holds the device)")
+        facts = use_block_device(client, DEVICE, sc)
+        facts.update(nbd_client=" ".join(argv), **status)
+        return facts
+
+    def counters(self, client: VM) -> dict[str, Any]:
+        """After the pressure: the resident client's lock and OOM protection still in place?"""
+        return parse_client_status(client.sh(CLIENT_STATUS, 10, check=False).stdout)
