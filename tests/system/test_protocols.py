@@ -1,4 +1,4 @@
-"""Issue 4: every protocol swaps (in CI); the file workloads on every protocol (slow marker)."""
+"""Issue 4 (and 19's NBD): every protocol swaps (in CI); the file workloads on every protocol (slow marker)."""
 
 import json
 from pathlib import Path
@@ -48,8 +48,19 @@ def test_aoe_swap(results: dict[str, str]) -> None:
     assert case["figures"]["net_tx_mb"] > 10
 
 
+def test_nbd_swap(results: dict[str, str]) -> None:
+    """nbd-client stays resident (-nonetlink), locked in memory and out of the OOM killer's reach (-swap)."""
+    case = run_one("scenarios/nbd-swap.yaml", results)
+    ev = events(case, results)
+    attached = next(e for e in ev if e["name"] == "storage-attached")
+    assert "/dev/nbd0" in attached["proc_swaps"] and "-nonetlink -swap" in attached["nbd_client"]
+    assert attached["nbd_client_pids"] and attached["nbd_client_oom_score_adj"] == -1000
+    assert attached["nbd_client_vmlck_kb"] > 0  # mlockall took
+    assert case["figures"]["net_tx_mb"] > 10
+
+
 @pytest.mark.slow
-@pytest.mark.parametrize("proto", ["nfs", "iscsi", "aoe"])
+@pytest.mark.parametrize("proto", ["nfs", "iscsi", "aoe", "nbd"])
 @pytest.mark.parametrize("kind", ["mmap", "write"])
 def test_file_workloads(proto: str, kind: str, results: dict[str, str]) -> None:
     case = run_one(f"scenarios/{proto}-{kind}.yaml", results)
