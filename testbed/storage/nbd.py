@@ -1,7 +1,7 @@
 """NBD: nbd-server on the NAS serves a file as a named export; the client runs nbd-client in its resident
 ioctl mode (`-nonetlink`: in its default netlink mode nbd-client 3.24 sets the device up and exits, so
 nothing would be locked or protected) with `-swap`, which makes it mlockall() itself and leave the OOM
-killer's reach; the kernel's NBD driver marks its socket for the memory reserves when the device is used
+killer's reach, and `-nofork` (kept running as an agent job): a daemonised client has lost the lock; the kernel's NBD driver marks its socket for the memory reserves when the device is used
 for swap (sk_set_memalloc, Mel Gorman's swap-over-NBD series). The lock and the OOM protection are read
 back from the running nbd-client (VmLck, oom_score_adj) and recorded with the attach facts.
 
@@ -123,19 +123,22 @@ class Nbd(Storage):
     def attach(self, client: VM, sc: Scenario, ends: Ends) -> dict[str, Any]:
         n = sc.storage.nbd
         client.exec(["modprobe", "nbd", "nbds_max=2"], 30, check=True)
-        argv = ["nbd-client", ends.nas_ip, str(n.port), DEVICE, "-name", n.export, "-nonetlink", "-swap"]
+        # -nofork, as an agent job for the whole case: a forked nbd-client loses the mlockall() of -swap
+        # (memory locks are not inherited across fork: measured VmLck 0 kB on the daemonised client).
+        argv = ["nbd-client", ends.nas_ip, str(n.port), DEVICE, "-name", n.export, "-nonetlink", "-swap", "-nofork"]
         if n.timeout_s:
             argv += ["-timeout", str(n.timeout_s)]
-        res = client.exec(argv, 60)
-        if not res.ok:
-            raise GuestError(f"client: {' '.join(argv)} failed: {(res.stderr or res.stdout).strip()[-300:]}")
-        for _ in range(50):  # the resident client holds the device once NBD_DO_IT runs
+        lines: list[str] = []
+        job = client.agent.start(argv, on_line=lines.append)
+        for _ in range(100):  # the resident client holds the device once NBD_DO_IT runs
             size = client.exec(["cat", "/sys/block/nbd0/size"], 10).stdout.strip()
             if size.isdigit() and int(size) > 0:
                 break
+            if job.done():
+                raise GuestError(f"client: {' '.join(argv)} exited: {' | '.join(lines[-3:])}")
             time.sleep(0.1)
         else:
-            raise GuestError(f"client: {DEVICE} has no size after nbd-client connected")
+            raise GuestError(f"client: {DEVICE} has no size after nbd-client connected: {' | '.join(lines[-3:])}")
         status = parse_client_status(client.sh(CLIENT_STATUS, 10).stdout)
         if not status["nbd_client_pids"]:
             raise GuestError("client: no resident nbd-client after -nonetlink (nothing holds the device)")
