@@ -100,3 +100,16 @@ def test_any_damage_to_a_case_folder(tmp_path_factory, damage) -> None:
             os.environ.pop("TESTBED_RESULTS", None)
         else:
             os.environ["TESTBED_RESULTS"] = old
+
+
+def test_a_damaged_index_is_rebuilt_from_the_folders(damaged: Path) -> None:
+    import sqlite3
+
+    from testbed import index
+
+    (damaged.parent / "index.sqlite").write_bytes(b"not a database at all" * 100)
+    with pytest.raises(sqlite3.DatabaseError):  # what run_case catches, saying `testbed index --rebuild`
+        index.add_case(damaged / "nfs-mtu1500-r5", damaged.parent)
+    assert main(["index", "--rebuild"]) == 0  # the folders are the truth
+    with sqlite3.connect(damaged.parent / "index.sqlite") as db:
+        assert db.execute("select count(*) from cases").fetchone()[0] == len(read_run(damaged))
