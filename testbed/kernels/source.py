@@ -231,9 +231,9 @@ def _prepare_path(ref: KernelRef, say: Say) -> KernelTree:
 
 
 def stale() -> list[Path]:
-    """Temporary folders of makers that died, and path kernels' copies no run is using (their images are
-    built from them once; a later run copies the tree in again in seconds). Debian kernels stay: they cost
-    a download."""
+    """Temporary folders of makers that died, and copies of path kernels whose folder is gone (a bisection
+    step's build, removed), when no run is using them. A copy whose folder is still there is a cache (the
+    same tree is found again without copying), and Debian kernels cost a download: both stay."""
     root = kernels_dir()
     if not root.is_dir():
         return []
@@ -243,9 +243,17 @@ def stale() -> list[Path]:
             pid = p.name.rsplit("-", 1)[-1]
             if not (pid.isdigit() and os.path.exists(f"/proc/{pid}")):
                 out.append(p)
-        elif p.name.startswith("path-") and p.is_dir() and not _in_use(p):
+        elif p.name.startswith("path-") and p.is_dir() and not _source_exists(p) and not _in_use(p):
             out.append(p)
     return out
+
+
+def _source_exists(entry: Path) -> bool:
+    try:
+        source = json.loads((entry / "manifest.json").read_text()).get("source", {})
+    except (OSError, ValueError):
+        return False
+    return bool(source.get("path")) and Path(source["path"]).is_dir()
 
 
 @contextlib.contextmanager

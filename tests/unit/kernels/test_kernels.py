@@ -231,3 +231,23 @@ def test_oops_patterns_are_the_kernel_s_own_lines() -> None:
     assert [n for n, _ in scan_line("[ 12.5] traps: tb-work[131] general protection fault ip:401000")] == []
     assert [n for n, _ in scan_line("[ 61.2] general protection fault, probably for non-canonical address")] == ["oops"]
     assert [n for n, _ in scan_line("[ 61.2] RIP: 0010:kmem_cache_alloc_node_noprof+0x6e/0x310")] == ["oops-rip"]
+
+
+def test_clean_keeps_path_kernel_copies_whose_folder_is_there(tmp_path: Path, monkeypatch) -> None:
+    """A copy is a cache while its folder exists (a rerun finds it); once the folder is gone it is stale."""
+    import json
+
+    from testbed.kernels import source
+
+    monkeypatch.setenv("TESTBED_CACHE", str(tmp_path / "cache"))
+    k = tmp_path / "build"
+    k.mkdir()
+    entry = source.kernels_dir() / "path-0123456789abcdef"
+    entry.mkdir(parents=True)
+    (entry / "manifest.json").write_text(json.dumps({"key": entry.name, "release": "6.1.0-test", "ref": f"path:{k}",
+                                                     "source": {"kind": "path", "path": str(k)}}))
+    dead = source.kernels_dir() / ".tmp-path-feed-999999999"
+    dead.mkdir()
+    assert source.stale() == [dead]
+    k.rmdir()
+    assert source.stale() == [dead, entry]
