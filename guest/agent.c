@@ -319,6 +319,9 @@ static void send_telemetry(void)
     put_netdev();
     put(",", 1);
     put_swaps();
+    put(",", 1);
+    /* a command workload's CPU time (tb-work run puts it in this cgroup): its progress */
+    put_kv_file("workload_cpu", "/sys/fs/cgroup/tb.workload/cpu.stat");
     puts_("}\n");
     flush_out();
 }

@@ -12,6 +12,12 @@
  *                                         unmapped, dropped from the page cache, re-read, verified
  *   write FILE SIZE_MB PASSES SEED        buffered write()s with an fsync every 16 MB, then the
  *                                         same drop and verify
+ *   readers NPROC SIZE_MB PASSES SEED     Mel Gorman's swap-over-NBD shape: NPROC processes, each
+ *                                         with its share of SIZE_MB of anonymous memory, write it
+ *                                         once, then read it linearly PASSES times, verifying every
+ *                                         page; progress is their shared page count
+ *   run CGROUP ARGV...                    enter cgroup v2 CGROUP (made if absent: the agent reports
+ *                                         its cpu.stat) and exec ARGV: any command as a workload
  *   udp-sink PORT [RCVBUF]                a UDP socket bound on PORT (0: any free one) that is
  *                                         never read, so a flood fills its receive queue; prints
  *                                         {"listening":PORT,"rcvbuf":BYTES} (the kernel's figure)
@@ -30,7 +36,9 @@
 #include <sys/mman.h>
 #include <sys/prctl.h>
 #include <sys/socket.h>
+#include <signal.h>
 #include <sys/stat.h>
+#include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -276,6 +284,111 @@ static int run_write(const char *path, uint64_t pages, int passes, uint64_t seed
     return 0;
 }
 
+/* One reader: its slice of pages [first, first + pages) of the whole, written once with the
+ * pass-0 seed, then read and verified linearly PASSES times. Counts into the shared counter. */
+static int reader(uint64_t first, uint64_t pages, int passes, uint64_t seed, uint64_t *shared)
+{
+    uint64_t *mem = mmap(NULL, pages * PAGE, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE,
+                         -1, 0);
+    if (mem == MAP_FAILED) {
+        say("{\"error\":\"mmap of %llu pages failed: %s\"}", (unsigned long long)pages, strerror(errno));
+        return 2;
+    }
+    for (uint64_t i = 0; i < pages; i++) {
+        fill_page(mem + i * WORDS, first + i, seed);
+        __atomic_add_fetch(shared, 1, __ATOMIC_RELAXED);
+    }
+    for (int pass = 1; pass <= passes; pass++)
+        for (uint64_t i = 0; i < pages; i++) {
+            uint64_t expected;
+            int w = check_page(mem + i * WORDS, first + i, seed, &expected);
+            if (w >= 0)
+                return mismatch(first + i, pass, w, expected, mem[i * WORDS + w]);
+            __atomic_add_fetch(shared, 1, __ATOMIC_RELAXED);
+        }
+    return 0;
+}
+
+static void stop_readers(pid_t *pids, int nproc)
+{
+    for (int k = 0; k < nproc; k++)
+        if (pids[k] > 0)
+            kill(pids[k], SIGKILL);
+    while (wait(NULL) > 0)
+        ;
+}
+
+static int run_readers(int nproc, uint64_t pages, int passes, uint64_t seed)
+{
+    uint64_t *shared = mmap(NULL, PAGE, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1, 0);
+    pid_t *pids = calloc(nproc, sizeof(pid_t));
+    if (shared == MAP_FAILED || !pids) {
+        say("{\"error\":\"readers: no memory for the shared counter\"}");
+        return 2;
+    }
+    uint64_t each = pages / nproc;
+    total = each * nproc * (1 + (uint64_t)passes);
+    for (int k = 0; k < nproc; k++) {
+        pid_t pid = fork();
+        if (pid < 0) {
+            say("{\"error\":\"fork of reader %d: %s\"}", k, strerror(errno));
+            stop_readers(pids, nproc);
+            return 2;
+        }
+        if (pid == 0)
+            _exit(reader(k * each, each, passes, seed, shared));
+        pids[k] = pid;
+    }
+    for (int left = nproc; left > 0;) {
+        int status;
+        pid_t pid = waitpid(-1, &status, WNOHANG);
+        if (pid > 0) {
+            for (int k = 0; k < nproc; k++)
+                if (pids[k] == pid)
+                    pids[k] = 0;
+            left--;
+            if (!WIFEXITED(status) || WEXITSTATUS(status) != 0) {
+                int rc = WIFEXITED(status) ? WEXITSTATUS(status) : 4;
+                if (!WIFEXITED(status))
+                    say("{\"error\":\"a reader (pid %d) was killed by signal %d\"}", pid, WTERMSIG(status));
+                stop_readers(pids, nproc);
+                return rc;
+            }
+            continue;
+        }
+        done = __atomic_load_n(shared, __ATOMIC_RELAXED);
+        int pass = done < each * nproc ? 0 : (int)((done - each * nproc) / (each * nproc)) + 1;
+        progress(pass > passes ? passes : pass, pass ? "read" : "write", 0);
+        usleep(100 * 1000);
+    }
+    done = __atomic_load_n(shared, __ATOMIC_RELAXED);
+    progress(passes, "read", 1);
+    say("{\"done\":true,\"pages\":%llu,\"passes\":%d,\"processes\":%d,\"seconds\":%.3f}",
+        (unsigned long long)(each * nproc), passes, nproc, now() - t0);
+    return 0;
+}
+
+/* Enter cgroup v2 CGROUP, then become the command: its processes, and any it starts, are accounted
+ * there (cpu.stat), so the command's progress is its CPU time, which stops when the client stops. */
+static int run_in_cgroup(const char *cgroup, char **argv)
+{
+    char path[512];
+    if (mkdir(cgroup, 0755) < 0 && errno != EEXIST)
+        return fail("mkdir", cgroup);
+    snprintf(path, sizeof(path), "%s/cgroup.procs", cgroup);
+    int fd = open(path, O_WRONLY | O_CLOEXEC);
+    if (fd < 0)
+        return fail("open", path);
+    char pid[32];
+    int n = snprintf(pid, sizeof(pid), "%d\n", (int)getpid());
+    if (write(fd, pid, n) != n)
+        return fail("write", path);
+    close(fd);
+    execvp(argv[0], argv);
+    say("{\"error\":\"cannot run %s: %s\"}", argv[0], strerror(errno));
+    return 127;
+}
+
 /* Bind and never read: datagrams queue until the socket's receive buffer is full, then are dropped
  * (RcvbufErrors). Its own name keeps it apart from the workload in ps and in OOM reports. */
 static int run_udp_sink(const char *port_arg, int port, int rcvbuf)
@@ -301,13 +414,22 @@ static int run_udp_sink(const char *port_arg, int port, int rcvbuf)
 static void usage(void)
 {
     say("{\"error\":\"usage: tb-work anon SIZE_MB PASSES SEED | tb-work {mmap-shared,write} FILE SIZE_MB PASSES SEED"
-        " | tb-work udp-sink PORT [RCVBUF]\"}");
+        " | tb-work readers NPROC SIZE_MB PASSES SEED | tb-work run CGROUP ARGV... | tb-work udp-sink PORT [RCVBUF]\"}");
     exit(2);
 }
 
 int main(int argc, char **argv)
 {
     t0 = now();
+    if (argc >= 4 && !strcmp(argv[1], "run"))
+        return run_in_cgroup(argv[2], argv + 3);
+    if (argc == 6 && !strcmp(argv[1], "readers")) {
+        int nproc = atoi(argv[2]), passes = atoi(argv[4]);
+        uint64_t size_mb = strtoull(argv[3], NULL, 10);
+        if (nproc < 1 || nproc > 1024 || !size_mb || passes < 1 || size_mb * 256 < (uint64_t)nproc)
+            usage();
+        return run_readers(nproc, size_mb * 256, passes, strtoull(argv[5], NULL, 10));
+    }
     if (argc >= 3 && argc <= 4 && !strcmp(argv[1], "udp-sink")) {
         char *end;
         long port = strtol(argv[2], &end, 10), rcvbuf = argc == 4 ? atol(argv[3]) : 0;

@@ -71,8 +71,10 @@ class Case:
         self.dir = run.case(case_id)
         self.history = History(self.dir.path / "events.jsonl")
         self.tag = new_tag()
-        self.obs = Observations(deadlines=self.sc.deadlines, progress=workload.Progress(), events=self.history.events, rows=[],
-                                path_processes=self.sc.path_processes())
+        wl = self.sc.workload
+        self.obs = Observations(deadlines=self.sc.deadlines, progress=workload.get(wl.kind).new_progress(wl),
+                                events=self.history.events, rows=[], path_processes=self.sc.path_processes(),
+                                expected_victims=wl.expected_oom_victims)
         self.facts: dict[str, Any] = {"tag": self.tag}
         self.client: VM | None = None
         self.nas: VM | None = None
@@ -284,9 +286,20 @@ class Case:
         with open(self.dir.path / casefile.WORKLOAD_LINES, "a") as f:
             f.write(line.rstrip("\n") + "\n")
         p = self.obs.progress
-        if p.feed(line) and self.timeline:
+        if p.feed(line):
+            self._advanced()
+
+    def _advanced(self) -> None:
+        p = self.obs.progress
+        if self.timeline:
             self.timeline.set_progress(p.done, p.total)
-            self.ui.progress(self.case_id, p.done, p.total, f"pass {p.pass_ + 1} {p.phase}")
+        self.ui.progress(self.case_id, p.done, p.total, p.detail())
+
+    def _on_telemetry(self, tel: dict[str, Any]) -> None:
+        """A command workload's group CPU time, from every telemetry message (the agent's own thread,
+        as the output lines: one at a time)."""
+        if self.obs.progress.feed_cpu(tel.get("workload_cpu") or {}):
+            self._advanced()
 
     def _pressure(self) -> None:
         assert self.client and self.timeline and self.scheduler
@@ -294,6 +307,8 @@ class Case:
         wl = workload.get(sc.workload.kind)
         argv = wl.argv(sc)
         self.phase("workload", " ".join(argv[1:]), argv=argv)
+        if sc.workload.kind == "command":
+            self.client.agent.on_telemetry.append(self._on_telemetry)
         job = self.client.agent.start(argv, on_line=self._on_line)
         obs.pressure_start = self.history.now()
         tl.restart_clock(obs.pressure_start)
@@ -313,6 +328,10 @@ class Case:
                 self.phase("workload", "the guest moved while the evidence was taken")
                 continue
             break
+        if self._on_telemetry in self.client.agent.on_telemetry:
+            self.client.agent.on_telemetry.remove(self._on_telemetry)
+        if obs.ended_by == "finished" and sc.workload.kind == "command":
+            self._command_finished()
         if obs.ended_by == "finished":
             obs.client_answers = self.client.agent.ping(15) is not None
             self.history.add("probe", "client-answers", ok=obs.client_answers)
@@ -320,6 +339,35 @@ class Case:
                 self._counters("after")
             else:
                 self._evidence()
+
+    def _command_finished(self) -> None:
+        """A command that exited 0: its verification command, if the scenario gives one, decides whether it
+        finished (exit 0) or its data did not check out (anything else: `corrupted`); recorded for `judge`."""
+        assert self.client
+        sc, p = self.sc, self.obs.progress
+        finished: dict[str, Any] = {"done": True, "command": list(sc.workload.argv),
+                                    "seconds": round((self.obs.pressure_end or 0) - (self.obs.pressure_start or 0), 1)}
+        if sc.workload.verify_argv:
+            argv = workload.fill(sc.workload.verify_argv, sc)
+            timeout = self.deadlines.progress_s + self.deadlines.recover_s
+            self.phase("verify", " ".join(argv))
+            try:
+                res = self.client.exec(argv, timeout)
+            except GuestError as e:
+                self.history.add("workload", "verify", argv=argv, status=None, error=str(e))
+                p.error = f"verification `{' '.join(argv)}` got no answer: {e}"
+                return
+            out = (res.stdout + res.stderr).strip().splitlines()[-5:]
+            self.history.add("workload", "verify", argv=argv, status=res.status, timed_out=res.timed_out, output=out)
+            if res.timed_out:
+                p.error = f"verification `{' '.join(argv)}` did not finish in {timeout:.0f} s"
+                return
+            if res.status != 0:
+                p.mismatch = {"verify": argv, "status": res.status, "output": out}
+                return
+            finished["verify"] = {"argv": argv, "status": 0}
+        p.finished = finished
+        self.history.add("workload", "finished", **finished)
 
     def _until_end(self, job: Any) -> None:
         """Poll until the workload ends, the client dies, progress stalls or the total deadline."""

@@ -20,12 +20,13 @@ from testbed.config.scenario import Deadlines, Scenario
 from testbed.config.strict import from_dict
 from testbed.errors import ConfigError, UsageError
 from testbed.history import Event
-from testbed.workload import Progress
+from testbed import workload
+from testbed.workload import CommandProgress, Progress
 
 WORKLOAD_LINES = "workload.jsonl"  # the workload's own output, a line each, as it printed them
 EVIDENCE = "evidence.json"  # taken at a stall: the parsed sysrq dump and the mechanism rules' facts
 SYSRQ = "sysrq-client.txt"
-FLOAT_COLS = {"t", "agent_age_s", "ping_ms", "client_cpu_s", "client_run_s", "client_wait_s", "nas_agent_ms", "nas_connect_ms", "nas_aoe_ms"}
+FLOAT_COLS = {"t", "workload_user_s", "workload_system_s", "agent_age_s", "ping_ms", "client_cpu_s", "client_run_s", "client_wait_s", "nas_agent_ms", "nas_connect_ms", "nas_aoe_ms"}
 STR_COLS = {"phase", "client_status", "nas_status", "nas_connect_error"}
 
 
@@ -130,9 +131,11 @@ def load(case_dir: Path) -> CaseFile:
         notes.append("end of the pressure taken from the first error or the teardown (no channel-closed event)")
 
     status = exit_ev.data.get("status") if exit_ev else None
-    progress = Progress()
+    progress = workload.get(sc.workload.kind).new_progress(sc.workload) if sc else Progress()
     lines = d / WORKLOAD_LINES
-    if lines.exists():
+    if isinstance(progress, CommandProgress):
+        command_progress(progress, lines, rows, events)
+    elif lines.exists():
         for line in lines.read_text().splitlines():
             progress.feed(line)
     else:
@@ -159,9 +162,31 @@ def load(case_dir: Path) -> CaseFile:
         stall_since=stall_ev.data.get("last_progress_t") if stall_ev and ended_by == "stall" else None,
         client_answers=answers_ev.data.get("ok") if answers_ev else None,
         path_processes=sc.path_processes() if sc else (),
+        expected_victims=sc.workload.expected_oom_victims if sc else (),
         evidence=evidence, facts=facts,
     )
     return CaseFile(d, obs, stored, notes)
+
+
+def command_progress(p: CommandProgress, lines: Path, rows: list[dict[str, Any]], events: list[Event]) -> None:
+    """A command workload's progress as the run saw it: its output lines, its group's CPU time (the
+    timeline's workload_user_s), and what its end and verification recorded."""
+    if lines.exists():
+        for line in lines.read_text(errors="replace").splitlines():
+            p.feed(line)
+    for r in rows:
+        user, system = r.get("workload_user_s"), r.get("workload_system_s")
+        if user is not None:
+            p.feed_cpu({"user_usec": round(user * 1e6), "system_usec": round((system or 0) * 1e6)})
+    verify = next((e for e in events if (e.kind, e.name) == ("workload", "verify")), None)
+    finished = next((e for e in events if (e.kind, e.name) == ("workload", "finished")), None)
+    if finished:
+        p.finished = dict(finished.data)
+    elif verify and verify.data.get("status") not in (0, None) and not verify.data.get("timed_out"):
+        p.mismatch = {"verify": verify.data.get("argv") or [], "status": verify.data.get("status"),
+                      "output": verify.data.get("output") or []}
+    elif verify:
+        p.error = verify.data.get("error") or "the verification command did not finish"
 
 
 def load_evidence(d: Path, notes: list[str]) -> tuple[Evidence | None, dict[str, Any]]:

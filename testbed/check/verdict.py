@@ -25,7 +25,7 @@ from testbed.config.scenario import Deadlines
 from testbed.faults import outcome
 from testbed.faults.outcome import FaultHistory, Remark, Window
 from testbed.history import Event
-from testbed.workload import Progress
+from testbed.workload import Progress, expected_victim
 
 BUSY_CPU_FRACTION = 0.5
 
@@ -52,6 +52,9 @@ class Observations:
     # Client processes the workload and storage path depend on, as the scenario's roles declare them
     # (Scenario.path_processes): the OOM killer taking one of these breaks the path itself.
     path_processes: tuple[str, ...] = ()
+    # Task names (or globs) a command workload loses to the OOM killer by design (the scenario's
+    # workload.expected_oom_victims): their kills are reported, never the `oom` verdict.
+    expected_victims: tuple[str, ...] = ()
     # At a stall (or a client that stopped answering): the parsed sysrq dump, and the facts the
     # mechanism rules read (protocol, the path helpers' states at the stall).
     evidence: Evidence | None = None
@@ -288,8 +291,7 @@ def figures(obs: Observations) -> dict[str, Any]:
     f["pfmemalloc_drop_peak"] = (max(drops) - drops[0]) if drops else None
     free = [r["MemFree"] for r in rows if r.get("MemFree") is not None]
     f["min_memfree_kb"] = min(free) if free else None
-    f["progress_pages"] = obs.progress.done
-    f["progress_total"] = obs.progress.total
+    f.update(obs.progress.figures())
     return f
 
 
@@ -342,6 +344,11 @@ def _judge(obs: Observations) -> Judgement:
     measured = outcome.read(ev)
     remarks = [_remark(r) for r in measured.remarks]
     p = obs.progress
+    if p.mismatch and "verify" in p.mismatch:  # the command's own verification said its data is wrong
+        m = p.mismatch
+        said = " | ".join(str(x) for x in (m.get("output") or [])[-3:])
+        return Judgement("corrupted", [f"the verification command `{' '.join(m['verify'])}` exited {m.get('status')}"
+                                       + (f": {said}" if said else "")])
     if p.mismatch:  # seen, whatever else went wrong
         m = p.mismatch
         return Judgement("corrupted", [f"data read back differs: page {m.get('page')} (pass {m.get('pass')}, word {m.get('word')})"],
@@ -365,6 +372,8 @@ def _judge(obs: Observations) -> Judgement:
     stalled_at = obs.pressure_end if obs.ended_by == "stall" else None
     kills = [k for k in all_kills if stalled_at is None or k.t <= stalled_at + 1.0]
     late = [k.data.get("groups", ["", ""])[1] for k in all_kills if k not in kills]
+    expected = [v for k in kills if expected_victim(v := k.data.get("groups", ["", ""])[1], obs.expected_victims)]
+    kills = [k for k in kills if not expected_victim(k.data.get("groups", ["", ""])[1], obs.expected_victims)]
     victims = [k.data.get("groups", ["", ""])[1] for k in kills]
     on_path = [v for v in victims if any(v.startswith(s) for s in obs.path_processes)]
     if on_path:
@@ -377,12 +386,15 @@ def _judge(obs: Observations) -> Judgement:
     reasons += remarks + nas_console(ev)
     if victims:
         reasons.append(f"the OOM killer killed {', '.join(victims)} (not on the storage path)")
+    if expected:
+        names = ", ".join(f"{n} x{expected.count(n)}" for n in dict.fromkeys(expected))
+        reasons.append(f"the OOM killer killed {names}, as the scenario expects (workload.expected_oom_victims)")
     windows = fh.windows
     if obs.ended_by == "finished" and obs.workload_status == 0 and p.finished:
         if obs.client_answers is False:
             return _blocked_on_path(obs, reasons + ["workload finished but the client stopped answering afterwards"])
         ttr = time_to_recover(obs)
-        reasons.append(f"workload finished and verified {p.finished.get('pages')} pages x {p.finished.get('passes')} passes")
+        reasons.append(p.summary())
         if windows:
             reasons.append(f"progress resumed after every healed fault (worst wait {ttr} s)" if ttr is not None
                            else "no fault healed during the workload")
@@ -442,4 +454,4 @@ def _judge(obs: Observations) -> Judgement:
     if kills and obs.workload_status not in (0, None):
         return Judgement("oom", reasons + ["the workload died after OOM kills"])
     return Judgement("unknown", reasons + [
-        f"workload ended with status {obs.workload_status} without a recognised cause: {(p.error or obs.workload_stderr or '').strip()[:200]}"])
+        f"workload ended with status {obs.workload_status} without a recognised cause: {(p.error or obs.workload_stderr or p.last_words()).strip()[:200]}"])

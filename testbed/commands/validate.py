@@ -34,8 +34,11 @@ def cmd_validate(args: argparse.Namespace) -> int:
             loaded = load_scenario(Path(f), args.set)
             sc = loaded.scenario
             check_kernel_folders(sc, f)
+            wl = sc.workload
+            what = (f"command {wl.argv[0]} ({wl.storage_use})" if wl.kind == "command"
+                    else f"{wl.kind} {wl.total_mb(sc.client.mem_mb)} MB")
             print(f"{f}: ok ({sc.name}: {sc.storage.protocol}, client {sc.client.mem_mb} MB, "
-                  f"workload {sc.workload.total_mb(sc.client.mem_mb)} MB, topology {loaded.topology.name})")
+                  f"workload {what}, topology {loaded.topology.name})")
         except ConfigError as e:
             bad += 1
             print(f"testbed: error: {e}", file=sys.stderr)

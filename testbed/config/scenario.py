@@ -7,7 +7,9 @@ scenarios short; `--set` overrides (testbed/config/assign.py) edit the parsed YA
 
 from __future__ import annotations
 
+import fnmatch
 import math
+import posixpath
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -22,7 +24,7 @@ from testbed.errors import ConfigError
 from testbed.faults import FaultSpec
 from testbed.kernels import ref as kernel_ref
 from testbed.storage import StorageSpec
-from testbed.workload import WORKLOADS
+from testbed.workload import WORKLOADS, bad_placeholder
 
 VERDICTS = ("recovered", "deadlocked", "livelocked", "stalled", "oom", "io-error", "corrupted", "unknown")
 Verdict = Literal["recovered", "deadlocked", "livelocked", "stalled", "oom", "io-error", "corrupted", "unknown"]
@@ -78,12 +80,23 @@ class NasSpec:
 
 @dataclass(frozen=True)
 class WorkloadSpec:
-    kind: Literal["anon", "mmap-shared", "write"] = "anon"  # testbed/workload
+    kind: Literal["anon", "mmap-shared", "write", "readers", "command"] = "anon"  # testbed/workload
     size_mb: int | None = None
     ratio_to_ram: float | None = None
-    passes: int = 2
+    passes: int = 2  # readers: the read loops after the one write
     verify: bool = True
     seed: int = 1
+    processes: int = 0  # readers: how many processes share the mappings (0: 8 per client vCPU)
+    # command: what runs in the client ({mount}, {mem_mb}, {size_mb}, {vcpus} are filled in), in a cgroup
+    # of its own; success is its exit status, then verify_argv's (a failed verification is `corrupted`)
+    argv: tuple[str, ...] = ()
+    verify_argv: tuple[str, ...] = ()
+    # command: what counts as progress: its user CPU time (cpu) and/or its output lines (output)
+    progress: tuple[Literal["cpu", "output"], ...] = ("cpu",)
+    # command: task names (or globs) the command loses to the OOM killer by design, such as stress-ng's
+    # restarted --bigheap workers: reported, never an `oom` verdict
+    expected_oom_victims: tuple[str, ...] = ()
+    storage_use: Literal["swap", "filesystem"] | None = None  # command: swap on the storage, or a filesystem at {mount}
 
     def validate(self, source: str, path: str) -> None:
         if self.size_mb is not None and self.ratio_to_ram is not None:
@@ -94,11 +107,46 @@ class WorkloadSpec:
             raise ConfigError(source, f"{path}.passes", "must be at least 1")
         if not self.verify:
             raise ConfigError(source, f"{path}.verify", "must be true: an unverified workload cannot tell corruption from success")
+        if self.kind != "readers" and self.processes:
+            raise ConfigError(source, f"{path}.processes", "applies to kind readers")
+        if not 0 <= self.processes <= 1024:
+            raise ConfigError(source, f"{path}.processes", "must be between 0 (8 per vCPU) and 1024")
+        if self.kind != "command":
+            given = [n for n in ("argv", "verify_argv", "expected_oom_victims", "storage_use") if getattr(self, n)]
+            if self.progress != ("cpu",):
+                given.append("progress")
+            if given:
+                raise ConfigError(source, f"{path}.{given[0]}", f"applies to kind command, not {self.kind}")
+            return
+        if not self.argv:
+            raise ConfigError(source, f"{path}.argv", "a command workload needs the command to run (a list)")
+        if self.storage_use is None:
+            raise ConfigError(source, f"{path}.storage_use", "say what the command uses the storage for: swap or filesystem")
+        for name in ("argv", "verify_argv"):
+            for i, arg in enumerate(getattr(self, name)):
+                why = bad_placeholder(arg) if arg else "is empty"
+                if why:
+                    raise ConfigError(source, f"{path}.{name}[{i}]", why)
+        if not self.progress or len(set(self.progress)) != len(self.progress):
+            raise ConfigError(source, f"{path}.progress", "name cpu and/or output, each once")
+        for i, name in enumerate(self.expected_oom_victims):
+            if not re.fullmatch(r"[A-Za-z0-9_.:*?\[\]-][A-Za-z0-9_.:*?\[\] /-]{0,63}", name):
+                raise ConfigError(source, f"{path}.expected_oom_victims[{i}]", "must be a task name or glob (up to 64 characters)")
+            if fnmatch.fnmatchcase(posixpath.basename(self.argv[0])[:15], name):
+                raise ConfigError(source, f"{path}.expected_oom_victims[{i}]",
+                                  f"{name!r} matches the command itself: losing it to the OOM killer is the `oom` verdict")
 
     @property
     def uses_swap(self) -> bool:
-        """anon pushes pages to swap; the file workloads write back to a filesystem on the storage."""
-        return self.kind == "anon"
+        """anon and readers push pages to swap; the file workloads write back to a filesystem on the
+        storage; a command says which (storage_use)."""
+        if self.kind == "command":
+            return self.storage_use == "swap"
+        return self.kind in ("anon", "readers")
+
+    def readers(self, vcpus: int) -> int:
+        """How many processes the readers workload runs."""
+        return self.processes or 8 * vcpus
 
     def total_mb(self, client_mem_mb: int) -> int:
         if self.size_mb is not None:
@@ -142,7 +190,7 @@ class Scenario:
     def path_processes(self) -> tuple[str, ...]:
         """The client processes the workload and its storage path depend on (OOM victims that break
         the path), as each role declares them."""
-        declared = (*WORKLOADS[self.workload.kind].processes, *self.storage.role.client_processes,
+        declared = (*WORKLOADS[self.workload.kind].path_processes(self.workload), *self.storage.role.client_processes,
                     *(p for f in self.faults for p in f.path_processes()))
         return tuple(dict.fromkeys(declared))
 
@@ -159,7 +207,8 @@ class Scenario:
                 f"{self.backing_mb()} MB does not fit the NAS export ({self.nas.data_disk_mb} MB data disk, "
                 "128 MB kept for the filesystem): raise nas.data_disk_mb",
             )
-        if wl.uses_swap and size > self.client.mem_mb + st.swap_mb - 16:
+        sized = wl.kind != "command" or wl.size_mb is not None or wl.ratio_to_ram is not None
+        if wl.uses_swap and sized and size > self.client.mem_mb + st.swap_mb - 16:
             raise ConfigError(
                 source, size_field,
                 f"the workload ({size} MB) cannot fit in RAM ({self.client.mem_mb} MB) plus swap ({st.swap_mb} MB): raise storage.swap_mb",

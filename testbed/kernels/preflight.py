@@ -24,7 +24,9 @@ Say = Callable[[str], None]
 
 def client_needs(sc: Scenario) -> tuple[Need, ...]:
     faults = tuple(n for f in sc.faults for n in f.kernel_needs())
-    return (*kconfig.BASE_NEEDS, *kconfig.CLIENT_NEEDS, *sc.storage.role.client_kernel_needs(sc), *faults)
+    command = (kconfig.Need("CONFIG_CGROUPS", "workload.kind command (its CPU time is read from its cgroup)"),) \
+        if sc.workload.kind == "command" else ()
+    return (*kconfig.BASE_NEEDS, *kconfig.CLIENT_NEEDS, *sc.storage.role.client_kernel_needs(sc), *faults, *command)
 
 
 def nas_needs(sc: Scenario) -> tuple[Need, ...]:

@@ -24,7 +24,7 @@ COLUMNS = [
     "MemFree", "MemAvailable", "SwapTotal", "SwapFree", "Dirty", "Writeback",
     "pswpin", "pswpout", "pgscan_direct", "pgscan_kswapd", "pgscan_direct_throttle", "allocstall", "oom_kill",
     "nr_dirty", "nr_writeback", "nr_written", "PFMemallocDrop", "TCPMemoryPressures", "rx_bytes", "tx_bytes", "rx_drop",
-    "ReasmReqds", "ReasmFails", "ReasmTimeout", "FragFails", "UdpRcvbufErrors",
+    "ReasmReqds", "ReasmFails", "ReasmTimeout", "FragFails", "UdpRcvbufErrors", "workload_user_s", "workload_system_s",
 ]
 
 
@@ -50,6 +50,9 @@ def telemetry_row(tel: dict[str, Any]) -> dict[str, Any]:
     ip = tel.get("snmp", {}).get("Ip", {})
     row.update({k: ip.get(k) for k in ("ReasmReqds", "ReasmFails", "ReasmTimeout", "FragFails")})
     row["UdpRcvbufErrors"] = tel.get("snmp", {}).get("Udp", {}).get("RcvbufErrors")
+    cpu = tel.get("workload_cpu") or {}  # a command workload's cgroup (empty for tb-work's own workloads)
+    for key, col in (("user_usec", "workload_user_s"), ("system_usec", "workload_system_s")):
+        row[col] = round(cpu[key] / 1e6, 3) if isinstance(cpu.get(key), int) else None
     return row
 
 

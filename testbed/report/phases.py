@@ -1,5 +1,5 @@
 """Where a case's time goes, read from its events: each phase (images, network, NAS, client,
-storage, workload, evidence, teardown) from its start to the next one's, the last to the case's
+storage, workload, verify (a command workload's verification), evidence, teardown) from its start to the next one's, the last to the case's
 final event; over runs, the median per phase, case wall / workload wall, and cases per hour. The
 baseline that faster cases (restored VMs, a kept NAS) are measured against."""
 
@@ -13,7 +13,7 @@ from pathlib import Path
 from testbed.index import read_run
 from testbed.report.runs import resolve_run
 
-ORDER = ("images", "network", "nas", "client", "storage", "workload", "evidence", "teardown")
+ORDER = ("images", "network", "nas", "client", "storage", "workload", "verify", "evidence", "teardown")
 
 
 def phase_durations(case_dir: Path) -> dict[str, float]:

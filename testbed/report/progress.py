@@ -34,7 +34,13 @@ class Ui:
             self.console.print(f"{self._stamp()} {case}: {msg}")
 
     def progress(self, case: str, done: int, total: int, detail: str = "") -> None:
-        if self.quiet or not total:
+        if self.quiet:
+            return
+        if not total:  # a command workload: no end is known, its progress is said every 10 s
+            now = time.monotonic()
+            if now - self._last_print > 10:
+                self._last_print = now
+                self.console.print(f"{self._stamp()} {case}: workload {detail}".rstrip())
             return
         pct = int(100 * done / total)
         now = time.monotonic()

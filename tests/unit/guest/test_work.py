@@ -94,3 +94,32 @@ def test_udp_sink_refuses_a_taken_port_and_bad_arguments(work: Path, sink) -> No
     for args in (["70000"], ["x"], ["1", "2", "3"], []):
         cp = subprocess.run([str(work), "udp-sink", *args], capture_output=True, text=True, timeout=10)
         assert cp.returncode == 2 and "usage" in cp.stdout
+
+
+def test_readers_share_the_mappings_and_verify_every_read(work: Path) -> None:
+    cp = subprocess.run([str(work), "readers", "4", "8", "2", "3"], capture_output=True, text=True, timeout=60)
+    assert cp.returncode == 0, cp.stdout
+    lines = [json.loads(x) for x in cp.stdout.splitlines()]
+    assert lines[-1] | {"seconds": 0} == {"done": True, "pages": 8 * 256, "passes": 2, "processes": 4, "seconds": 0}
+    last = [x for x in lines if "progress" in x][-1]
+    assert last["progress"] == last["total"] == 8 * 256 * 3  # one write, two reads
+
+
+def test_a_killed_reader_ends_the_readers(work: Path) -> None:
+    proc = subprocess.Popen([str(work), "readers", "2", "64", "1000", "3"], stdout=subprocess.PIPE, text=True)
+    try:
+        time.sleep(0.5)
+        kids = subprocess.run(["pgrep", "-P", str(proc.pid)], capture_output=True, text=True).stdout.split()
+        assert len(kids) == 2
+        subprocess.run(["kill", "-9", kids[0]], check=True)
+        out, _ = proc.communicate(timeout=30)
+    finally:
+        proc.kill()
+    assert proc.returncode == 4
+    assert "killed by signal 9" in out.splitlines()[-1]
+
+
+def test_run_needs_its_cgroup(work: Path, tmp_path: Path) -> None:
+    # Not a cgroup v2 folder: the procs file cannot take the pid; the command never runs.
+    cp = subprocess.run([str(work), "run", str(tmp_path / "none" / "g"), "true"], capture_output=True, text=True)
+    assert cp.returncode == 2 and "mkdir" in json.loads(cp.stdout)["error"]
