@@ -17,7 +17,8 @@
  *                                         once, then read it linearly PASSES times, verifying every
  *                                         page; progress is their shared page count
  *   run CGROUP ARGV...                    enter cgroup v2 CGROUP (made if absent: the agent reports
- *                                         its cpu.stat) and exec ARGV: any command as a workload
+ *                                         its cpu.stat) and exec ARGV, its stderr joined to stdout:
+ *                                         any command as a workload
  *   udp-sink PORT [RCVBUF]                a UDP socket bound on PORT (0: any free one) that is
  *                                         never read, so a flood fills its receive queue; prints
  *                                         {"listening":PORT,"rcvbuf":BYTES} (the kernel's figure)
@@ -384,6 +385,7 @@ static int run_in_cgroup(const char *cgroup, char **argv)
     if (write(fd, pid, n) != n)
         return fail("write", path);
     close(fd);
+    dup2(1, 2); /* one stream, in the order it was written: the agent streams stdout as lines */
     execvp(argv[0], argv);
     say("{\"error\":\"cannot run %s: %s\"}", argv[0], strerror(errno));
     return 127;

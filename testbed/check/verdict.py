@@ -201,6 +201,23 @@ def _vm_lost(events: list[Event]) -> str:
     return ""
 
 
+def path_locks(events: list[Event]) -> list[str]:
+    """What the storage path's own client daemon had locked and how the OOM killer saw it, as the attach
+    recorded it (nbd-client -swap: VmLck and oom_score_adj): said beside every verdict of such a case."""
+    attached = next((e for e in events if e.kind == "fact" and e.name == "storage-attached"), None)
+    if attached is None:
+        return []
+    out = []
+    for key, kb in attached.data.items():
+        if not key.endswith("_vmlck_kb"):
+            continue
+        who = key[: -len("_vmlck_kb")]
+        adj = attached.data.get(f"{who}_oom_score_adj")
+        state = "memory-locked" if isinstance(kb, int) and kb > 0 else "NOT memory-locked"
+        out.append(f"{who.replace('_', '-')} at attach: VmLck {kb} kB ({state}), oom_score_adj {adj}")
+    return out
+
+
 def _kernel_words(e: Event) -> str:
     """A console line without its printk timestamp."""
     return re.sub(r"^\[\s*[0-9.]+\]\s*", "", e.data.get("line", "")).strip()
@@ -320,6 +337,8 @@ def cpu_busy_fraction(rows: list[dict[str, Any]], since: float | None) -> float 
 def judge(obs: Observations) -> Judgement:
     try:
         j = _judge(obs)
+        if not obs.setup_error:
+            j.reasons += path_locks(obs.events)
     except Exception as e:  # a checker that throws yields unknown, never a product verdict
         return Judgement("unknown", [f"checker failed: {e!r}"])
     try:

@@ -376,3 +376,14 @@ def test_the_nas_console_is_reported_and_healthy_is_said_from_what_was_checked()
     assert j.verdict == "deadlocked", j.reasons  # the NAS's own trouble is reported, not the client's verdict
     assert any(r.startswith("the NAS's console at t=25 s: oom-kill") for r in j.reasons), j.reasons
     assert any("NAS probes: service or port answered in" in r for r in j.reasons), j.reasons
+
+
+def test_the_path_daemons_memory_lock_is_said_with_the_verdict() -> None:
+    attach = Event(5.0, "fact", "storage-attached", {"protocol": "nbd", "device": "/dev/nbd0", "nbd_client_pids": [131],
+                                                      "nbd_client_vmlck_kb": 9408, "nbd_client_oom_score_adj": -1000})
+    j = judge(obs(progress=finished(), ended_by="finished", workload_status=0, client_answers=True, events=[attach]))
+    assert j.verdict == "recovered"
+    assert j.reasons[-1] == "nbd-client at attach: VmLck 9408 kB (memory-locked), oom_score_adj -1000"
+    unlocked = Event(5.0, "fact", "storage-attached", {**attach.data, "nbd_client_vmlck_kb": 0})
+    j = judge(obs(ended_by="stall", stall_since=10.0, rows=rows(60, 10, cpu_per_s=0.05), events=[unlocked]))
+    assert "VmLck 0 kB (NOT memory-locked)" in j.reasons[-1]

@@ -123,3 +123,13 @@ def test_run_needs_its_cgroup(work: Path, tmp_path: Path) -> None:
     # Not a cgroup v2 folder: the procs file cannot take the pid; the command never runs.
     cp = subprocess.run([str(work), "run", str(tmp_path / "none" / "g"), "true"], capture_output=True, text=True)
     assert cp.returncode == 2 and "mkdir" in json.loads(cp.stdout)["error"]
+
+
+def test_run_joins_stderr_to_stdout(work: Path, tmp_path: Path) -> None:
+    group = tmp_path / "g"  # a plain folder stands in for the cgroup: its procs file takes the pid
+    group.mkdir()
+    (group / "cgroup.procs").write_text("")
+    cp = subprocess.run([str(work), "run", str(group), "sh", "-c", "echo out; echo err >&2; exit 3"],
+                        capture_output=True, text=True)
+    assert cp.returncode == 3 and cp.stdout == "out\nerr\n" and cp.stderr == ""
+    assert (group / "cgroup.procs").read_text().strip().isdigit()
