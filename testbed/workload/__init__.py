@@ -77,7 +77,8 @@ class Progress:
     def summary(self) -> str:
         """What finishing meant, for the verdict's reasons."""
         f = self.finished or {}
-        return f"workload finished and verified {f.get('pages')} pages x {f.get('passes')} passes"
+        by = f" by {f['processes']} processes" if f.get("processes") else ""
+        return f"workload finished and verified {f.get('pages')} pages x {f.get('passes')} passes{by}"
 
     def figures(self) -> dict[str, Any]:
         return {"progress_pages": self.done, "progress_total": self.total}
