@@ -345,7 +345,7 @@ class Case:
         finished (exit 0) or its data did not check out (anything else: `corrupted`); recorded for `judge`."""
         assert self.client
         sc, p = self.sc, self.obs.progress
-        finished: dict[str, Any] = {"done": True, "command": list(sc.workload.argv),
+        finished: dict[str, Any] = {"done": True, "command": workload.fill(sc.workload.argv, sc),
                                     "seconds": round((self.obs.pressure_end or 0) - (self.obs.pressure_start or 0), 1)}
         if sc.workload.verify_argv:
             argv = workload.fill(sc.workload.verify_argv, sc)

@@ -25,7 +25,7 @@ from testbed.config.scenario import Deadlines
 from testbed.faults import outcome
 from testbed.faults.outcome import FaultHistory, Remark, Window
 from testbed.history import Event
-from testbed.workload import Progress, expected_victim
+from testbed.workload import Progress, expected_victim, shorten
 
 BUSY_CPU_FRACTION = 0.5
 
@@ -366,7 +366,7 @@ def _judge(obs: Observations) -> Judgement:
     if p.mismatch and "verify" in p.mismatch:  # the command's own verification said its data is wrong
         m = p.mismatch
         said = " | ".join(str(x) for x in (m.get("output") or [])[-3:])
-        return Judgement("corrupted", [f"the verification command `{' '.join(m['verify'])}` exited {m.get('status')}"
+        return Judgement("corrupted", [f"the verification command `{shorten(m['verify'])}` exited {m.get('status')}"
                                        + (f": {said}" if said else "")])
     if p.mismatch:  # seen, whatever else went wrong
         m = p.mismatch

@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Any
 
 from testbed.errors import ConfigError, GuestError
 from testbed.kernels.kconfig import Need
-from testbed.storage.base import (Ends, ServiceState, Storage, is_netns_service, netns_service_argv,
+from testbed.storage.base import (Ends, ServiceState, Storage, parse_pgrep, is_netns_service, netns_service_argv,
                                   parse_netns_service, use_block_device)
 from testbed.vm.machine import VM
 
@@ -63,10 +63,7 @@ def parse_debugfs(text: str) -> dict[str, Any]:
 
 def parse_vblade_pids(text: str) -> ServiceState:
     """`pgrep -x vblade`: one pid a line while vblade serves, nothing once it is gone."""
-    pids = [w for w in text.split() if w.isdigit()]
-    if pids:
-        return ServiceState(True, f"vblade pid {','.join(pids)}")
-    return ServiceState(False, "no vblade process")
+    return parse_pgrep(text, "vblade")
 
 
 class Aoe(Storage):

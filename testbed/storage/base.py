@@ -55,6 +55,14 @@ class ServiceState:
         return None if self.alive is None else int(self.alive)
 
 
+def parse_pgrep(text: str, comm: str) -> ServiceState:
+    """`pgrep -x COMM`: one pid a line while the server runs, nothing once it is gone."""
+    pids = [w for w in text.split() if w.isdigit()]
+    if pids:
+        return ServiceState(True, f"{comm} pid {','.join(pids)}")
+    return ServiceState(False, f"no {comm} process")
+
+
 SERVER_NAMES = {"kernel": "kernel nfsd", "ganesha": "nfs-ganesha", "lio": "LIO", "tgt": "tgt"}
 USERSPACE = ("netns", "docker")  # NAS backends whose servers are userspace ones on the host's kernel
 

@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any
 
 from testbed.errors import ConfigError, GuestError
 from testbed.kernels.kconfig import Need
-from testbed.storage.base import Ends, ServiceState, Storage, use_block_device
+from testbed.storage.base import Ends, ServiceState, Storage, parse_pgrep, use_block_device
 from testbed.vm.machine import VM
 
 if TYPE_CHECKING:  # type only: see testbed/storage/base.py
@@ -68,10 +68,8 @@ def parse_client_status(text: str) -> dict[str, Any]:
 
 
 def parse_server_pids(text: str) -> ServiceState:
-    pids = [w for w in text.split() if w.isdigit()]
-    if pids:
-        return ServiceState(True, f"nbd-server pid {','.join(pids)}")
-    return ServiceState(False, "no nbd-server process")
+    """`pgrep -x nbd-server` in the NAS."""
+    return parse_pgrep(text, "nbd-server")
 
 
 class Nbd(Storage):

@@ -125,13 +125,19 @@ class CommandProgress(Progress):
     def summary(self) -> str:
         f = self.finished or {}
         verify = f.get("verify")
-        checked = (f"; verification `{' '.join(verify['argv'])}` exited 0" if verify
+        checked = (f"; verification `{shorten(verify['argv'])}` exited 0" if verify
                    else "; no verification command (its exit status is the only check)")
         return f"command exited 0 after {self.user_us / 1e6:.1f} s of user CPU and {self.lines} output lines{checked}"
 
     def figures(self) -> dict[str, Any]:
         return {**super().figures(), "command_user_cpu_s": round(self.user_us / 1e6, 2),
                 "command_system_cpu_s": round(self.system_us / 1e6, 2), "command_output_lines": self.lines}
+
+
+def shorten(argv: list[str], width: int = 72) -> str:
+    """A command line for a reason: whole up to `width` characters, else cut with an ellipsis."""
+    text = " ".join(argv)
+    return text if len(text) <= width else text[: width - 1] + "…"
 
 
 def expected_victim(comm: str, declared: tuple[str, ...]) -> bool:
