@@ -307,6 +307,7 @@ class Case:
         wl = workload.get(sc.workload.kind)
         argv = wl.argv(sc)
         self.phase("workload", " ".join(argv[1:]), argv=argv)
+        (self.dir.path / casefile.WORKLOAD_LINES).touch()  # there even when the workload prints nothing
         if sc.workload.kind == "command":
             self.client.agent.on_telemetry.append(self._on_telemetry)
         job = self.client.agent.start(argv, on_line=self._on_line)
@@ -361,6 +362,9 @@ class Case:
             self.history.add("workload", "verify", argv=argv, status=res.status, timed_out=res.timed_out, output=out)
             if res.timed_out:
                 p.error = f"verification `{' '.join(argv)}` did not finish in {timeout:.0f} s"
+                return
+            if res.status < 0 or res.status in (126, 127):  # killed, or never ran: it checked nothing
+                p.error = f"verification `{' '.join(argv)}` could not check (status {res.status}): {' | '.join(out[-2:])}"
                 return
             if res.status != 0:
                 p.mismatch = {"verify": argv, "status": res.status, "output": out}

@@ -182,11 +182,12 @@ def command_progress(p: CommandProgress, lines: Path, rows: list[dict[str, Any]]
     finished = next((e for e in events if (e.kind, e.name) == ("workload", "finished")), None)
     if finished:
         p.finished = dict(finished.data)
-    elif verify and verify.data.get("status") not in (0, None) and not verify.data.get("timed_out"):
+    elif verify and isinstance(status := verify.data.get("status"), int) and status > 0 and status not in (126, 127) \
+            and not verify.data.get("timed_out"):
         p.mismatch = {"verify": verify.data.get("argv") or [], "status": verify.data.get("status"),
                       "output": verify.data.get("output") or []}
     elif verify:
-        p.error = verify.data.get("error") or "the verification command did not finish"
+        p.error = verify.data.get("error") or f"the verification command did not finish or could not check (status {verify.data.get('status')})"
 
 
 def load_evidence(d: Path, notes: list[str]) -> tuple[Evidence | None, dict[str, Any]]:

@@ -16,7 +16,7 @@ PANELS = (  # (title, series shown in it)
     ("swap (MB/s)", ("swap out MB/s", "swap in MB/s")),
     ("network, client tap (MB/s)", ("net rx MB/s", "net tx MB/s")),
     ("drops since start", ("PFMemallocDrop", "rx_drop", "UdpRcvbufErrors", "ReasmFails", "TCPMemoryPressures")),
-    ("workload progress (%)", ("progress %",)),
+    ("workload progress (%; a command: its CPU, % of a core)", ("progress %", "command user CPU %", "command system CPU %")),
 )
 FAULT_COLOURS = ("rgba(255,165,0,0.18)", "rgba(128,0,128,0.14)", "rgba(0,128,128,0.14)", "rgba(139,69,19,0.14)")
 WATERMARK_DASH = {"min": "dot", "low": "dash", "high": "longdash"}

@@ -89,6 +89,9 @@ def load(case_dir: Path) -> CaseSeries:
             s.lines[key] = _since_start(rows, key)
     s.lines["progress %"] = [round(100 * r["progress"] / r["total"], 2) if r.get("progress") is not None and r.get("total")
                              else None for r in rows]
+    if any(r.get("workload_user_s") is not None for r in rows):  # a command workload: its progress is its CPU
+        s.lines["command user CPU %"] = _rate(rows, "workload_user_s", 100)
+        s.lines["command system CPU %"] = _rate(rows, "workload_system_s", 100)
     s.watermarks_mb = watermarks(case_dir)
     s.phases = [(e.name, e.t) for e in obs.events if e.kind == "phase"]
     h = outcome.read(obs.events)

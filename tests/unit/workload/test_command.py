@@ -203,3 +203,22 @@ def test_no_user_cpu_is_a_stall_judged_by_evidence() -> None:
         r["client_cpu_s"] = r["t"] * 0.05
     j = judge(command_obs(sc, ended_by="stall", stall_since=10.0, rows=idle, evidence=None))
     assert j.verdict == "unknown" and "no sysrq dump" in j.reasons[-1]
+
+
+def test_a_verification_that_never_ran_is_not_judged_from_the_folder(tmp_path: Path) -> None:
+    """`testbed judge` reads the verify event: a non-zero check is corrupted, one that could not run
+    (127) or was killed checked nothing, and a finished record is success."""
+    from testbed.check.casefile import command_progress
+
+    sc = load(FIO)
+    argv = fill(sc.workload.verify_argv, sc)
+    for status, want in ((1, "corrupted"), (127, "error"), (-9, "error"), (0, "finished")):
+        p = get("command").new_progress(sc.workload)
+        events = [Event(50.0, "workload", "verify", {"argv": argv, "status": status, "timed_out": False,
+                                                      "output": ["fio: some words"]})]
+        if status == 0:
+            events.append(Event(50.0, "workload", "finished", {"done": True, "verify": {"argv": argv, "status": 0}}))
+        command_progress(p, tmp_path / "none.jsonl", [{"t": 1.0, "workload_user_s": 2.5, "workload_system_s": 1.0}], events)
+        assert p.user_us == 2_500_000
+        got = "corrupted" if p.mismatch else "finished" if p.finished else "error" if p.error else None
+        assert got == want, status
