@@ -8,6 +8,7 @@ import errno
 import logging
 import sys
 import traceback
+from typing import NoReturn
 
 from testbed.cleanup import install_signal_handlers
 from testbed.commands import (bench, bisect, clean, doctor, compare, image, index, judge, matrix, merge, node, report, run, search, show, validate, vm)
@@ -18,8 +19,17 @@ from testbed.errors import TestbedError
 VERBS = (doctor, image, vm, clean, validate, run, bisect, matrix, search, report, show, judge, compare, index, merge, bench, node)
 
 
+class Parser(argparse.ArgumentParser):
+    """Bad command lines are bad input: one line naming the command and what is wrong, exit 3 (128 under
+    `run --bisect`: `git bisect run` would read 3 as a bad commit; 128 stops it). Sub-parsers inherit it."""
+
+    def error(self, message: str) -> NoReturn:
+        err(f"{self.prog}: error: {message} (see `{self.prog} --help`)")
+        raise SystemExit(128 if "--bisect" in sys.argv[1:] else 3)
+
+
 def parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="testbed", description=__doc__)
+    p = Parser(prog="testbed", description=__doc__)
     p.add_argument("--debug", action="store_true", help="show tracebacks and debug logs")
     sub = p.add_subparsers(dest="verb", required=True)
     for verb in VERBS:
