@@ -197,9 +197,15 @@ def bzimage(release: str) -> bytes:
     return bytes(head)
 
 
-def test_the_release_a_kernel_image_carries() -> None:
+def test_the_release_a_kernel_image_carries(tmp_path: Path) -> None:
     from testbed.kernels.ref import image_release
 
+    image = tmp_path / "bzImage"
+    image.write_bytes(bzimage("6.2.0-rc1-g1234"))  # a setup header as the boot protocol lays it out
+    assert image_release(image) == "6.2.0-rc1-g1234"
+    image.write_bytes(b"\0" * 0x400)  # no HdrS magic: not a bzImage
+    assert image_release(image) is None
+    assert image_release(tmp_path / "missing") is None
     for p in Path.home().glob(".cache/netswap-testbed/kernels/deb-*/vmlinuz"):  # the real ones, where cached
         assert image_release(p) == p.parent.name.split("_")[0].removeprefix("deb-linux-image-")
 
