@@ -3,11 +3,12 @@
 Judged by progress in the guest, not liveness, and only on positive evidence; a testbed failure or
 a stall nothing explains is `unknown`, never a product verdict. Precedence, first match wins
 (tests/unit/check/test_precedence.py checks each row against the rows below it):
-  setup failed -> unknown | a VM's QEMU killed (or the NAS's ended) under the case -> unknown | data read back differs -> corrupted | I/O error on the case's device
+  setup failed -> unknown | a VM's QEMU killed (or the NAS's ended) under the case -> unknown | data read back
+  differs, or a command workload's verification command failed -> corrupted | I/O error on the case's device
   during the workload -> io-error | a fault operation failed, or its mechanism measured and not
-  seen -> unknown | a declared path process
-  OOM-killed -> oom | finished and verified -> recovered (a client that stops answering needs the
-  deadlock's evidence) | stall: client paused -> unknown, QEMU starved by the host -> unknown, NAS
+  seen -> unknown | a declared path process OOM-killed (kills of the victims a command workload
+  expects are only reported) -> oom | finished and verified -> recovered (a client that stops
+  answering needs the deadlock's evidence) | stall: client paused -> unknown, QEMU starved by the host -> unknown, NAS
   probes say the NAS side failed -> stalled, a path-down fault in place -> stalled, reclaim spinning
   -> livelocked (the NAS VM not running at the end -> stalled, before it), a blocked task on the memory/storage path -> deadlocked, else unknown | client
   died -> oom (nothing to kill) or unknown | total deadline -> unknown.
