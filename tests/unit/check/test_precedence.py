@@ -9,7 +9,7 @@ from testbed.check.evidence import Evidence, read_evidence
 from testbed.check.verdict import Observations, judge
 from testbed.config.scenario import Deadlines
 from testbed.history import Event
-from testbed.workload import Progress
+from testbed.workload import CommandProgress, Progress
 
 REPO = Path(__file__).parents[3]
 ON_PATH = read_evidence((REPO / "tests/fixtures/sysrq/ipsec-static-swapin-6.1.txt").read_text())
@@ -40,16 +40,20 @@ UNSEEN = Event(40.0, "fault", "competing-traffic:heal", {"index": 2, "visible": 
 mismatch = Progress(done=10, total=200)
 mismatch.mismatch = {"page": 3, "pass": 1, "word": 0}
 stall = dict(ended_by="stall", stall_since=30.0, pressure_end=59.0)
+verify_failed = CommandProgress(sources=("cpu",))
+verify_failed.mismatch = {"verify": ["fio", "--verify_only"], "status": 1, "output": ["crc32c: verify failed"]}
 
 # (row, observations satisfying that row and lower ones, verdict, words in the deciding reason)
 TABLE = [
     ("setup failed", dict(setup_error="QEMU would not start", progress=mismatch, events=[FAILED, SWAP_ERR]), "unknown", "before a verdict"),
     ("a VM's QEMU killed", dict(progress=mismatch, events=[KILLED, FAILED, SWAP_ERR], ended_by="client-died"), "unknown", "killed by SIGKILL"),
+    ("verification failed", dict(progress=verify_failed, events=[FAILED, SWAP_ERR, kill("tb-work")], ended_by="finished", workload_status=0), "corrupted", "crc32c: verify failed"),
     ("data differs", dict(progress=mismatch, events=[FAILED, SWAP_ERR, kill("tb-work")], ended_by="workload-failed"), "corrupted", "data read back differs"),
     ("I/O failed", dict(events=[FAILED, SWAP_ERR, kill("tb-work")], ended_by="workload-failed", workload_status=1), "io-error", "swap or file I/O failed"),
     ("fault failed", dict(events=[FAILED, kill("tb-work"), DOWN], progress=finished(), ended_by="finished", workload_status=0), "unknown", "inject-failed"),
     ("mechanism not seen", dict(events=[UNSEEN, kill("tb-work"), DOWN], progress=finished(), ended_by="finished", workload_status=0), "unknown", "intended mechanism was not seen"),
     ("path process OOM-killed", dict(events=[kill("tb-work"), DOWN], progress=finished(), ended_by="finished", workload_status=0), "oom", "on the workload/storage path"),
+    ("expected victims only", dict(events=[kill("tb-work-child")], expected_victims=("tb-work-child",), progress=finished(), ended_by="finished", workload_status=0, client_answers=True), "recovered", "as the scenario expects"),
     ("finished and verified", dict(events=[kill("sleep")], progress=finished(), ended_by="finished", workload_status=0, client_answers=True), "recovered", "client answered"),
     ("client paused", dict(events=[DOWN], rows=rows(60, 30, client_status="paused", nas_service=0, client_wait_s=0.0), **stall), "unknown", "client VM was paused"),
     ("QEMU starved", dict(events=[DOWN], rows=[{**r, "client_wait_s": r["t"] * 0.8, "client_run_s": r["t"] * 0.1,
