@@ -1,13 +1,14 @@
-"""`testbed image build|list|hash`: build (or find cached) guest images, list the cache, print the
-recipes' hashes."""
+"""`testbed image build|list|prune|hash`: build (or find cached) guest images, list the cache, remove
+what older recipes left in it, print the recipes' hashes."""
 
 from __future__ import annotations
 
 import argparse
+import json
 import time
 
 from testbed.commands.common import err
-from testbed.images import cache
+from testbed.images import cache, prune
 from testbed.images.build import build
 from testbed.images.recipe import load_recipe, recipe_hash, recipe_names
 from testbed.kernels.ref import parse as parse_kernel
@@ -46,6 +47,26 @@ def cmd_image_list(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_image_prune(args: argparse.Namespace) -> int:
+    """Images of older recipes, the ready snapshots saved from them, and orphaned lock files."""
+    items = prune.find()
+    removed, busy = ([], []) if args.dry_run else prune.remove(items)
+    listed = items if args.dry_run else removed
+    total = sum(i.bytes for i in listed)
+    if args.json:
+        print(json.dumps({"dry_run": args.dry_run, "removed" if not args.dry_run else "would_remove": [i.to_dict() for i in listed],
+                          "busy": [i.to_dict() for i in busy], "bytes": total}, indent=2))
+        return 0
+    verb = "would remove" if args.dry_run else "removed"
+    for i in listed:
+        print(f"{verb}: {i.why} ({i.bytes / 2**20:.0f} MB)")
+    for i in busy:
+        print(f"left alone (another process holds its lock): {i.why}")
+    print(f"{verb} {len(listed)} entries, {total / 2**20:.0f} MB" if listed else "nothing to prune: every cached image "
+          "is of a current recipe")
+    return 0
+
+
 def cmd_image_hash(args: argparse.Namespace) -> int:
     """The recipes' current hashes, one `name hash` line each: the key a CI cache stores images under."""
     for name in recipe_names():
@@ -64,4 +85,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     ls = img.add_parser("list", help="list cached images")
     ls.add_argument("--packages", action="store_true", help="each image's guest packages and versions")
     ls.set_defaults(func=cmd_image_list)
+    pr = img.add_parser("prune", help="remove images of older recipes and the snapshots saved from them")
+    pr.add_argument("--dry-run", action="store_true", help="say what would go, remove nothing")
+    pr.add_argument("--json", action="store_true", help="print the result as JSON on stdout")
+    pr.set_defaults(func=cmd_image_prune)
     img.add_parser("hash", help="the recipes' current hashes (a cache key for CI)").set_defaults(func=cmd_image_hash)
