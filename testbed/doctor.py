@@ -157,18 +157,24 @@ def check_docker() -> Check:
 
 def check_resources() -> list[Check]:
     cores = os.cpu_count() or 1
-    mem_kb = 0
+    mem_kb: int | None = None
     try:
-        for line in open("/proc/meminfo"):
-            if line.startswith("MemAvailable:"):
-                mem_kb = int(line.split()[1])
-    except OSError:
-        pass
+        with open("/proc/meminfo") as f:
+            for line in f:
+                if line.startswith("MemAvailable:"):
+                    mem_kb = int(line.split()[1])
+    except (OSError, ValueError, IndexError) as e:
+        why = f"/proc/meminfo unreadable: {e}"
+    else:
+        why = "/proc/meminfo has no MemAvailable line"
     out = [Check("cores", "ok" if cores >= 2 else "warn", f"{cores} (a case is two 1-vCPU guests)",
                  "" if cores >= 2 else "cases on one core starve their guests: expect unknown verdicts")]
     free = shutil.disk_usage(cache_dir() if cache_dir().exists() else cache_dir().parent if cache_dir().parent.exists() else "/")
-    out.append(Check("memory", "ok" if mem_kb >= 2 << 20 else "warn", f"{mem_kb >> 10} MB available",
-                     "" if mem_kb >= 2 << 20 else "a case needs about 1 GB (guests, page cache for images)"))
+    if mem_kb is None:  # not read: said, never shown as 0 MB
+        out.append(Check("memory", "warn", f"unknown ({why})", "a case needs about 1 GB (guests, page cache for images)"))
+    else:
+        out.append(Check("memory", "ok" if mem_kb >= 2 << 20 else "warn", f"{mem_kb >> 10} MB available",
+                         "" if mem_kb >= 2 << 20 else "a case needs about 1 GB (guests, page cache for images)"))
     out.append(Check("disk", "ok" if free.free >= 5 << 30 else "warn", f"{free.free >> 30} GB free for the cache",
                      "" if free.free >= 5 << 30 else "images, kernels and snapshots need about 5 GB"))
     return out
