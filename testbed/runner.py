@@ -356,15 +356,15 @@ class Case:
                 res = self.client.exec(argv, timeout)
             except GuestError as e:
                 self.history.add("workload", "verify", argv=argv, status=None, error=str(e))
-                p.error = f"verification `{' '.join(argv)}` got no answer: {e}"
+                p.error = f"verification `{workload.shorten(argv)}` got no answer: {e}"
                 return
             out = (res.stdout + res.stderr).strip().splitlines()[-5:]
             self.history.add("workload", "verify", argv=argv, status=res.status, timed_out=res.timed_out, output=out)
             if res.timed_out:
-                p.error = f"verification `{' '.join(argv)}` did not finish in {timeout:.0f} s"
+                p.error = f"verification `{workload.shorten(argv)}` did not finish in {timeout:.0f} s"
                 return
             if res.status < 0 or res.status in (126, 127):  # killed, or never ran: it checked nothing
-                p.error = f"verification `{' '.join(argv)}` could not check (status {res.status}): {' | '.join(out[-2:])}"
+                p.error = f"verification `{workload.shorten(argv)}` could not check (status {res.status}): {' | '.join(out[-2:])}"
                 return
             if res.status != 0:
                 p.mismatch = {"verify": argv, "status": res.status, "output": out}

@@ -392,8 +392,9 @@ def _judge(obs: Observations) -> Judgement:
     stalled_at = obs.pressure_end if obs.ended_by == "stall" else None
     kills = [k for k in all_kills if stalled_at is None or k.t <= stalled_at + 1.0]
     late = [k.data.get("groups", ["", ""])[1] for k in all_kills if k not in kills]
-    expected = [v for k in kills if expected_victim(v := k.data.get("groups", ["", ""])[1], obs.expected_victims)]
-    kills = [k for k in kills if not expected_victim(k.data.get("groups", ["", ""])[1], obs.expected_victims)]
+    named = [(k, k.data.get("groups", ["", ""])[1]) for k in kills]
+    expected = [v for _, v in named if expected_victim(v, obs.expected_victims)]
+    kills = [k for k, v in named if not expected_victim(v, obs.expected_victims)]
     victims = [k.data.get("groups", ["", ""])[1] for k in kills]
     on_path = [v for v in victims if any(v.startswith(s) for s in obs.path_processes)]
     if on_path:

@@ -7,7 +7,6 @@ scenarios short; `--set` overrides (testbed/config/assign.py) edit the parsed YA
 
 from __future__ import annotations
 
-import fnmatch
 import math
 import posixpath
 import re
@@ -24,7 +23,7 @@ from testbed.errors import ConfigError
 from testbed.faults import FaultSpec
 from testbed.kernels import ref as kernel_ref
 from testbed.storage import StorageSpec
-from testbed.workload import WORKLOADS, bad_placeholder
+from testbed.workload import COMM_LEN, WORKLOADS, bad_placeholder, expected_victim
 
 VERDICTS = ("recovered", "deadlocked", "livelocked", "stalled", "oom", "io-error", "corrupted", "unknown")
 Verdict = Literal["recovered", "deadlocked", "livelocked", "stalled", "oom", "io-error", "corrupted", "unknown"]
@@ -132,7 +131,7 @@ class WorkloadSpec:
         for i, name in enumerate(self.expected_oom_victims):
             if not re.fullmatch(r"[A-Za-z0-9_.:*?\[\]-][A-Za-z0-9_.:*?\[\] /-]{0,63}", name):
                 raise ConfigError(source, f"{path}.expected_oom_victims[{i}]", "must be a task name or glob (up to 64 characters)")
-            if fnmatch.fnmatchcase(posixpath.basename(self.argv[0])[:15], name):
+            if expected_victim(posixpath.basename(self.argv[0])[:COMM_LEN], (name,)):
                 raise ConfigError(source, f"{path}.expected_oom_victims[{i}]",
                                   f"{name!r} matches the command itself: losing it to the OOM killer is the `oom` verdict")
 

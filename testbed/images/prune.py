@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import fcntl
 import json
-import shutil
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -117,12 +116,8 @@ def remove(items: list[Stale]) -> tuple[list[Stale], list[Stale]]:
             if not free:
                 busy.append(item)
                 continue
-            if p.is_dir() and p.parent == snapshots_dir():
+            if p.is_dir():  # renamed first, then removed: a reader never sees half of it
                 discard(p)
-            elif p.is_dir():
-                doomed = p.with_name(f".prune-{p.name}")  # renamed first: a reader never sees half of it
-                p.rename(doomed)
-                shutil.rmtree(doomed, ignore_errors=True)
             else:
                 p.unlink(missing_ok=True)
         done.append(item)
