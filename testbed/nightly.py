@@ -7,7 +7,8 @@ workflow only calls ci/nightly-shard and ci/nightly-merge):
   night's workflow run id (GitHub's API), whose merged run is downloaded as the baseline;
 - merge: every shard's runs folded into one run (`testbed merge`), its report as JSON, JUnit and
   HTML, and the gate: `testbed compare PREVIOUS MERGED` against the previous night's merged run,
-  whose exit status (1: a significant regression or a broken control) is the night's.
+  whose exit status (1: a significant regression or a broken control) is the night's; and, every
+  night, the controls: one that did not give its `expect:` (`unknown` and no record included) fails it.
 
 A shard's own failures (cases not as expected) never fail its job: the merge decides, over all of
 them. Only a shard that produced no run at all fails."""
@@ -23,7 +24,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from testbed.errors import UsageError
+from testbed.index import read_run
+from testbed.report import controls
 
+REPO = Path(__file__).resolve().parents[1]
 NIGHTLY_MATRIX = "scenarios/matrix/nightly.yaml"
 CONTROLS = ("scenarios/controls/local-swap.yaml", "scenarios/controls/nas-frozen.yaml",
             "scenarios/controls/nas-frozen-60s.yaml", "scenarios/controls/client-frozen.yaml",
@@ -71,6 +75,7 @@ class Merge:
     previous: Path | None
     out: Path
     alpha: float
+    controls: bool = True  # the night ran the controls (shard 1): each must have a record
 
 
 def parse_merge(argv: list[str]) -> Merge:
@@ -79,6 +84,8 @@ def parse_merge(argv: list[str]) -> Merge:
     p.add_argument("--previous", help="the previous night's merged run folder (its artifact, downloaded)")
     p.add_argument("--out", default="ci-out/merged", help="output folder (default ci-out/merged)")
     p.add_argument("--alpha", default="0.05", help="significance level of the gate (default 0.05)")
+    p.add_argument("--no-controls", action="store_true",
+                   help="the shards ran no controls (nightly-shard --no-controls): none is required")
     a = p.parse_args(argv)
     shards = Path(a.shards)
     if not shards.is_dir():
@@ -90,7 +97,7 @@ def parse_merge(argv: list[str]) -> Merge:
         raise UsageError(f"ci/nightly-merge --alpha {a.alpha}: not a number") from None
     if not 0 < alpha < 1:
         raise UsageError(f"ci/nightly-merge --alpha {a.alpha}: must be between 0 and 1")
-    return Merge(shards, previous, Path(a.out), alpha)
+    return Merge(shards, previous, Path(a.out), alpha, not a.no_controls)
 
 
 def is_run(folder: Path) -> bool:
@@ -178,6 +185,11 @@ def run_merge(m: Merge, say=print) -> int:
         say(f"testbed report {run} failed (exit {report.returncode}): see the log above")
         return 2
     gate: dict[str, object] = {"merged": str(run), "previous": str(m.previous) if m.previous else None}
+    # Controls first, every night (the first included): one that missed its expect fails the night.
+    missed = controls.misses(read_run(run), [controls.control_name(REPO / c) for c in CONTROLS] if m.controls else [])
+    gate["controls_missed"] = [x.to_dict() for x in missed]
+    for x in missed:
+        say(f"gate: {x.line()}")
     code = 0
     if m.previous is None:
         gate["verdict"] = "no previous night: nothing to compare (this night is the next one's baseline)"
@@ -188,6 +200,9 @@ def run_merge(m: Merge, say=print) -> int:
         code = cmp.returncode
         gate["verdict"] = {0: "no significant regression, no broken control",
                            1: "a significant regression or a broken control (see compare.json)"}.get(code, f"compare failed ({code})")
+    if missed:
+        code = max(code, 1)
+        gate["verdict"] = f"{len(missed)} control(s) missed their expect; " + str(gate["verdict"])
     gate["exit"] = code
     (m.out / "gate.json").write_text(json.dumps(gate, indent=2) + "\n")
     say(f"gate: {gate['verdict']} (exit {code})")

@@ -97,7 +97,7 @@ def image_hash(recipe: Recipe, kernel: KernelTree) -> str:
 
 
 def kernel_for(recipe: Recipe, ref: KernelRef, say: Say) -> KernelTree:
-    return ksource.prepare(ref, (recipe.kernel.package, recipe.kernel.version), say)
+    return ksource.prepare(ref, (recipe.kernel.package, recipe.kernel.version), say, recipe.suite)
 
 
 def build(name: str, kernel: KernelRef = KernelRef("default"), *, rebuild: bool = False,

@@ -26,14 +26,14 @@ def apt_dir() -> Path:
     return cache_dir() / "apt"
 
 
-def sources_text() -> str:
-    lines = []
-    for family in SUITES.values():
-        for archive, suite in family:
-            line = f"deb {MIRROR}{archive} {suite} main"
-            if line not in lines:
-                lines.append(line)
-    return "\n".join(lines) + "\n"
+def suite_dir(suite: str) -> Path:
+    """Each suite has an apt state of its own: one suite whose index cannot be read (an expired Release
+    file, a mirror that dropped it) never stops a scenario that needs another."""
+    return apt_dir() / suite
+
+
+def sources_text(suite: str) -> str:
+    return "".join(f"deb {MIRROR}{archive} {name} main\n" for archive, name in SUITES[suite])
 
 
 def apt_options(root: Path) -> list[str]:
@@ -52,35 +52,51 @@ def apt_options(root: Path) -> list[str]:
     ]
 
 
-def refresh(say: Say, *, force: bool = False) -> Path:
-    """The private apt state, its package lists fetched when missing, older than LISTS_MAX_AGE_S or when
-    the suites changed. A failed update with older lists at hand goes on with them, and says so."""
-    root = apt_dir()
+class SuiteUnreadable(TestbedError):
+    """A suite's package index could not be fetched and no earlier copy is at hand."""
+
+
+def refresh(suite: str, say: Say, *, force: bool = False) -> Path:
+    """One suite's private apt state, its package lists fetched when missing, older than LISTS_MAX_AGE_S
+    or when the suite's sources changed. Only that suite is fetched. A failed update with older lists
+    at hand goes on with them, and says so; without any, SuiteUnreadable names the suite."""
+    root = suite_dir(suite)
     for sub in ("lists/partial", "cache/archives/partial", "state"):
         (root / sub).mkdir(parents=True, exist_ok=True)
     with open(root / "lock", "w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
         stamp = root / "updated"
-        text = sources_text()
+        text = sources_text(suite)
         changed = not (root / "sources.list").exists() or (root / "sources.list").read_text() != text
         fresh = stamp.exists() and time.time() - stamp.stat().st_mtime < LISTS_MAX_AGE_S
         if fresh and not changed and not force:
             return root
-        if changed:  # the old lists do not cover the new suites: a failed update must not pass for fresh
+        if changed:  # the old lists do not cover the new sources: a failed update must not pass for fresh
             stamp.unlink(missing_ok=True)
         (root / "sources.list").write_text(text)
-        say("kernels: apt-get update (Debian suites for the kernel axis)")
+        say(f"kernels: apt-get update ({suite}: {', '.join(name for _, name in SUITES[suite])})")
         try:
-            proc.run(["apt-get", "-q", *apt_options(root), "update"], timeout=300,
+            # apt-get update exits 0 on some failed indexes (a warning): --error-on=any makes each one count.
+            proc.run(["apt-get", "-q", *apt_options(root), "--error-on=any", "update"], timeout=300,
                      hint=f"the kernel axis reads Debian's archive at {MIRROR}")
-        except CommandError:
+        except CommandError as e:
+            why = _apt_error(e)
             if not stamp.exists() or changed:
-                raise
-            say("kernels: apt-get update failed; going on with the package lists of "
+                raise SuiteUnreadable(f"debian:{suite}: its package index could not be read ({why}); "
+                                      "other suites are not affected") from None
+            say(f"kernels: apt-get update of {suite} failed ({why}); going on with its package lists of "
                 + time.strftime("%Y-%m-%d %H:%M", time.localtime(stamp.stat().st_mtime)))
             return root
         stamp.touch()
     return root
+
+
+def _apt_error(e: CommandError) -> str:
+    """The first E:/W: line apt printed, or the command's own summary."""
+    for line in (e.stderr + "\n" + e.stdout).splitlines():
+        if line.startswith(("E:", "W:", "Err:")):
+            return line.strip()[:200]
+    return str(e).splitlines()[0][:200]
 
 
 def _compare(a: str, b: str) -> int:
@@ -157,7 +173,7 @@ def closest_hint(root: Path, version: str) -> str:
 
 
 def _resolve_suite(suite: str, say: Say) -> tuple[str, str]:
-    root = refresh(say)
+    root = refresh(suite, say)
     madison = proc.run(["apt-cache", *apt_options(root), "madison", "linux-image-amd64"]).stdout
     version = newest_in_suite(parse_madison(madison), suite)
     if version is None:
@@ -170,20 +186,34 @@ def _resolve_suite(suite: str, say: Say) -> tuple[str, str]:
     return dep
 
 
-def download(package: str, version: str, into: Path, say: Say) -> Path:
-    """The .deb of package=version fetched into `into` (searched in every suite's lists)."""
-    root = refresh(say)
+def download(package: str, version: str, into: Path, say: Say, suites: tuple[str, ...] = ()) -> Path:
+    """The .deb of package=version fetched into `into`, looked up in `suites` (all the suites we know when
+    empty, in their order). A suite whose index cannot be read is said and skipped; the error names them."""
     into.mkdir(parents=True, exist_ok=True)
-    say(f"kernels: fetching {package} {version}")
-    try:
-        proc.run(["apt-get", "-q", *apt_options(root), "download", f"{package}={version}"], cwd=into, timeout=900)
-    except CommandError as e:
-        gone = "Version '" in (e.stderr + e.stdout) or "Unable to locate" in (e.stderr + e.stdout)
-        if not gone:
-            raise TestbedError(f"debian:{package}={version}: not fetched from {MIRROR}: {e}") from e
-        raise TestbedError(f"{package} {version} is not on the mirror any more ({MIRROR}); "
-                           + closest_hint(root, version)) from None
-    debs = sorted(into.glob(f"{package}_*.deb"))
-    if not debs:
-        raise TestbedError(f"debian:{package}={version}: apt-get download left no .deb in {into}")
-    return debs[0]
+    unreadable: list[str] = []
+    gone_from: list[Path] = []
+    for suite in suites or tuple(SUITES):
+        try:
+            root = refresh(suite, say)
+        except SuiteUnreadable as e:
+            say(f"kernels: {e}")
+            unreadable.append(str(e))
+            continue
+        say(f"kernels: fetching {package} {version} ({suite})")
+        try:
+            proc.run(["apt-get", "-q", *apt_options(root), "download", f"{package}={version}"], cwd=into, timeout=900)
+        except CommandError as e:
+            gone = "Version '" in (e.stderr + e.stdout) or "Unable to locate" in (e.stderr + e.stdout)
+            if not gone:
+                raise TestbedError(f"debian:{package}={version}: not fetched from {MIRROR}: {e}") from e
+            gone_from.append(root)
+            continue
+        debs = sorted(into.glob(f"{package}_*.deb"))
+        if not debs:
+            raise TestbedError(f"debian:{package}={version}: apt-get download left no .deb in {into}")
+        return debs[0]
+    if not gone_from:  # no suite could be read at all
+        raise TestbedError(f"debian:{package}={version}: no package index could be read: " + "; ".join(unreadable))
+    hint = closest_hint(gone_from[0], version)
+    unread = f" ({len(unreadable)} suite(s) unreadable: " + "; ".join(unreadable) + ")" if unreadable else ""
+    raise TestbedError(f"{package} {version} is not on the mirror any more ({MIRROR}); {hint}{unread}")

@@ -22,7 +22,7 @@ from testbed import proc
 from testbed.errors import TestbedError
 from testbed.images import kmods
 from testbed.kernels import debian
-from testbed.kernels.ref import KernelRef, kernel_image, release_moddir
+from testbed.kernels.ref import SUITES, KernelRef, kernel_image, release_moddir
 from testbed.paths import cache_dir
 
 Say = Callable[[str], None]
@@ -80,22 +80,27 @@ def _read(folder: Path) -> KernelTree | None:
     return tree
 
 
-def prepare(ref: KernelRef, default: tuple[str, str], say: Say) -> KernelTree:
-    """The prepared kernel `ref` names; `default` is the recipe's pinned (package, version)."""
+def prepare(ref: KernelRef, default: tuple[str, str], say: Say, default_suite: str = "") -> KernelTree:
+    """The prepared kernel `ref` names; `default` is the recipe's pinned (package, version), found in
+    `default_suite` (the recipe's suite: only its index is read). A named package is looked up in every
+    suite; a suite reference in its own."""
     if ref.kind == "path":
         return _prepare_path(ref, say)
     if ref.kind == "default":
         package, version = default
         origin: dict[str, Any] = {"pinned_by": "recipe"}
+        suites: tuple[str, ...] = (default_suite,) if default_suite in SUITES else ()
     elif ref.kind == "suite":
         package, version = debian.resolve_suite(ref.suite, say)
         origin = {"suite": ref.suite}
+        suites = (ref.suite,)
     else:
         package, version = ref.package, ref.version
         origin = {}
+        suites = ()
     key = f"deb-{package}_{version}".replace(":", "%")
     source = {"kind": "debian", "package": package, "version": version, **origin}
-    return _prepared(key, str(ref), source, say, lambda tmp: _unpack_deb(package, version, tmp, say))
+    return _prepared(key, str(ref), source, say, lambda tmp: _unpack_deb(package, version, tmp, say, suites))
 
 
 def _prepared(key: str, ref: str, source: dict[str, Any], say: Say, fill: Callable[[Path], str]) -> KernelTree:
@@ -147,8 +152,8 @@ def decompress_tree(moddir: Path) -> int:
     return n
 
 
-def _unpack_deb(package: str, version: str, tmp: Path, say: Say) -> str:
-    deb = debian.download(package, version, tmp / "deb", say)
+def _unpack_deb(package: str, version: str, tmp: Path, say: Say, suites: tuple[str, ...]) -> str:
+    deb = debian.download(package, version, tmp / "deb", say, suites)
     unpacked = tmp / "unpacked"
     proc.run(["dpkg-deb", "-x", str(deb), str(unpacked)], timeout=600)
     shutil.rmtree(tmp / "deb")

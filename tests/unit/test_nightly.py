@@ -86,7 +86,7 @@ def test_merge_step_gates_on_the_previous_night(tmp_path: Path, previous: str, t
     _shards(tmp_path / "ci-out", RUNS / tonight)
     out = tmp_path / "ci-out" / "merged"
     cp = script("nightly-merge", "--shards", str(tmp_path / "ci-out"), "--out", str(out), "--previous", str(RUNS / previous),
-                cwd=tmp_path)
+                "--no-controls", cwd=tmp_path)
     assert cp.returncode == code, cp.stdout + cp.stderr
     gate = json.loads((out / "gate.json").read_text())
     assert gate["exit"] == code
@@ -99,7 +99,8 @@ def test_merge_step_gates_on_the_previous_night(tmp_path: Path, previous: str, t
 
 def test_first_night_has_nothing_to_compare(tmp_path: Path) -> None:
     _shards(tmp_path / "ci-out", RUNS / "fixture-base")
-    cp = script("nightly-merge", "--shards", str(tmp_path / "ci-out"), "--out", str(tmp_path / "m"), cwd=tmp_path)
+    cp = script("nightly-merge", "--shards", str(tmp_path / "ci-out"), "--out", str(tmp_path / "m"), "--no-controls",
+                cwd=tmp_path)
     assert cp.returncode == 0 and "no previous night" in cp.stdout
     assert not (tmp_path / "m/compare.json").exists()
 
@@ -114,3 +115,63 @@ def test_workflow_matches_githubs_schema() -> None:
     wf = (REPO / ".github/workflows/nightly.yml").read_text()
     for step in ("ci/nightly-plan", "ci/nightly-shard", "ci/nightly-previous", "ci/nightly-merge", "ci/enable-kvm"):
         assert step in wf and (REPO / step).exists()
+
+
+# A real night of the five controls (kept): four as expected, nas-frozen-60s `oom` (expected recovered).
+CONTROLS_NIGHT = REPO / "results/20261203-091910-tbb8a50d"
+
+
+ALL_CONTROLS = ("control-local-swap", "control-nas-frozen", "control-nas-frozen-60s", "control-client-frozen",
+                "control-nas-service-down")
+
+
+def _controls_shard(root: Path, keep: tuple[str, ...] = ALL_CONTROLS, unknown: str = "") -> None:
+    """The controls as shard 1 leaves them: one run folder of the night's control cases in `keep`;
+    `unknown` rewrites one control's verdict as a QEMU killed under it leaves it."""
+    dest = root / "shard-1-of-1" / "results" / CONTROLS_NIGHT.name
+    dest.mkdir(parents=True)
+    shutil.copy(CONTROLS_NIGHT / "run.json", dest / "run.json")
+    for name in keep:
+        shutil.copytree(CONTROLS_NIGHT / name, dest / name, ignore=shutil.ignore_patterns("*.log", "timeline.csv"))
+    if unknown:
+        v = json.loads((dest / unknown / "verdict.json").read_text())
+        v.update(verdict="unknown", as_expected=False,
+                 reasons=["the client VM's QEMU was killed by SIGKILL at t=41 s (not by the testbed): a testbed failure, not a verdict"])
+        (dest / unknown / "verdict.json").write_text(json.dumps(v))
+
+
+def _merge(tmp_path: Path, *extra: str, out_name: str = "merged") -> tuple[subprocess.CompletedProcess[str], dict]:
+    out = tmp_path / out_name
+    cp = script("nightly-merge", "--shards", str(tmp_path / "ci-out"), "--out", str(out), *extra, cwd=tmp_path)
+    return cp, json.loads((out / "gate.json").read_text()) if (out / "gate.json").exists() else {}
+
+
+def test_a_control_unknown_on_the_first_night_fails_it(tmp_path: Path) -> None:
+    without_60s = tuple(c for c in ALL_CONTROLS if c != "control-nas-frozen-60s")
+    _controls_shard(tmp_path / "ci-out", without_60s, unknown="control-local-swap")
+    cp, gate = _merge(tmp_path)  # no --previous: the first night
+    assert cp.returncode == 1, cp.stdout + cp.stderr
+    missed = {m["control"]: m for m in gate["controls_missed"]}
+    assert set(missed) == {"control-local-swap", "control-nas-frozen-60s"}  # 60s: no record
+    assert missed["control-local-swap"]["verdict"] == "unknown" and "SIGKILL" in missed["control-local-swap"]["reasons"][0]
+    assert missed["control-nas-frozen-60s"]["verdict"] == "no record"
+    assert "gate: control control-local-swap gave unknown, expected recovered" in cp.stdout
+    assert "no previous night" in gate["verdict"] and gate["exit"] == 1
+
+
+def test_a_control_that_gave_another_verdict_fails_the_night(tmp_path: Path) -> None:
+    """The real miss of 2026-12-03: nas-frozen-60s `oom`. The other four gave their expect (client-frozen's
+    is `unknown`: not a miss)."""
+    _controls_shard(tmp_path / "ci-out")
+    cp, gate = _merge(tmp_path)
+    assert cp.returncode == 1, cp.stdout + cp.stderr
+    assert [(m["control"], m["verdict"], m["expected"]) for m in gate["controls_missed"]] == [
+        ("control-nas-frozen-60s", "oom", "recovered")]
+
+
+def test_controls_as_expected_pass_the_first_night(tmp_path: Path) -> None:
+    _controls_shard(tmp_path / "ci-out", tuple(c for c in ALL_CONTROLS if c != "control-nas-frozen-60s"))
+    cp, gate = _merge(tmp_path)  # the four that gave their expect; the fifth is required, so:
+    assert cp.returncode == 1 and [m["verdict"] for m in gate["controls_missed"]] == ["no record"]
+    cp, gate = _merge(tmp_path, "--no-controls", out_name="merged-2")  # a night that ran none requires none
+    assert cp.returncode == 0 and gate["controls_missed"] == [], cp.stdout + cp.stderr
