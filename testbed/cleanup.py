@@ -11,9 +11,12 @@ import logging
 import os
 import signal
 import threading
+import time
 from collections.abc import Callable
+from concurrent.futures import Future
+from concurrent.futures import TimeoutError as FutureTimeout
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
 log = logging.getLogger(__name__)
 
@@ -73,17 +76,30 @@ class Cleanup:
             log.warning("cleanup of %s failed: %s", undo.what, e)
 
     def close(self) -> list[str]:
-        """Undo everything in reverse order; a second Ctrl-C cannot cut teardown short."""
-        in_main = _in_main_thread()
-        old = {sig: signal.getsignal(sig) for sig in (signal.SIGINT, signal.SIGTERM)} if in_main else {}
-        for sig in old:
-            signal.signal(sig, signal.SIG_IGN)
+        """Undo everything in reverse order. A stop request (SIGINT/SIGTERM) that arrives meanwhile cannot cut
+        teardown short, and is never lost either: it is recorded while undoing and raised (KeyboardInterrupt)
+        once everything is undone. (Ignoring signals here would drop a stop for good: a SIGTERM arriving while
+        a nested stack, e.g. a probe VM's, was closed let the case run on to its deadline.)"""
+        if not _in_main_thread():
+            while (undo := self._pop()) is not None:
+                self._run(undo)
+            return self.errors
+        held: list[int] = []
+        old = {sig: signal.getsignal(sig) for sig in (signal.SIGINT, signal.SIGTERM)}
         try:
+            try:
+                for sig in old:
+                    signal.signal(sig, lambda signum, frame: held.append(signum))
+            except KeyboardInterrupt as e:  # a stop that was pending as the handlers changed: kept, not lost
+                held.append(_signum_of(e))
             while (undo := self._pop()) is not None:
                 self._run(undo)
         finally:
             for sig, handler in old.items():
                 signal.signal(sig, handler)
+        if held:
+            _note(held[0])
+            raise KeyboardInterrupt(f"signal {held[0]} (during teardown)")
         return self.errors
 
     def __enter__(self) -> Cleanup:
@@ -111,16 +127,85 @@ def check_interrupted() -> None:
 _MAIN_PID = 0
 
 
+@dataclass(frozen=True)
+class StopRequest:
+    signum: int
+    at: float  # time.monotonic() when it arrived
+
+
+# The first stop request this process received: the case's `interrupted` record names it.
+STOP: list[StopRequest] = []
+
+
+def _note(signum: int) -> None:
+    if not STOP:
+        STOP.append(StopRequest(signum, time.monotonic()))
+
+
+def _signum_of(e: KeyboardInterrupt) -> int:
+    text = str(e.args[0]) if e.args else ""
+    return int(text.split()[1]) if text.startswith("signal ") and text.split()[1].isdigit() else int(signal.SIGINT)
+
+
 def _on_signal(signum: int, frame: object) -> None:
     if os.getpid() != _MAIN_PID:
         # A forked helper (a library's child process) must never run our teardown a second time.
         os._exit(128 + signum)
+    _note(signum)
     raise KeyboardInterrupt(f"signal {signum}")
 
 
 def install_signal_handlers() -> None:
-    """Make SIGINT and SIGTERM unwind (KeyboardInterrupt) so every `finally` and undo stack runs."""
+    """Make SIGINT and SIGTERM unwind (KeyboardInterrupt) so every `finally` and undo stack runs. Both are
+    unblocked too: a launcher may hand its children a signal mask with them blocked (Python never unblocks
+    a signal), and every thread started later inherits the main thread's mask."""
     global _MAIN_PID
     _MAIN_PID = os.getpid()
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT, signal.SIGTERM})
     signal.signal(signal.SIGTERM, _on_signal)
     signal.signal(signal.SIGINT, _on_signal)
+
+
+def process_facts() -> dict[str, Any]:
+    """Who this process is to signals: its ids and session, and the signals it blocks or ignores as read
+    from /proc (a stop request that never arrives is explained by these, e.g. another process group)."""
+    facts: dict[str, Any] = {"pid": os.getpid(), "ppid": os.getppid(), "pgid": os.getpgid(0), "sid": os.getsid(0)}
+    try:
+        for line in open("/proc/self/status"):
+            key, _, value = line.partition(":")
+            if key in ("SigBlk", "SigIgn"):
+                mask = int(value.strip(), 16)
+                facts[key] = [signal.Signals(n).name for n in range(1, 65) if mask >> (n - 1) & 1
+                              and n in signal.Signals._value2member_map_]
+    except OSError as e:
+        facts["status_error"] = str(e)
+    return facts
+
+
+def stop_record(history: Any) -> dict[str, Any]:
+    """The `interrupted` record's fields: which signal, when it arrived on the case's clock (a History's
+    t0), and how long until teardown was done (now)."""
+    if not STOP:
+        return {}
+    s = STOP[0]
+    return {"signal": signal.Signals(s.signum).name, "received_t": round(s.at - history.t0, 3),
+            "stopped_after_s": round(time.monotonic() - s.at, 3)}
+
+
+T = TypeVar("T")
+
+
+def wait_result(future: Future[T], slice_s: float = 0.5) -> T:
+    """future.result() in slices: a wait with no limit in the main thread may not be woken by a signal the
+    kernel handed to another thread, and the stop would wait for the future."""
+    while True:
+        try:
+            return future.result(slice_s)
+        except FutureTimeout:
+            continue
+
+
+def join(thread: threading.Thread, slice_s: float = 0.5) -> None:
+    """thread.join() in slices, for the same reason."""
+    while thread.is_alive():
+        thread.join(slice_s)

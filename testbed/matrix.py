@@ -394,7 +394,8 @@ def run_batch(name: str, todo: Sequence[MatrixCase], run: RunDir, ui: MatrixUi, 
                         pending.add(pool.submit(one, queue.pop(0)))
                     if not pending:
                         break
-                    finished, pending = wait(pending, return_when=FIRST_COMPLETED)
+                    # In slices: a signal the kernel hands to a worker thread must still reach us soon.
+                    finished, pending = wait(pending, timeout=0.5, return_when=FIRST_COMPLETED)
                     for f in finished:
                         r = f.result()
                         results.append(r)

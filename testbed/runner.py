@@ -18,7 +18,7 @@ from testbed import guests, index, storage, workload
 from testbed.check import casefile
 from testbed.check.evidence import parse_zoneinfo, read_evidence
 from testbed.check.verdict import Judgement, Observations, fault_windows, is_ok, judge
-from testbed.cleanup import Cleanup, check_interrupted
+from testbed.cleanup import Cleanup, check_interrupted, process_facts, stop_record, wait_result
 from testbed.config.scenario import Deadlines, LoadedScenario
 from testbed.config.strict import to_dict
 from testbed.errors import GuestError, ResultsDiskError, TestbedError
@@ -132,7 +132,7 @@ class Case:
             for err in undo.errors:
                 self.history.add("error", "teardown", message=err)
         except KeyboardInterrupt:
-            self.history.add("error", "interrupted")
+            self.history.add("error", "interrupted", **stop_record(self.history))
             self.history.close()
             raise  # the case stays <case>.incomplete: a resume reruns it
         if self.history.write_error:  # nothing more can be written: the case is not recorded
@@ -144,6 +144,7 @@ class Case:
         sc = self.sc
         store = sc.storage.role
         self.phase("images")
+        self.history.add("fact", "process", **process_facts())  # how a stop request reaches us (README: Stopping)
         say = lambda m: self.ui.note(self.case_id, m)  # noqa: E731
         # The kernels are prepared and their configs checked before anything boots (the commands did it
         # already for every scenario: here it is a cache lookup).
@@ -229,7 +230,7 @@ class Case:
         (self.dir.path / ZONEINFO).write_text(zoneinfo)
         self.history.add("fact", "zone-watermarks", zones=[z.to_dict() for z in parse_zoneinfo(zoneinfo)])
         if export is not None:
-            self.history.add("fact", "nas-export", **export.result())
+            self.history.add("fact", "nas-export", **wait_result(export))
         self.phase("storage", f"{sc.storage.protocol}, {'swap' if sc.workload.uses_swap else 'filesystem'}")
         self.history.add("fact", "storage-attached", protocol=sc.storage.protocol, **store.attach(self.client, sc, ends))
         # The protocol counters are read once, after the pressure: counters start at the fresh mount,

@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from testbed import proc
-from testbed.cleanup import Cleanup
+from testbed.cleanup import Cleanup, wait_result
 from testbed.errors import GuestError
 from testbed.paths import data_dir
 from testbed.vm import shell
@@ -218,7 +218,7 @@ class HostNas:
         and wait until `ready()`; GuestError with its log's tail when it exits or never gets there."""
         self.stop_server(name)
 
-        p = self._spawner.submit(self.launch, name, argv, log).result()
+        p = wait_result(self._spawner.submit(self.launch, name, argv, log))
         self.servers[name] = p
         self.undo.push(f"NAS server {name} (pid {p.pid})", self.stop_server, name)
         deadline = time.monotonic() + timeout

@@ -16,6 +16,7 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 
 from testbed import proc
+from testbed.cleanup import join, wait_result
 
 CLONE_NEWNET = 0x40000000
 
@@ -32,7 +33,7 @@ def socket_in(netns: str, family: int, type_: int, proto: int = 0) -> socket.soc
 
     t = threading.Thread(target=work, name=f"netns-{netns}")
     t.start()
-    t.join()
+    join(t)
     r = result[0]
     if isinstance(r, BaseException):
         raise r
@@ -61,7 +62,7 @@ class NetnsWorker:
         self._ex = ThreadPoolExecutor(1, thread_name_prefix=f"netns-{netns}", initializer=_enter, initargs=(netns,))
 
     def call(self, fn, *args, **kwargs):  # type: ignore[no-untyped-def]
-        return self._ex.submit(fn, *args, **kwargs).result()
+        return wait_result(self._ex.submit(fn, *args, **kwargs))
 
     def close(self) -> None:
         self._ex.shutdown(wait=True)

@@ -21,8 +21,9 @@ pytestmark = pytest.mark.system
 def path_kernel_from_debian(dest: Path) -> Path:
     """The client recipe's Debian kernel package, unpacked (testbed/kernels/source.py fetches it), laid out
     as a build: as a path kernel it is a kernel of its own (keyed by its files), with an image of its own."""
-    pinned = load_recipe("client").kernel
-    tree = source.prepare(KernelRef("default"), (pinned.package, pinned.version), lambda m: None)
+    recipe = load_recipe("client")
+    tree = source.prepare(KernelRef("default"), (recipe.kernel.package, recipe.kernel.version), lambda m: None,
+                          recipe.suite)
     dest.mkdir(parents=True)
     shutil.copy2(tree.vmlinuz, dest / "bzImage")
     shutil.copy2(tree.config, dest / ".config")
@@ -31,6 +32,7 @@ def path_kernel_from_debian(dest: Path) -> Path:
     return dest
 
 
+@pytest.mark.slow  # CI tier: the refusal below (no boot); this one boots a path kernel's image
 def test_path_kernel_boots_and_is_recorded(tmp_path: Path, results: dict[str, str]) -> None:
     k = path_kernel_from_debian(tmp_path / "linux-6.1-build")
     cp = cli("run", "scenarios/nfs-swap.yaml", "--json", "--set", f"client.kernel=path:{k}",

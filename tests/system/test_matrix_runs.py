@@ -12,7 +12,7 @@ import pytest
 from conftest import REPO, cli, leftovers
 from junitparser import JUnitXml
 
-pytestmark = pytest.mark.system
+pytestmark = [pytest.mark.system, pytest.mark.slow]
 
 
 def test_smoke_matrix_interrupt_resume_report(results: dict[str, str], tmp_path: Path) -> None:

@@ -36,8 +36,10 @@ def engine_or_skip() -> None:
         pytest.skip(str(e))
 
 
-@pytest.mark.parametrize("backend", ["netns", "docker"])
-@pytest.mark.parametrize("proto, server", [("nfs", "ganesha"), ("iscsi", "tgt"), ("aoe", "vblade")])
+@pytest.mark.parametrize("backend, proto, server", [
+    # CI tier: one userspace-NAS case; the others are slow
+    pytest.param(b, p, s, marks=[] if (b, p) == ("netns", "nfs") else [pytest.mark.slow])
+    for p, s in (("nfs", "ganesha"), ("iscsi", "tgt"), ("aoe", "vblade")) for b in ("netns", "docker")])
 def test_userspace_nas_serves_swap(backend: str, proto: str, server: str, results: dict[str, str]) -> None:
     if backend == "docker":
         engine_or_skip()
@@ -56,6 +58,7 @@ def test_userspace_nas_serves_swap(backend: str, proto: str, server: str, result
     assert case["figures"]["net_tx_mb"] > 10  # swap really crossed the veth
 
 
+@pytest.mark.slow
 def test_mininet_dumbbell_end_to_end(results: dict[str, str]) -> None:
     case, ev = run_case("scenarios/nfs-swap-dumbbell.yaml", results)
     net = next(e for e in ev if e["kind"] == "fact" and e["name"] == "network")
@@ -65,6 +68,7 @@ def test_mininet_dumbbell_end_to_end(results: dict[str, str]) -> None:
     assert case["figures"]["net_tx_mb"] > 10
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("backend", ["netns", "docker"])
 def test_ctrl_c_during_a_userspace_nas_case_leaves_nothing(backend: str, results: dict[str, str]) -> None:
     if backend == "docker":

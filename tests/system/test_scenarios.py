@@ -27,7 +27,7 @@ def only_case(results: dict[str, str]) -> Path:
     return cases[0]
 
 
-@pytest.mark.parametrize("version", ["3", "4.2"])
+@pytest.mark.parametrize("version", ["3", pytest.param("4.2", marks=pytest.mark.slow)])
 def test_nfs_swap_judged(version: str, results: dict[str, str]) -> None:
     cp = cli("run", "scenarios/nfs-swap.yaml", "--set", f"storage.nfs.version={version}", "--json", env=results)
     assert cp.stdout, cp.stderr[-2000:]
@@ -68,6 +68,7 @@ def test_controls(results: dict[str, str]) -> None:
     assert cp.returncode == 0
 
 
+@pytest.mark.slow  # CI tier: tests/system/test_stop.py (SIGINT and SIGTERM mid-workload)
 @pytest.mark.parametrize("scenario,mark", [
     ("scenarios/nfs-swap.yaml", '"name": "workload"'),
     # A fault in place: dnsmasq on the host (in the run's namespace), udhcpc in the guest.

@@ -19,7 +19,7 @@ from testbed.paths import runtime_dir
 from testbed.tags import new_tag
 from testbed.vm import accel, snapshot
 
-pytestmark = pytest.mark.system
+pytestmark = [pytest.mark.system, pytest.mark.slow]
 
 
 def saved(snapshots: Path) -> list[Path]:

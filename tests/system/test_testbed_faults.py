@@ -16,7 +16,7 @@ from conftest import REPO, cli, leftovers
 
 from testbed.leftovers import find_our_qemus
 
-pytestmark = pytest.mark.system
+pytestmark = [pytest.mark.system, pytest.mark.slow]
 
 
 def start(results: dict[str, str], *args: str) -> subprocess.Popen:

@@ -31,6 +31,7 @@ def test_image_build_second_call_is_cached() -> None:
     assert cp.stdout.count("cached") == 2
 
 
+@pytest.mark.slow  # every case boots both VMs; this one alone, in the slow tier
 def test_boot_exec_and_telemetry() -> None:
     image = ensure("client", say=lambda m: None)
     tag = new_tag()
@@ -64,6 +65,7 @@ def test_boot_exec_and_telemetry() -> None:
         assert vm.qmp.status() == "running"
 
 
+@pytest.mark.slow  # every case boots both VMs; this one alone, in the slow tier
 def test_vm_exec_cli_prints_kernel_and_memtotal() -> None:
     cp = cli("vm", "exec", "client", "--mem", "128", "--", "sh", "-c", "uname -r; grep MemTotal /proc/meminfo; lsmod | grep -c .")
     assert cp.returncode == 0, cp.stderr
@@ -74,11 +76,13 @@ def test_vm_exec_cli_prints_kernel_and_memtotal() -> None:
     assert cli("vm", "exec", "client", "--", "sh", "-c", "exit 5").returncode == 5
 
 
+@pytest.mark.slow  # every case boots both VMs; this one alone, in the slow tier
 def test_nas_loads_nfsd() -> None:
     cp = cli("vm", "exec", "nas", "--", "modprobe", "nfsd")
     assert cp.returncode == 0, cp.stderr
 
 
+@pytest.mark.slow  # every case boots both VMs; this one alone, in the slow tier
 def test_forced_kvm_either_works_or_says_why() -> None:
     cp = cli("vm", "exec", "client", "--accel", "kvm", "--", "true")
     if cp.returncode != 0:
@@ -92,6 +96,7 @@ def test_show_command_runs_nothing() -> None:
     assert not find_our_qemus()
 
 
+@pytest.mark.slow  # every case boots both VMs; this one alone, in the slow tier
 def test_sigint_while_booting_leaves_nothing() -> None:
     p = subprocess.Popen([sys.executable, "-m", "testbed", "vm", "exec", "client", "--", "sleep", "60"], cwd=REPO,
                          stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)

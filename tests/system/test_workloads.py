@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 from conftest import cli
 
-pytestmark = pytest.mark.system
+pytestmark = [pytest.mark.system, pytest.mark.slow]
 
 
 def run_case(results: dict[str, str], path: str, *sets: str) -> tuple[dict, Path]:

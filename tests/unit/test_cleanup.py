@@ -1,3 +1,7 @@
+import subprocess
+import sys
+import textwrap
+
 import pytest
 
 from testbed.cleanup import Cleanup
@@ -74,3 +78,65 @@ def test_a_push_after_close_is_undone_at_once_and_undos_are_themselves() -> None
     assert done == ["a"] and a is not b
     undo.push("late", done.append, "late")
     assert done == ["a", "late"]
+
+
+def _in_a_child(code: str) -> subprocess.CompletedProcess[str]:
+    """Signal handling is process-wide: each case runs in a fresh interpreter."""
+    return subprocess.run([sys.executable, "-c", textwrap.dedent(code)], capture_output=True, text=True, timeout=60)
+
+
+def test_a_stop_during_teardown_is_held_and_raised_after_every_undo() -> None:
+    """A SIGTERM while an undo stack is closed must neither cut teardown short nor be lost (it once was:
+    signals were ignored while closing, and a case ran on to its deadline)."""
+    cp = _in_a_child("""
+        import os, signal, time
+        from testbed.cleanup import Cleanup, install_signal_handlers, STOP
+        install_signal_handlers()
+        done = []
+        undo = Cleanup()
+        undo.push("first", done.append, "first")
+        undo.push("second", lambda: (os.kill(os.getpid(), signal.SIGTERM), time.sleep(0.2), done.append("second")))
+        try:
+            undo.close()
+            print("NOT RAISED")
+        except KeyboardInterrupt as e:
+            print("raised", e, done, STOP[0].signum == signal.SIGTERM)
+        print("handler back", signal.getsignal(signal.SIGTERM).__name__)
+    """)
+    assert "raised signal 15 (during teardown) ['second', 'first'] True" in cp.stdout, cp.stdout + cp.stderr
+    assert "handler back _on_signal" in cp.stdout
+
+
+def test_signals_blocked_by_the_launcher_are_unblocked() -> None:
+    """A launcher may hand down a mask with SIGTERM blocked: the testbed must still stop on it."""
+    cp = _in_a_child("""
+        import os, signal, time
+        signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGTERM, signal.SIGINT})
+        from testbed.cleanup import install_signal_handlers, process_facts
+        install_signal_handlers()
+        print("blocked", process_facts()["SigBlk"])
+        try:
+            os.kill(os.getpid(), signal.SIGTERM)
+            time.sleep(5)
+            print("NOT STOPPED")
+        except KeyboardInterrupt as e:
+            print("stopped", e)
+    """)
+    assert "blocked []" in cp.stdout and "stopped signal 15" in cp.stdout, cp.stdout + cp.stderr
+
+
+def test_the_interrupted_record_names_the_signal_and_its_delay() -> None:
+    cp = _in_a_child("""
+        import os, signal, time
+        from testbed.cleanup import install_signal_handlers, stop_record
+        class H: t0 = time.monotonic() - 10
+        install_signal_handlers()
+        try:
+            os.kill(os.getpid(), signal.SIGINT)
+            time.sleep(5)
+        except KeyboardInterrupt:
+            time.sleep(0.3)
+            r = stop_record(H)
+            print(r["signal"], 9.9 < r["received_t"] < 11, 0.29 < r["stopped_after_s"] < 2)
+    """)
+    assert "SIGINT True True" in cp.stdout, cp.stdout + cp.stderr
