@@ -22,6 +22,7 @@ from testbed.report import modes as modes_report
 from testbed.report import phases
 from testbed.store import RunDir, host_facts, new_run
 from testbed.tags import new_tag
+from testbed.errors import UsageError
 from testbed.vm import oneshot
 
 
@@ -149,4 +150,46 @@ def html_render(cases: int, sources: list[Path], say: Callable[[str], None]) -> 
            "report_mb": round(size / 2**20, 1), "run_page_kb": round(index_kb, 1)}
     print(f"HTML report of a {cases}-case run: {out['render_s']} s ({out['per_case_ms']} ms per case), "
           f"{out['report_mb']} MB in all, run page {out['run_page_kb']} kB")
+    return out
+
+
+def controls(files: list[str], runs: int, resume: str | None, accel: str, say: Callable[[str], None]) -> dict:
+    """Every control `runs` times, round by round (r1 of each, then r2 ...: a drift of the host's speed weighs
+    on every control alike), into one run; `resume` continues such a run (complete cases are kept, an
+    interrupted one is run again). Per control: how often it gave its expect, with the interval."""
+    from testbed.index import read_run
+    from testbed.matrix import resolve_run_dir
+    from testbed.report import controls as control_report
+
+    loaded = [load_scenario(Path(f)) for f in files]  # all checked before anything runs
+    lacking = [ls.scenario.name for ls in loaded if not ls.scenario.expect]
+    if lacking:
+        raise UsageError(f"bench controls: {', '.join(lacking)} set(s) no expect: (a control says what it must give)")
+    if resume:
+        run = resolve_run_dir(resume)
+        asked = json.loads((run.path / "run.json").read_text()).get("request", {})
+        if asked.get("bench") != "controls" or asked.get("files") != files:
+            raise UsageError(f"bench controls --resume {resume}: that run is not a bench of these controls "
+                             f"({asked.get('files')})")
+    else:
+        run = new_run(new_tag(), {"bench": "controls", "files": files, "runs": runs, "accel": accel})
+    say(f"controls bench: {len(loaded)} control(s) x {runs} run(s) in {run.path}")
+    ui = Ui(quiet=True)
+    total = runs * len(loaded)
+    n = 0
+    for i in range(1, runs + 1):
+        for ls in loaded:
+            n += 1
+            case_id = f"{ls.scenario.name}-r{i}"
+            if (run.path / case_id / "verdict.json").exists():
+                continue
+            shutil.rmtree(run.path / f"{case_id}.incomplete", ignore_errors=True)
+            r = run_case(ls, run, case_id, accel, ui)
+            say(f"[{n}/{total}] {case_id}: {r.verdict} (expected {r.expected})"
+                + ("" if r.ok else " MISS: " + "; ".join(r.data.get("reasons", [])[:2])))
+    found = control_report.rates(read_run(run.path))
+    out = {"run": run.id, "runs_per_control": runs, "host": host_facts(), "controls": [c.to_dict() for c in found],
+           "all_as_expected": all(c.as_expected == c.runs for c in found)}
+    for c in found:
+        say(c.line())
     return out

@@ -189,7 +189,7 @@ def _result_from_folder(folder: Path) -> CaseResult | None:
     return CaseResult(rec.case_id, v["verdict"], v.get("expected"), is_ok(v["verdict"], v.get("expected")), str(folder), v)
 
 
-def _resolve_resume(resume: str) -> RunDir:
+def resolve_run_dir(resume: str) -> RunDir:
     path = (Path(resume) if "/" in resume else results_dir() / resume).resolve()  # `latest` -> its run
     if not (path / "run.json").exists():
         raise UsageError(f"--resume {resume}: no run at {path}")
@@ -254,7 +254,7 @@ def run_matrix(matrix: Matrix, *, jobs: int = 1, resume: str | None = None, shar
     if not cases:
         raise UsageError(f"{matrix.path}: shard {shard} holds no case")
     if resume:
-        run = _resolve_resume(resume)
+        run = resolve_run_dir(resume)
         found = existing_cases(matrix, run)
     else:
         request: dict[str, Any] = {"matrix": str(matrix.path), "shard": shard, "cases": [c.id for c in cases],

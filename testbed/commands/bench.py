@@ -81,6 +81,20 @@ def cmd_bench_soak(args: argparse.Namespace) -> int:
     return 0 if out["ok"] else 1
 
 
+def cmd_bench_controls(args: argparse.Namespace) -> int:
+    from testbed.nightly import CONTROLS  # the controls the nightly gate requires: one list
+
+    if args.runs < 1:
+        raise UsageError(f"bench controls --runs {args.runs}: must be at least 1")
+    out = bench.controls(args.files or list(CONTROLS), args.runs, args.resume, args.accel, err)
+    if args.out:
+        Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+        Path(args.out).write_text(json.dumps(out, indent=2) + "\n")
+    if args.json:
+        print(json.dumps(out, indent=2))
+    return 0 if out["all_as_expected"] else 1
+
+
 def add_parser(sub: argparse._SubParsersAction) -> None:
     bn = sub.add_parser("bench", help="benchmarks").add_subparsers(dest="bench_verb", required=True)
     bb = bn.add_parser("boot", help="boot-to-ready times and the warm image build time")
@@ -132,3 +146,15 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     bs.add_argument("--accel", choices=["auto", "kvm", "tcg"], default="auto")
     bs.add_argument("--json", action="store_true")
     bs.set_defaults(func=cmd_bench_soak)
+    bk = bn.add_parser("controls", help="every control N times: how often each gives its expect, with the interval",
+                       description="Runs the controls (default: the nightly gate's five) round by round into one run; "
+                                   "--resume RUN goes on with such a run (spread it over several sittings). Exit 1 "
+                                   "when any run of any control missed its expect.")
+    bk.add_argument("files", nargs="*", help="control scenario files (default: the nightly controls)")
+    bk.add_argument("--runs", type=int, default=10, help="runs per control (default 10: 10/10 bounds a miss rate "
+                    "below ~28 %% at 95 %%)")
+    bk.add_argument("--resume", metavar="RUN", help="go on with a run this command started (id, `latest` or path)")
+    bk.add_argument("--accel", choices=["auto", "kvm", "tcg"], default="auto")
+    bk.add_argument("--out", help="also write the rates as JSON to this file (e.g. benchmarks/results/controls.json)")
+    bk.add_argument("--json", action="store_true")
+    bk.set_defaults(func=cmd_bench_controls)
