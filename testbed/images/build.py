@@ -34,6 +34,9 @@ DEFAULT_EXCLUDES = (
 )
 
 
+DEBIAN_KEYRING = Path("/usr/share/keyrings/debian-archive-keyring.gpg")  # package debian-archive-keyring
+
+
 def mmdebstrap_argv(recipe: Recipe, target: Path) -> list[str]:
     argv = [
         "mmdebstrap",
@@ -43,6 +46,8 @@ def mmdebstrap_argv(recipe: Recipe, target: Path) -> list[str]:
     ]
     for pattern in DEFAULT_EXCLUDES + recipe.exclude_paths:
         argv.append(f"--dpkgopt=path-exclude={pattern}")
+    if DEBIAN_KEYRING.is_file():  # a host that is not Debian (Ubuntu) trusts Debian's archive only through it
+        argv.append(f"--keyring={DEBIAN_KEYRING}")
     # No kernel package is installed (it would pull initramfs-tools and udev into the guest): the kernel
     # comes prepared from testbed/kernels and only its modules go in.
     argv += [recipe.suite, str(target), *recipe.sources]

@@ -32,8 +32,12 @@ def suite_dir(suite: str) -> Path:
     return apt_dir() / suite
 
 
+KEYRING = Path("/usr/share/keyrings/debian-archive-keyring.gpg")  # bootstrap installs it (Ubuntu hosts too)
+
+
 def sources_text(suite: str) -> str:
-    return "".join(f"deb {MIRROR}{archive} {name} main\n" for archive, name in SUITES[suite])
+    signed = f"[signed-by={KEYRING}] " if KEYRING.is_file() else ""
+    return "".join(f"deb {signed}{MIRROR}{archive} {name} main\n" for archive, name in SUITES[suite])
 
 
 def apt_options(root: Path) -> list[str]:
