@@ -257,3 +257,73 @@ def test_clean_keeps_path_kernel_copies_whose_folder_is_there(tmp_path: Path, mo
     assert source.stale() == [dead]
     k.rmdir()
     assert source.stale() == [dead, entry]
+
+
+# apt-get update's own words for a suite whose Release file has expired (seen on a trixie host, 2026-12-07)
+EXPIRED = ("E: Release file for http://deb.debian.org/debian/dists/sid/InRelease is expired (invalid since 2d 3h 5min"
+           " 8s). Updates for this repository will not be applied.")
+
+
+class FakeApt:
+    """apt-get as the archive answered: `update` fails for the suites in `broken` with apt's recorded
+    error; `download` leaves a .deb where the package is in that suite's lists."""
+
+    def __init__(self, broken: set[str], has: dict[str, str]):
+        self.broken, self.has, self.calls = broken, has, []
+
+    def __call__(self, argv, cwd=None, **kw):
+        from testbed.errors import CommandError
+
+        src = next(a.split("=", 1)[1] for a in argv if a.startswith("Dir::Etc::SourceList="))
+        suite = Path(src).parent.name
+        self.calls.append((suite, argv[-1] if argv[-1] == "update" else argv[-2]))
+        if argv[-1] == "update":
+            if suite in self.broken:
+                raise CommandError(argv, 100, "", "Hit:1 http://deb.debian.org/debian sid InRelease\n" + EXPIRED)
+            return None
+        package = argv[-1]
+        if self.has.get(package.split("=")[0]) == suite:
+            (Path(cwd) / (package.replace("=", "_") + "_amd64.deb")).write_bytes(b"!<arch>\n")
+            return None
+        raise CommandError(argv, 100, "", f"E: Version '{package.split('=')[1]}' for '{package.split('=')[0]}' was not found")
+
+
+def test_each_suite_has_its_own_apt_state_and_an_unreadable_one_is_named(tmp_path, monkeypatch) -> None:
+    monkeypatch.setenv("TESTBED_CACHE", str(tmp_path))
+    apt = FakeApt({"sid"}, {"linux-image-6.1.0-50-amd64": "bookworm"})
+    monkeypatch.setattr(debian.proc, "run", apt)
+    said: list[str] = []
+    # the default kernel: only its own suite is read
+    deb = debian.download("linux-image-6.1.0-50-amd64", "6.1.176-1", tmp_path / "d", said.append, ("bookworm",))
+    assert deb.name.startswith("linux-image-6.1.0-50-amd64_") and [c[0] for c in apt.calls] == ["bookworm", "bookworm"]
+    assert "bookworm-security" in (tmp_path / "apt/bookworm/sources.list").read_text()
+    assert "sid" not in (tmp_path / "apt/bookworm/sources.list").read_text()
+    # a suite whose index cannot be read: named, with apt's reason, and not fatal for the others
+    with pytest.raises(debian.SuiteUnreadable, match=r"debian:sid: its package index could not be read \(E: Release file"):
+        debian.refresh("sid", said.append)
+    # a named package is looked up in every suite, in order: sid is said and skipped on the way
+    apt.has["linux-image-6.12.95+bpo-amd64"] = "bookworm-backports"
+    apt.calls.clear()
+    deb = debian.download("linux-image-6.12.95+bpo-amd64", "6.12.95-1~bpo12+1", tmp_path / "e", said.append)
+    assert deb.exists()
+    assert [s for s, what in apt.calls if what != "update"] == ["bullseye", "bookworm", "trixie", "bookworm-backports"]
+    assert ("sid", "update") in apt.calls and any(s.startswith("kernels: debian:sid:") and "expired" in s for s in said)
+
+
+def test_a_failed_update_with_older_lists_goes_on_and_no_index_at_all_is_an_error(tmp_path, monkeypatch) -> None:
+    monkeypatch.setenv("TESTBED_CACHE", str(tmp_path))
+    apt = FakeApt(set(), {})
+    monkeypatch.setattr(debian.proc, "run", apt)
+    said: list[str] = []
+    debian.refresh("trixie", said.append)
+    stamp = tmp_path / "apt/trixie/updated"
+    import os
+    os.utime(stamp, (0, 0))  # older than LISTS_MAX_AGE_S
+    apt.broken = {"trixie"}
+    assert debian.refresh("trixie", said.append) == tmp_path / "apt/trixie"
+    assert "going on with its package lists of" in said[-1] and "E: Release file" in said[-1]
+    apt.broken = set(debian.SUITES)  # nothing readable, nothing cached: the error names them
+    for suite in debian.SUITES:
+        (tmp_path / "apt" / suite / "updated").unlink(missing_ok=True)
+    with pytest.raises(Exception, match="no package index could be read: debian:bullseye"):
+        debian.download("linux-image-x", "1", tmp_path / "f", said.append)
