@@ -18,6 +18,9 @@ from testbed.config.scenario import LoadedScenario, load_scenario
 from testbed.images.build import build
 from testbed.report.progress import Ui
 from testbed.runner import Case, run_case
+from testbed.index import read_run
+from testbed.matrix import resolve_run_dir
+from testbed.report import controls as control_report
 from testbed.report import modes as modes_report
 from testbed.report import phases
 from testbed.store import RunDir, host_facts, new_run
@@ -157,10 +160,6 @@ def controls(files: list[str], runs: int, resume: str | None, accel: str, say: C
     """Every control `runs` times, round by round (r1 of each, then r2 ...: a drift of the host's speed weighs
     on every control alike), into one run; `resume` continues such a run (complete cases are kept, an
     interrupted one is run again). Per control: how often it gave its expect, with the interval."""
-    from testbed.index import read_run
-    from testbed.matrix import resolve_run_dir
-    from testbed.report import controls as control_report
-
     loaded = [load_scenario(Path(f)) for f in files]  # all checked before anything runs
     lacking = [ls.scenario.name for ls in loaded if not ls.scenario.expect]
     if lacking:

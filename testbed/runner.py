@@ -17,6 +17,7 @@ from typing import Any
 from testbed import guests, index, storage, workload
 from testbed.check import casefile
 from testbed.check.evidence import parse_zoneinfo, read_evidence
+from testbed.check.mechanism import StallFacts
 from testbed.check.verdict import Judgement, Observations, fault_windows, is_ok, judge
 from testbed.cleanup import Cleanup, check_interrupted, process_facts, stop_record, wait_result
 from testbed.config.scenario import Deadlines, LoadedScenario
@@ -274,7 +275,7 @@ class Case:
 
     def _exit_watch(self, vm: VM, role: str) -> None:
         """A VM's QEMU that ends while the case still needs it (not stopped by us) is recorded with how it
-        ended: killed from outside or crashed, that is a testbed failure (testbed/check/verdict.py)."""
+        ended: killed from outside or crashed, that is a testbed failure (testbed/check/rules.py)."""
         if vm.proc is None:
             return
         vm.proc.wait()
@@ -426,7 +427,7 @@ class Case:
         at_stall = helpers.states(self.client, self.sc.path_processes())
         self.history.add("fact", "path-helpers-at-stall", helpers=at_stall)
         text = dump.read_text() if dump.exists() else ""
-        facts = {"protocol": self.sc.storage.protocol, "helpers": at_stall if isinstance(at_stall, list) else []}
+        facts = StallFacts(self.sc.storage.protocol, tuple(at_stall) if isinstance(at_stall, list) else ())
         self.obs.facts = facts
         if "Show Blocked State" not in text:  # sysrq w never printed: there is no evidence, not an empty one
             self.history.add("evidence", "no-dump", reason="sysrq w printed nothing on the console")
@@ -434,7 +435,7 @@ class Case:
         zoneinfo = (self.dir.path / ZONEINFO).read_text() if (self.dir.path / ZONEINFO).exists() else None
         ev = read_evidence(text, taken_t=round(taken, 3), sources=(casefile.SYSRQ, ZONEINFO), zoneinfo=zoneinfo)
         tel = self.client.agent.fresh_telemetry()
-        self.dir.write_json(casefile.EVIDENCE, {"evidence": ev.to_dict(), "facts": facts,
+        self.dir.write_json(casefile.EVIDENCE, {"evidence": ev.to_dict(), "facts": facts.to_dict(),
                                                 "telemetry": tel or "stale (the agent stopped answering)"})
         self.obs.evidence = ev
 

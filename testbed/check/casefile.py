@@ -7,7 +7,7 @@ from __future__ import annotations
 import csv
 import json
 import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -15,6 +15,7 @@ import yaml
 
 from testbed.index import DamagedCase, read_json
 from testbed.check.evidence import Evidence, read_evidence
+from testbed.check.mechanism import StallFacts
 from testbed.check.verdict import Observations
 from testbed.config.scenario import Deadlines, Scenario
 from testbed.config.strict import from_dict
@@ -98,7 +99,6 @@ def load(case_dir: Path) -> CaseFile:
     stored = read_json(d / "verdict.json")
     if not isinstance(stored, dict):
         raise DamagedCase(f"{d / 'verdict.json'}: not a verdict mapping")
-    figures = stored.get("figures") or {}
     ended_by = stored.get("ended_by") or ""
     notes: list[str] = []
     sc = _scenario(d)
@@ -111,26 +111,65 @@ def load(case_dir: Path) -> CaseFile:
         deadlines = Deadlines(**slow.data["deadlines"])
     if not rows:
         notes.append("no timeline.csv: figures and recovery times from the timeline cannot be computed")
+    w = _window_of(events, ended_by, deadlines, notes)
+    status = w.exit_ev.data.get("status") if w.exit_ev else None
+    progress = _progress(d, sc, stored, rows, events, w, status, notes)
+    evidence, facts = load_evidence(d, notes)
+    if sc is not None and not facts.protocol:
+        facts = replace(facts, protocol=sc.storage.protocol)
+    obs = Observations(
+        deadlines=deadlines, progress=progress, events=events, rows=rows,
+        setup_error=w.errors[0].data.get("message", "") if w.errors and ended_by != "client-died" else None,
+        ended_by=ended_by, workload_status=status,
+        workload_stderr=(w.exit_ev.data.get("stderr") or "") if w.exit_ev else "",
+        pressure_start=w.start, pressure_end=w.end,
+        stall_since=w.stall_ev.data.get("last_progress_t") if w.stall_ev and ended_by == "stall" else None,
+        client_answers=w.answers_ev.data.get("ok") if w.answers_ev else None,
+        path_processes=sc.path_processes() if sc else (),
+        expected_victims=sc.workload.expected_oom_victims if sc else (),
+        evidence=evidence, facts=facts,
+    )
+    return CaseFile(d, obs, stored, notes)
 
+
+@dataclass
+class _Window:
+    """The pressure phase as the events recorded it, and the records that bound it."""
+
+    start_ev: Event | None
+    exit_ev: Event | None
+    stall_ev: Event | None
+    answers_ev: Event | None
+    errors: list[Event]
+    start: float | None
+    end: float | None
+
+
+def _window_of(events: list[Event], ended_by: str, deadlines: Deadlines, notes: list[str]) -> _Window:
     def first(kind: str, name: str) -> Event | None:
         return next((e for e in events if e.kind == kind and e.name == name), None)
 
     start_ev = first("phase", "workload")
-    pressure_start = start_ev.t if start_ev else None
+    start = start_ev.t if start_ev else None
     exit_ev, channel_ev = first("workload", "exit"), first("workload", "channel-closed")
     stall_ev = next((e for e in reversed(events) if (e.kind, e.name) == ("workload", "stall")), None)  # the last: earlier ones may be withdrawn
-    answers_ev = first("probe", "client-answers")
     errors = [e for e in events if e.kind == "error" and e.name not in ("traceback", "teardown", "interrupted", "timeline-sample", "nas-probe")]
     end_ev = {"stall": stall_ev, "finished": exit_ev, "workload-failed": exit_ev, "client-died": channel_ev}.get(ended_by)
-    pressure_end = end_ev.t if end_ev else None
-    if pressure_end is None and ended_by == "total-deadline" and pressure_start is not None:
-        pressure_end = pressure_start + deadlines.total_s
-    elif pressure_end is None and ended_by == "client-died" and pressure_start is not None:
-        after = [e.t for e in events if e.t >= pressure_start and (e in errors or (e.kind, e.name) == ("phase", "teardown"))]
-        pressure_end = after[0] if after else None
+    end = end_ev.t if end_ev else None
+    if end is None and ended_by == "total-deadline" and start is not None:
+        end = start + deadlines.total_s
+    elif end is None and ended_by == "client-died" and start is not None:
+        after = [e.t for e in events if e.t >= start and (e in errors or (e.kind, e.name) == ("phase", "teardown"))]
+        end = after[0] if after else None
         notes.append("end of the pressure taken from the first error or the teardown (no channel-closed event)")
+    return _Window(start_ev, exit_ev, stall_ev, first("probe", "client-answers"), errors, start, end)
 
-    status = exit_ev.data.get("status") if exit_ev else None
+
+def _progress(d: Path, sc: Scenario | None, stored: dict[str, Any], rows: list[dict[str, Any]], events: list[Event],
+              w: _Window, status: int | None, notes: list[str]) -> Progress:
+    """The workload's progress as its lines (or, for a command, its lines and CPU) recorded it; rebuilt from
+    the verdict's figures for a case older than workload.jsonl."""
+    figures = stored.get("figures") or {}
     progress = workload.get(sc.workload.kind).new_progress(sc.workload) if sc else Progress()
     lines = d / WORKLOAD_LINES
     if isinstance(progress, CommandProgress):
@@ -143,29 +182,14 @@ def load(case_dir: Path) -> CaseFile:
                      "verdict's figures and its exit status; a data mismatch cannot be re-derived")
         progress.done = int(figures.get("progress_pages") or 0)
         progress.total = int(figures.get("progress_total") or 0)
-        argv = (start_ev.data.get("argv") if start_ev else None) or []
+        argv = (w.start_ev.data.get("argv") if w.start_ev else None) or []
         if status == 0 and len(argv) >= 3 and argv[-3].isdigit():
             progress.finished = {"done": True, "pages": int(argv[-3]) * 256, "passes": int(argv[-2]),
                                  "seconds": figures.get("workload_s")}
         if stored.get("verdict") == "corrupted":
             m = next((re.search(r"page (\S+) \(pass", r) for r in stored.get("reasons", []) if "data read back" in r), None)
             progress.mismatch = {"page": m.group(1) if m else figures.get("first_bad_page")}
-    evidence, facts = load_evidence(d, notes)
-    if sc is not None:
-        facts.setdefault("protocol", sc.storage.protocol)
-    obs = Observations(
-        deadlines=deadlines, progress=progress, events=events, rows=rows,
-        setup_error=errors[0].data.get("message", "") if errors and ended_by != "client-died" else None,
-        ended_by=ended_by, workload_status=status,
-        workload_stderr=(exit_ev.data.get("stderr") or "") if exit_ev else "",
-        pressure_start=pressure_start, pressure_end=pressure_end,
-        stall_since=stall_ev.data.get("last_progress_t") if stall_ev and ended_by == "stall" else None,
-        client_answers=answers_ev.data.get("ok") if answers_ev else None,
-        path_processes=sc.path_processes() if sc else (),
-        expected_victims=sc.workload.expected_oom_victims if sc else (),
-        evidence=evidence, facts=facts,
-    )
-    return CaseFile(d, obs, stored, notes)
+    return progress
 
 
 def command_progress(p: CommandProgress, lines: Path, rows: list[dict[str, Any]], events: list[Event]) -> None:
@@ -190,11 +214,11 @@ def command_progress(p: CommandProgress, lines: Path, rows: list[dict[str, Any]]
         p.error = verify.data.get("error") or f"the verification command did not finish or could not check (status {verify.data.get('status')})"
 
 
-def load_evidence(d: Path, notes: list[str]) -> tuple[Evidence | None, dict[str, Any]]:
+def load_evidence(d: Path, notes: list[str]) -> tuple[Evidence | None, StallFacts]:
     if (d / EVIDENCE).exists():
         data = json.loads((d / EVIDENCE).read_text())
-        return Evidence.from_dict(data["evidence"]), dict(data.get("facts") or {})
+        return Evidence.from_dict(data["evidence"]), StallFacts.from_dict(data.get("facts"))
     if (d / SYSRQ).exists() and "Show Blocked State" in (d / SYSRQ).read_text(errors="replace"):
         notes.append(f"no {EVIDENCE} (written since 2026-11-27): the blocked tasks parsed from {SYSRQ}")
-        return read_evidence((d / SYSRQ).read_text(), sources=(SYSRQ,)), {}
-    return None, {}
+        return read_evidence((d / SYSRQ).read_text(), sources=(SYSRQ,)), StallFacts()
+    return None, StallFacts()

@@ -10,7 +10,33 @@ from typing import Any
 from testbed.check.evidence import BlockedTask, Evidence, MemorySummary
 
 Tasks = tuple[BlockedTask, ...]
-Facts = Mapping[str, Any]
+
+
+@dataclass(frozen=True)
+class StallFacts:
+    """What the runner knew at a stall besides the dump (evidence.json's `facts`): the case's protocol, the
+    storage-path helpers' states (name, pid, VmSwap_kB, VmLck_kB ...), and a cut of the path if one is known."""
+
+    protocol: str = ""
+    helpers: tuple[dict[str, Any], ...] = ()
+    path_cut: str | None = None
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any] | None) -> StallFacts:
+        data = data or {}
+        helpers = data.get("helpers")
+        return cls(str(data.get("protocol") or ""),
+                   tuple(h for h in helpers if isinstance(h, dict)) if isinstance(helpers, list | tuple) else (),
+                   str(data["path_cut"]) if data.get("path_cut") else None)
+
+    def to_dict(self) -> dict[str, Any]:
+        out: dict[str, Any] = {"protocol": self.protocol, "helpers": list(self.helpers)}
+        if self.path_cut:
+            out["path_cut"] = self.path_cut
+        return out
+
+
+Facts = StallFacts
 
 # Storage-path helpers by the kernel's name for them (a prefix, as the runner's pgrep uses), used
 # when the runner gave no `helpers` fact: a case judged from an old folder still names charon.
@@ -82,7 +108,7 @@ def storage_kind(tasks: Tasks, facts: Facts) -> str | None:
         return "NFS/RPC"
     if classes & {"iscsi", "aoe", "block-io"}:
         return "block device"
-    return PROTOCOL_KIND.get(str(facts.get("protocol", "")).lower())
+    return PROTOCOL_KIND.get(facts.protocol.lower())
 
 
 def _with(tasks: Tasks, *classes: str) -> Tasks:
@@ -97,7 +123,7 @@ def _kind(tasks: Tasks, facts: Facts) -> str:
 # --- rules ------------------------------------------------------------------------------------
 
 def _helpers(facts: Facts) -> list[dict[str, Any]]:
-    return [h for h in facts.get("helpers") or () if isinstance(h, dict) and h.get("name")]
+    return [h for h in facts.helpers if h.get("name")]
 
 
 def _is_helper(task: BlockedTask, helper: Mapping[str, Any]) -> bool:
@@ -121,7 +147,7 @@ def helper_swapped_out(tasks: Tasks, memory: MemorySummary | None, facts: Facts)
 
 
 def path_cut(tasks: Tasks, memory: MemorySummary | None, facts: Facts) -> Finding | None:
-    cut = facts.get("path_cut")
+    cut = facts.path_cut
     waiting = tuple(t for t in tasks if set(t.classes) & STORAGE_WAITS)
     if not cut or not waiting:
         return None  # a cut nobody waits on did not make this stall
@@ -227,9 +253,9 @@ def side_notes(evidence: Evidence) -> tuple[str, ...]:
     return (f"the testbed's agent is blocked in the kernel writing telemetry: {labels(agent)} in port_fops_write{via}",)
 
 
-def name_mechanism(evidence: Evidence, facts: Facts | None = None) -> Mechanism | None:
+def name_mechanism(evidence: Evidence, facts: StallFacts | None = None) -> Mechanism | None:
     """The first rule of RULES that holds, with the later ones that hold too, or None when none does."""
-    facts = facts or {}
+    facts = facts or StallFacts()
     # The agent's telemetry writes are the testbed's own instrumentation: never evidence for a mechanism.
     tasks = tuple(t for t in evidence.blocked if "virtio-console" not in t.classes)
     found = [(r, f) for r in RULES if (f := r.test(tasks, evidence.memory, facts)) is not None]

@@ -3,7 +3,7 @@ from pathlib import Path
 import pytest
 
 from testbed.check.evidence import Evidence, parse_memory, read_evidence
-from testbed.check.mechanism import RULES, Mechanism, name_mechanism, side_notes
+from testbed.check.mechanism import RULES, Mechanism, StallFacts, name_mechanism, side_notes
 
 FIX = Path(__file__).parents[2] / "fixtures" / "sysrq"
 
@@ -53,7 +53,7 @@ def test_nfs_seed_whole_console_gives_the_same() -> None:
 
 def test_ikev2_is_charon_blocked_in_swap_in() -> None:
     e = evidence("ipsec-ikev2-charon-swapin-6.1.txt")
-    m = name_mechanism(e, {"protocol": "nfs"})
+    m = name_mechanism(e, StallFacts.from_dict({"protocol": "nfs"}))
     assert m.name == "helper-in-swap-in"
     assert m.tasks == tuple(("charon", p) for p in (142, 143, 152, 153, 155))
     assert m.sentence.startswith("storage-path helper blocked in swap-in: charon (pids 142, 143, 152, 153, 155)")
@@ -62,7 +62,7 @@ def test_ikev2_is_charon_blocked_in_swap_in() -> None:
     # with the runner's helper states, VmSwap names it as swapped out
     facts = {"helpers": [{"name": "charon", "pid": 142, "VmSwap_kB": 3120, "VmRSS_kB": 900, "VmLck_kB": 0,
                           "oom_score_adj": 0}]}
-    m = name_mechanism(e, facts)
+    m = name_mechanism(e, StallFacts.from_dict(facts))
     assert m.name == "helper-swapped-out"
     assert m.sentence.startswith("storage-path helper charon swapped out (VmSwap 3120 kB): charon (pids 142, 143,"
                                  " 152, 153, 155) blocked in swap-in")
@@ -78,10 +78,10 @@ def test_dhcp_renew_udhcpc_is_named_busybox() -> None:
     assert m.tasks == (("busybox", 133), ("tb-work", 137))
     # its pid from the runner's helper states matches whatever the kernel calls it
     facts = {"helpers": [{"name": "udhcpc", "pid": 133, "VmSwap_kB": 248}], "protocol": "nfs"}
-    m = name_mechanism(e, facts)
+    m = name_mechanism(e, StallFacts.from_dict(facts))
     assert m.name == "helper-swapped-out" and m.tasks == (("busybox", 133),)
     assert m.sentence.startswith("storage-path helper udhcpc swapped out (VmSwap 248 kB): busybox (pid 133)")
-    cut = name_mechanism(e, {"path_cut": "no address", "protocol": "nfs"})
+    cut = name_mechanism(e, StallFacts.from_dict({"path_cut": "no address", "protocol": "nfs"}))
     assert cut.name == "path-cut"
     assert cut.sentence == "path cut (no address): busybox (pid 133), tb-work (pid 137) wait on the network storage"
     assert cut.also == ("swap-in-wait",)
@@ -90,10 +90,10 @@ def test_dhcp_renew_udhcpc_is_named_busybox() -> None:
 def test_static_ipsec_is_a_plain_swap_in_wait() -> None:
     e = evidence("ipsec-static-swapin-6.1.txt")
     assert name_mechanism(e).sentence == "swap-in waiting on the network storage: tb-work (pid 134)"
-    m = name_mechanism(e, {"protocol": "nfs"})
+    m = name_mechanism(e, StallFacts.from_dict({"protocol": "nfs"}))
     assert (m.name, m.tasks, m.also) == ("swap-in-wait", (("tb-work", 134),), ())
     assert m.sentence == "swap-in waiting on the network storage (NFS/RPC): tb-work (pid 134)"
-    assert name_mechanism(e, {"path_cut": "no SA"}).sentence == \
+    assert name_mechanism(e, StallFacts.from_dict({"path_cut": "no SA"})).sentence == \
         "path cut (no SA): tb-work (pid 134) wait on the network storage"
 
 
@@ -111,7 +111,7 @@ def test_rx_refill_needs_reclaim_and_writeback() -> None:
 def test_direct_reclaim_in_mempool() -> None:
     e = dump(("tb-work", 134, (*MEMPOOL_WRITEBACK, *DIRECT)),
              ("kswapd0", 37, (*MEMPOOL_WRITEBACK, "balance_pgdat", "kswapd")))
-    m = name_mechanism(e, {"protocol": "iscsi"})
+    m = name_mechanism(e, StallFacts.from_dict({"protocol": "iscsi"}))
     assert m.name == "reclaim-mempool" and m.tasks == (("tb-work", 134),)
     assert m.sentence == ("direct reclaim waiting on swap writeback to the network storage (block device)"
                           " (mempool exhausted): tb-work (pid 134)")
@@ -128,7 +128,7 @@ def test_memory_note_in_the_sentence() -> None:
 
 def test_kswapd_stuck_in_writeback() -> None:
     e = dump(("kswapd0", 37, (*MEMPOOL_WRITEBACK, "balance_pgdat", "kswapd")), ("tb-work", 134, SWAP_IN))
-    m = name_mechanism(e, {"protocol": "nfs"})
+    m = name_mechanism(e, StallFacts.from_dict({"protocol": "nfs"}))
     assert (m.name, m.tasks) == ("kswapd-writeback", (("kswapd0", 37),))
     assert m.sentence == "kswapd stuck in writeback: kswapd0 (pid 37) waits on the network storage (NFS/RPC)"
     assert m.also == ("swap-in-wait",)
@@ -167,21 +167,21 @@ def test_reclaim_throttled_alone() -> None:
 def test_helper_rules_need_swap_in_and_vmswap() -> None:
     e = dump(("iscsid", 300, SWAP_IN))
     swapped = {"helpers": [{"name": "iscsid", "pid": 300, "VmSwap_kB": 64}]}
-    assert name_mechanism(e, swapped).name == "helper-swapped-out"
+    assert name_mechanism(e, StallFacts.from_dict(swapped)).name == "helper-swapped-out"
     # VmSwap 0 at the reading: only the dump's word for it
-    assert name_mechanism(e, {"helpers": [{"name": "iscsid", "pid": 300, "VmSwap_kB": 0}]}).name == "helper-in-swap-in"
+    assert name_mechanism(e, StallFacts.from_dict({"helpers": [{"name": "iscsid", "pid": 300, "VmSwap_kB": 0}]})).name == "helper-in-swap-in"
     # a swapped-out helper that is not blocked is no mechanism: the task in swap-in is someone else
     e = dump(("tb-work", 134, SWAP_IN))
-    m = name_mechanism(e, {"helpers": [{"name": "iscsid", "pid": 300, "VmSwap_kB": 64}]})
+    m = name_mechanism(e, StallFacts.from_dict({"helpers": [{"name": "iscsid", "pid": 300, "VmSwap_kB": 64}]}))
     assert m.name == "swap-in-wait"
     # a helper blocked on a lock is not in swap-in
     e = dump(("charon", 142, ("mutex_lock",)))
-    assert name_mechanism(e, {"helpers": [{"name": "charon", "pid": 142, "VmSwap_kB": 64}]}) is None
+    assert name_mechanism(e, StallFacts.from_dict({"helpers": [{"name": "charon", "pid": 142, "VmSwap_kB": 64}]})) is None
 
 
 def test_path_cut_needs_someone_waiting_on_the_storage() -> None:
-    assert name_mechanism(dump(), {"path_cut": "no address"}) is None
-    assert name_mechanism(dump(("x", 5, ("mutex_lock",))), {"path_cut": "no address"}) is None
+    assert name_mechanism(dump(), StallFacts(path_cut="no address")) is None
+    assert name_mechanism(dump(("x", 5, ("mutex_lock",))), StallFacts(path_cut="no address")) is None
 
 
 def test_agent_is_only_ever_a_side_note() -> None:

@@ -5,6 +5,7 @@ from pathlib import Path
 
 import pytest
 
+from testbed.check import rules
 from testbed.check.evidence import Evidence, read_evidence
 from testbed.check.verdict import Observations, judge
 from testbed.config.scenario import Deadlines
@@ -37,6 +38,8 @@ SWAP_ERR = Event(20.0, "console", "swap-write-error", {"vm": "client", "line": "
 DOWN = Event(10.0, "fault", "nas-outage:inject", {"index": 1, "path_down": True})
 UNSEEN = Event(40.0, "fault", "competing-traffic:heal", {"index": 2, "visible": False, "delta_udp_no_ports": 9000,
                                                          "effect_counters": ["delta_udp_no_ports"]})
+NO_VICTIM = Event(50.0, "console", "oom-no-victim", {"vm": "client", "line": "Out of memory and no killable processes..."})
+OOPS = Event(50.0, "console", "oops", {"vm": "client", "line": "[  50.1] BUG: kernel NULL pointer dereference"})
 mismatch = Progress(done=10, total=200)
 mismatch.mismatch = {"page": 3, "pass": 1, "word": 0}
 stall = dict(ended_by="stall", stall_since=30.0, pressure_end=59.0)
@@ -46,24 +49,29 @@ verify_failed.mismatch = {"verify": ["fio", "--verify_only"], "status": 1, "outp
 # (row, observations satisfying that row and lower ones, verdict, words in the deciding reason)
 TABLE = [
     ("setup failed", dict(setup_error="QEMU would not start", progress=mismatch, events=[FAILED, SWAP_ERR]), "unknown", "before a verdict"),
-    ("a VM's QEMU killed", dict(progress=mismatch, events=[KILLED, FAILED, SWAP_ERR], ended_by="client-died"), "unknown", "killed by SIGKILL"),
+    ("a VM lost under the case", dict(progress=mismatch, events=[KILLED, FAILED, SWAP_ERR], ended_by="client-died"), "unknown", "killed by SIGKILL"),
     ("verification failed", dict(progress=verify_failed, events=[FAILED, SWAP_ERR, kill("tb-work")], ended_by="finished", workload_status=0), "corrupted", "crc32c: verify failed"),
-    ("data differs", dict(progress=mismatch, events=[FAILED, SWAP_ERR, kill("tb-work")], ended_by="workload-failed"), "corrupted", "data read back differs"),
-    ("I/O failed", dict(events=[FAILED, SWAP_ERR, kill("tb-work")], ended_by="workload-failed", workload_status=1), "io-error", "swap or file I/O failed"),
-    ("fault failed", dict(events=[FAILED, kill("tb-work"), DOWN], progress=finished(), ended_by="finished", workload_status=0), "unknown", "inject-failed"),
-    ("mechanism not seen", dict(events=[UNSEEN, kill("tb-work"), DOWN], progress=finished(), ended_by="finished", workload_status=0), "unknown", "intended mechanism was not seen"),
+    ("data read back differs", dict(progress=mismatch, events=[FAILED, SWAP_ERR, kill("tb-work")], ended_by="workload-failed"), "corrupted", "data read back differs"),
+    ("I/O error", dict(events=[FAILED, SWAP_ERR, kill("tb-work")], ended_by="workload-failed", workload_status=1), "io-error", "swap or file I/O failed"),
+    ("fault operation failed", dict(events=[FAILED, kill("tb-work"), DOWN], progress=finished(), ended_by="finished", workload_status=0), "unknown", "inject-failed"),
+    ("fault without effect", dict(events=[UNSEEN, kill("tb-work"), DOWN], progress=finished(), ended_by="finished", workload_status=0), "unknown", "intended mechanism was not seen"),
     ("path process OOM-killed", dict(events=[kill("tb-work"), DOWN], progress=finished(), ended_by="finished", workload_status=0), "oom", "on the workload/storage path"),
-    ("expected victims only", dict(events=[kill("tb-work-child")], expected_victims=("tb-work-child",), progress=finished(), ended_by="finished", workload_status=0, client_answers=True), "recovered", "as the scenario expects"),
-    ("finished and verified", dict(events=[kill("sleep")], progress=finished(), ended_by="finished", workload_status=0, client_answers=True), "recovered", "client answered"),
-    ("client paused", dict(events=[DOWN], rows=rows(60, 30, client_status="paused", nas_service=0, client_wait_s=0.0), **stall), "unknown", "client VM was paused"),
-    ("QEMU starved", dict(events=[DOWN], rows=[{**r, "client_wait_s": r["t"] * 0.8, "client_run_s": r["t"] * 0.1,
+    ("finished", dict(events=[kill("tb-work-child")], expected_victims=("tb-work-child",), progress=finished(), ended_by="finished", workload_status=0, client_answers=True), "recovered", "as the scenario expects"),
+    ("finished", dict(events=[kill("sleep")], progress=finished(), ended_by="finished", workload_status=0, client_answers=True), "recovered", "client answered"),
+    ("stall: client paused", dict(events=[DOWN], rows=rows(60, 30, client_status="paused", nas_service=0, client_wait_s=0.0), **stall), "unknown", "client VM was paused"),
+    ("stall: QEMU starved", dict(events=[DOWN], rows=[{**r, "client_wait_s": r["t"] * 0.8, "client_run_s": r["t"] * 0.1,
                                                 "nas_probed": 1, "nas_service": 0} for r in rows(60, 30)], **stall), "unknown", "waited for a host CPU"),
-    ("NAS probes say down", dict(events=[DOWN], rows=rows(60, 30, nas_probed=1, nas_service=0, client_wait_s=0.0, client_run_s=0.0), **stall), "stalled", "service probe"),
-    ("path-down fault in place", dict(events=[DOWN], rows=rows(60, 30, nas_probed=1, nas_service=1, nas_agent_ms=2.0), **stall), "stalled", "never healed"),
-    ("reclaim spinning", dict(rows=[{**r, "client_cpu_s": r["t"] * 0.9} for r in rows(60, 30)], **stall), "livelocked", "reclaim spinning"),
-    ("blocked on the path", dict(rows=rows(60, 30), evidence=ON_PATH, **stall), "deadlocked", "mechanism"),
-    ("stall without evidence", dict(rows=rows(60, 30), evidence=Evidence(), **stall), "unknown", "stalled without evidence"),
-    ("still progressing at the end", dict(ended_by="total-deadline"), "unknown", "raise it"),
+    ("stall: NAS side failed", dict(events=[DOWN], rows=rows(60, 30, nas_probed=1, nas_service=0, client_wait_s=0.0, client_run_s=0.0), **stall), "stalled", "service probe"),
+    ("stall: path-down fault in place", dict(events=[DOWN], rows=rows(60, 30, nas_probed=1, nas_service=1, nas_agent_ms=2.0), **stall), "stalled", "never healed"),
+    ("stall: NAS VM not running", dict(rows=rows(60, 30, nas_status="paused"), **stall), "stalled", "NAS was still paused"),
+    ("stall: reclaim spinning", dict(rows=[{**r, "client_cpu_s": r["t"] * 0.9} for r in rows(60, 30)], **stall), "livelocked", "reclaim spinning"),
+    ("stall: blocked on the path", dict(rows=rows(60, 30), evidence=ON_PATH, **stall), "deadlocked", "mechanism"),
+    ("stall: blocked on the path", dict(rows=rows(60, 30), evidence=Evidence(), **stall), "unknown", "stalled without evidence"),
+    ("client died: out of memory", dict(events=[NO_VICTIM, OOPS, kill("sleep")], ended_by="client-died", workload_status=1), "oom", "nothing left to kill"),
+    ("client died", dict(events=[OOPS, kill("sleep")], ended_by="client-died", workload_status=1), "unknown", "the client VM died"),
+    ("total deadline", dict(ended_by="total-deadline", events=[kill("sleep")], workload_status=1), "unknown", "raise it"),
+    ("died after OOM kills", dict(events=[kill("sleep")], ended_by="workload-failed", workload_status=1), "oom", "died after OOM kills"),
+    ("last resort", dict(ended_by="workload-failed", workload_status=1), "unknown", "without a recognised cause"),
 ]
 
 
@@ -90,3 +98,15 @@ def test_oom_reasons_say_what_the_path_and_memory_were_at_the_kill() -> None:
     j = judge(Observations(deadlines=Deadlines(), progress=Progress(done=50, total=200), events=[kill("tb-work")],
                            rows=healthy, ended_by="workload-failed", workload_status=137, path_processes=("tb-work",)))
     assert j.verdict == "oom" and len(j.reasons) == 1, j.reasons
+
+
+def test_the_table_covers_every_rule_in_its_order() -> None:
+    """Each rule of testbed/check/rules.py has a row above, and the rows come in the rules' order."""
+    names = [r.name for r in rules.RULES]
+    rows_named = list(dict.fromkeys(t[0] for t in TABLE))
+    assert rows_named == names, set(names) ^ set(rows_named)
+
+
+def test_the_docs_precedence_table_is_the_rule_table() -> None:
+    page = (REPO / "docs/verdicts.md").read_text()
+    assert rules.with_table(page) == page, "docs/verdicts.md is stale: python -m testbed.check.rules docs/verdicts.md"
