@@ -34,8 +34,8 @@ MIN_CLIENT_MB = 80
 
 @dataclass(frozen=True)
 class ClientSpec:
-    mem_mb: int = 128
-    vcpus: int = 1
+    mem_mb: int = 128  # the client VM's RAM (at least 80: the guest kernel keeps ~50 MB)
+    vcpus: int = 1  # 1 to 8
     # default (the client recipe's pinned kernel), debian:<suite>, debian:<package>=<version> or path:<dir>
     # (testbed/kernels/ref.py); fetched and its config checked before any VM boots
     kernel: str = "default"
@@ -59,8 +59,8 @@ class NasSpec:
     # vblade) on the host in a namespace of the run (testbed/nas/host.py); docker: the same servers in a
     # Docker container of ours (testbed/nas/container.py)
     backend: Literal["vm", "netns", "docker"] = "vm"
-    mem_mb: int = 256
-    vcpus: int = 1
+    mem_mb: int = 256  # the NAS VM's RAM (at least 160)
+    vcpus: int = 1  # the NAS VM's vCPUs
     data_disk_mb: int = 2048  # the NAS's own data disk: exports, LUN files, AoE images
     boot: Literal["restore", "cold"] = "restore"  # as client.boot
     kernel: str = "default"  # as client.kernel, for the NAS VM
@@ -80,16 +80,16 @@ class NasSpec:
 @dataclass(frozen=True)
 class WorkloadSpec:
     kind: Literal["anon", "mmap-shared", "write", "readers", "command"] = "anon"  # testbed/workload
-    size_mb: int | None = None
-    ratio_to_ram: float | None = None
+    size_mb: int | None = None  # how much memory (or file) the workload uses, in MB; or:
+    ratio_to_ram: float | None = None  # ... as a multiple of the client's RAM (default 1.5)
     passes: int = 2  # readers: the read loops after the one write
-    verify: bool = True
-    seed: int = 1
+    verify: bool = True  # always true: every page read back is checked
+    seed: int = 1  # the pattern's seed (tb-work)
     processes: int = 0  # readers: how many processes share the mappings (0: 8 per client vCPU)
     # command: what runs in the client ({mount}, {mem_mb}, {size_mb}, {vcpus} are filled in), in a cgroup
     # of its own; success is its exit status, then verify_argv's (a failed verification is `corrupted`)
     argv: tuple[str, ...] = ()
-    verify_argv: tuple[str, ...] = ()
+    verify_argv: tuple[str, ...] = ()  # command: run after it exits 0; non-zero is `corrupted`
     # command: what counts as progress: its user CPU time (cpu) and/or its output lines (output)
     progress: tuple[Literal["cpu", "output"], ...] = ("cpu",)
     # command: task names (or globs) the command loses to the OOM killer by design, such as stress-ng's
@@ -158,7 +158,7 @@ class Deadlines:
     progress_s: float = 60  # no workload progress for this long: collect evidence and judge
     recover_s: float = 120  # after a fault heals, progress must resume within this
     total_s: float = 900  # the whole pressure phase
-    boot_s: float = 120
+    boot_s: float = 120  # a VM must report ready within this
 
     def validate(self, source: str, path: str) -> None:
         for name in ("progress_s", "recover_s", "total_s", "boot_s"):
@@ -168,18 +168,18 @@ class Deadlines:
 
 @dataclass(frozen=True)
 class Scenario:
-    name: str
+    name: str  # the case's name (its folder under the run)
     topology: str = "client-switch-nas"  # a name in topologies/, a YAML path, or FILE.py:TopoClass (Mininet)
     topology_args: dict[str, Any] = field(default_factory=dict)  # keyword arguments of a Mininet Topo class
-    description: str = ""
+    description: str = ""  # one line for reports
     client: ClientSpec = field(default_factory=ClientSpec)
     nas: NasSpec = field(default_factory=NasSpec)
     storage: StorageSpec = field(default_factory=StorageSpec)
     workload: WorkloadSpec = field(default_factory=WorkloadSpec)
     deadlines: Deadlines = field(default_factory=Deadlines)
     faults: tuple[Annotated[FaultSpec, Parse(faults.parse_spec)], ...] = ()  # the kind picks the spec
-    expect: Verdict | None = None
-    repeat: int = 1
+    expect: Verdict | None = None  # a control's verdict (default: recovered); a miss fails the night
+    repeat: int = 1  # runs of this scenario per `testbed run` (--repeat overrides)
     path: str = ""
 
     def backing_mb(self) -> int:

@@ -29,8 +29,8 @@ class FaultSpec:
     healed after `duration_s` (never, when omitted)."""
 
     kind: str
-    at_s: float
-    duration_s: float | None
+    at_s: float  # seconds after the pressure phase starts
+    duration_s: float | None  # healed after this long (omitted: never)
 
     def check_times(self, source: str, path: str) -> None:
         if self.at_s < 0:

@@ -43,8 +43,9 @@ def _validate_storage(self: Any, source: str, path: str) -> None:
 # storage: {protocol, swap_mb, and one options section per protocol that has options}
 StorageSpec = make_dataclass(
     "StorageSpec",
-    [("protocol", Literal[tuple(PROTOCOLS)], field(default="nfs")),  # type: ignore[misc]
-     ("swap_mb", int, field(default=256)),
+    [("protocol", Literal[tuple(PROTOCOLS)],  # type: ignore[misc]
+      field(default="nfs", metadata={"doc": "how the client reaches its storage (testbed/storage/<protocol>.py)"})),
+     ("swap_mb", int, field(default=256, metadata={"doc": "the swap area's size (a swap workload), at least 16"})),
      *[(name, s.spec, field(default_factory=s.spec)) for name, s in PROTOCOLS.items() if s.spec is not None]],
     frozen=True,
     namespace={"validate": _validate_storage, "__module__": __name__,

@@ -30,8 +30,8 @@ NOTE = ("AoE does not use a memalloc socket: its frames bypass sk_set_memalloc a
 
 @dataclass(frozen=True)
 class AoeSpec:
-    shelf: int = 0
-    slot: int = 1
+    shelf: int = 0  # the AoE target's shelf (major) number
+    slot: int = 1  # the AoE target's slot (minor) number
 
     def validate(self, source: str, path: str) -> None:
         # 0xffff and 0xff are AoE's broadcast addresses: a target there clashes with every query.

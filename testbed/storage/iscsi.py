@@ -37,7 +37,7 @@ WAIT_DISK = ("for i in $(seq 100); do for b in /sys/class/iscsi_session/session*
 @dataclass(frozen=True)
 class IscsiSpec:
     lun_mb: int | None = None  # default: swap_mb for swap, the workload's file plus room for ext4
-    max_recv_data_segment_length: int = 262144
+    max_recv_data_segment_length: int = 262144  # node.conn[0].iscsi.MaxRecvDataSegmentLength, bytes
     replacement_timeout: int = 120  # node.session.timeo.replacement_timeout, seconds
     target: Literal["lio", "tgt"] | None = None  # default: what the NAS backend runs (TARGETS)
 

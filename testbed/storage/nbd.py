@@ -32,8 +32,8 @@ CLIENT_STATUS = ("for p in $(pgrep -x nbd-client); do echo pid $p; grep -E 'VmLc
 
 @dataclass(frozen=True)
 class NbdSpec:
-    port: int = 10809
-    export: str = "tb"
+    port: int = 10809  # nbd-server's port (the probes and faults know 10809 only)
+    export: str = "tb"  # the export's name
     timeout_s: int = 0  # nbd-client -timeout (0: the kernel's default, no timeout)
 
     def validate(self, source: str, path: str) -> None:

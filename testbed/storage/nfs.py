@@ -78,12 +78,12 @@ EXPORT {{
 
 @dataclass(frozen=True)
 class NfsSpec:
-    version: Literal["3", "4.0", "4.1", "4.2"] = "3"
-    transport: Literal["tcp", "udp"] = "tcp"
-    rsize: int | None = None
-    wsize: int | None = None
+    version: Literal["3", "4.0", "4.1", "4.2"] = "3"  # the mount's vers=
+    transport: Literal["tcp", "udp"] = "tcp"  # the mount's proto= (udp: not in Debian 6.1's client)
+    rsize: int | None = None  # the mount's rsize= (default: the server's choice)
+    wsize: int | None = None  # the mount's wsize= (default: the server's choice)
     timeo: int = 100  # tenths of a second before an RPC retransmission
-    hard: bool = True
+    hard: bool = True  # hard (retry for ever) or soft (give up: an I/O error) mount
     server: Literal["kernel", "ganesha"] | None = None  # default: what the NAS backend runs (SERVERS)
 
     def validate(self, source: str, path: str) -> None:
