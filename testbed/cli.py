@@ -10,7 +10,7 @@ import sys
 import traceback
 from typing import NoReturn
 
-from testbed.cleanup import install_signal_handlers
+from testbed.host.cleanup import install_signal_handlers
 from testbed.commands import (bench, bisect, clean, doctor, compare, image, index, judge, matrix, merge, node, report, run, search, show, validate, vm)
 from testbed.commands.common import err
 from testbed.errors import TestbedError

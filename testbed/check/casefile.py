@@ -13,14 +13,14 @@ from typing import Any
 
 import yaml
 
-from testbed.index import DamagedCase, read_json
+from testbed.store.index import DamagedCase, read_json
 from testbed.check.evidence import Evidence, read_evidence
 from testbed.check.mechanism import StallFacts
 from testbed.check.verdict import Observations
 from testbed.config.scenario import Deadlines, Scenario
 from testbed.config.strict import from_dict
 from testbed.errors import ConfigError, UsageError
-from testbed.history import Event
+from testbed.store.history import Event
 from testbed import workload
 from testbed.workload import CommandProgress, Progress
 

@@ -9,7 +9,7 @@ from typing import Any
 from testbed.check.evidence import Evidence
 from testbed.check.mechanism import Mechanism, StallFacts
 from testbed.config.scenario import Deadlines
-from testbed.history import Event
+from testbed.store.history import Event
 from testbed.workload import Progress
 
 

@@ -10,7 +10,7 @@ from typing import Any
 from testbed.check.observations import Observations
 from testbed.faults import outcome
 from testbed.faults.outcome import FaultHistory, Remark
-from testbed.history import Event
+from testbed.store.history import Event
 
 BUSY_CPU_FRACTION = 0.5
 

@@ -18,7 +18,7 @@ from testbed.check.mechanism import name_mechanism
 from testbed.check.observations import Judgement, Observations
 from testbed.faults import outcome
 from testbed.faults.outcome import FaultHistory
-from testbed.history import Event
+from testbed.store.history import Event
 from testbed.workload import expected_victim, shorten
 
 

@@ -11,7 +11,7 @@ from testbed.check import readings, rules
 from testbed.check.observations import Judgement, Observations, is_ok
 from testbed.faults import outcome
 from testbed.faults.outcome import Window
-from testbed.history import Event
+from testbed.store.history import Event
 
 __all__ = ["Judgement", "Observations", "fault_windows", "figures", "is_ok", "judge"]
 

@@ -8,7 +8,7 @@ import argparse
 import json
 from pathlib import Path
 
-from testbed import bench
+from testbed.engine import bench
 from testbed.commands.common import err
 from testbed.errors import UsageError
 from testbed.report import phases, savings
@@ -71,7 +71,7 @@ def cmd_bench_phases(args: argparse.Namespace) -> int:
 
 
 def cmd_bench_soak(args: argparse.Namespace) -> int:
-    from testbed.soak import soak  # runs cases: only this verb needs the runner
+    from testbed.engine.soak import soak  # runs cases: only this verb needs the runner
 
     out = soak(Path(args.file), args.cases, args.accel, err, args.set)
     print(json.dumps(out, indent=2) if args.json else
@@ -82,7 +82,7 @@ def cmd_bench_soak(args: argparse.Namespace) -> int:
 
 
 def cmd_bench_controls(args: argparse.Namespace) -> int:
-    from testbed.nightly import CONTROLS  # the controls the nightly gate requires: one list
+    from testbed.engine.nightly import CONTROLS  # the controls the nightly gate requires: one list
 
     if args.runs < 1:
         raise UsageError(f"bench controls --runs {args.runs}: must be at least 1")

@@ -1,5 +1,5 @@
 """`testbed bisect FILE --kernels K1 K2 ...`: which kernel in an ordered list first answers a scenario
-differently from the first one, with repeats per step (testbed/bisect.py holds the rules)."""
+differently from the first one, with repeats per step (testbed/engine/bisect.py holds the rules)."""
 
 from __future__ import annotations
 
@@ -8,16 +8,16 @@ import json
 import sys
 from pathlib import Path
 
-from testbed import bisect
+from testbed.engine import bisect
 from testbed.commands.common import case_options, err, write_run_html
 from testbed.config.scenario import load_scenario
 from testbed.errors import KernelError, TestbedError, UsageError
 from testbed.kernels import preflight
 from testbed.kernels import ref as kernel_ref
 from testbed.report.progress import Ui
-from testbed.runner import run_case
-from testbed.store import new_run
-from testbed.tags import new_tag
+from testbed.engine.runner import run_case
+from testbed.store.runs import new_run
+from testbed.host.tags import new_tag
 
 
 def cmd_bisect(args: argparse.Namespace) -> int:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from testbed.leftovers import clean_leftovers
+from testbed.host.leftovers import clean_leftovers
 
 
 def cmd_clean(args: argparse.Namespace) -> int:

@@ -8,7 +8,7 @@ import json
 from pathlib import Path
 
 from testbed.commands.common import err
-from testbed.paths import results_dir
+from testbed.host.paths import results_dir
 from testbed.report.runs import (CellDiff, Comparison, FigureMove, compare_runs, comparison_json, load_cases,
                                  resolve_run)
 from testbed.report.stats import CORRECTION_NAMES, CellRate

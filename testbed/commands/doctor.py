@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 
-from testbed.doctor import Check, run_checks
+from testbed.host.doctor import Check, run_checks
 
 MARK = {"ok": "ok  ", "warn": "warn", "missing": "MISS"}
 

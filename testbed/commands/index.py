@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from testbed import index
+from testbed.store import index
 from testbed.errors import UsageError
 
 

@@ -8,12 +8,14 @@ import json
 from datetime import datetime, timezone
 from pathlib import Path
 
-from testbed import __version__, index
+from testbed import __version__
+
+from testbed.store import index
 from testbed.check import casefile
 from testbed.check.verdict import is_ok, judge
 from testbed.errors import TestbedError
 from testbed.report.runs import find_case_path, resolve_run
-from testbed.store import write_atomic
+from testbed.store.runs import write_atomic
 
 
 def case_folders(ref: str) -> list[Path]:

@@ -10,7 +10,7 @@ from pathlib import Path
 from testbed.commands.common import case_options, check_kernels, exit_for, print_pivot, write_run_html
 from testbed.config.matrix import load_matrix
 from testbed.errors import UsageError
-from testbed.matrix import DEFAULT_MAX_REPEAT, parse_shard, run_matrix
+from testbed.engine.matrix import DEFAULT_MAX_REPEAT, parse_shard, run_matrix
 from testbed.report.progress import summary_table
 from testbed.report.runs import load_cases
 
@@ -41,7 +41,7 @@ def cmd_matrix(args: argparse.Namespace) -> int:
     check_kernels([c.loaded.scenario for c in matrix.cases], quiet=args.quiet or args.json)
     batch = None
     if args.engine == "ray":
-        from testbed.ray_engine import RayBatch  # Ray is an optional extra: only --engine ray imports it
+        from testbed.engine.ray_engine import RayBatch  # Ray is an optional extra: only --engine ray imports it
 
         batch = RayBatch(args.address)
     elif args.address:

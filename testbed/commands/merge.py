@@ -5,8 +5,10 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from testbed import index, store
-from testbed.tags import new_tag
+from testbed.store import index
+
+from testbed.store import runs as store
+from testbed.host.tags import new_tag
 
 
 def cmd_merge(args: argparse.Namespace) -> int:

@@ -7,7 +7,7 @@ import json
 
 
 def cmd_node_resources(args: argparse.Namespace) -> int:
-    from testbed.ray_engine import node_resources  # its KVM probe may boot a VM: only on this verb
+    from testbed.engine.ray_engine import node_resources  # its KVM probe may boot a VM: only on this verb
 
     print(json.dumps(node_resources()))
     return 0

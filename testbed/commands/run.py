@@ -8,14 +8,14 @@ import sys
 import traceback
 from pathlib import Path
 
-from testbed import bisect
+from testbed.engine import bisect
 from testbed.commands.common import case_options, check_kernels, err, exit_for, write_run_html
 from testbed.errors import KernelError, TestbedError, UsageError
 from testbed.config.scenario import load_scenario
 from testbed.report.progress import Ui, summary_table
-from testbed.runner import run_case
-from testbed.store import new_run
-from testbed.tags import new_tag
+from testbed.engine.runner import run_case
+from testbed.store.runs import new_run
+from testbed.host.tags import new_tag
 
 
 def cmd_run(args: argparse.Namespace) -> int:
@@ -88,6 +88,6 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     r.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a field, e.g. storage.nfs.version=4.2")
     r.add_argument("--repeat", type=int, default=None, metavar="N", help="runs per scenario (default: its repeat:)")
     r.add_argument("--bisect", action="store_true",
-                   help="a `git bisect run` step: exit 0 good, 1 bad, 125 skip (rules: testbed/bisect.py)")
+                   help="a `git bisect run` step: exit 0 good, 1 bad, 125 skip (rules: testbed/engine/bisect.py)")
     case_options(r)
     r.set_defaults(func=cmd_run)

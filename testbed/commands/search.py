@@ -1,4 +1,4 @@
-"""`testbed search`: the breaking point of a numeric axis. Bisection (testbed/search.py) with N repeats per
+"""`testbed search`: the breaking point of a numeric axis. Bisection (testbed/engine/search.py) with N repeats per
 probe; the probes are the cases of one ordinary run (index, report, show), run by the matrix's runner."""
 
 from __future__ import annotations
@@ -12,16 +12,16 @@ from typing import Any
 from rich.console import Console
 from rich.table import Table
 
-from testbed.cleanup import INTERRUPTED
+from testbed.host.cleanup import INTERRUPTED
 from testbed.commands.common import case_options, write_run_html
 from testbed.config.assign import parse_overrides
 from testbed.config.matrix import axis_matrix, is_matrix_file
 from testbed.errors import UsageError
-from testbed.matrix import MatrixUi, cap_jobs, run_batch
+from testbed.engine.matrix import MatrixUi, cap_jobs, run_batch
 from testbed.report.stats import judged
-from testbed.search import Bisection, SearchResult, fmt_value, grid
-from testbed.store import new_run, write_atomic
-from testbed.tags import new_tag
+from testbed.engine.search import Bisection, SearchResult, fmt_value, grid
+from testbed.store.runs import new_run, write_atomic
+from testbed.host.tags import new_tag
 
 SEARCH_FILE = "search.json"  # in the run folder: the probes in order and the statement
 

@@ -14,7 +14,7 @@ from typing import Literal
 from testbed.config.assign import apply_assignments
 from testbed.config.strict import from_dict, load_yaml
 from testbed.errors import ConfigError
-from testbed.paths import repo_root
+from testbed.host.paths import repo_root
 
 
 @dataclass(frozen=True)

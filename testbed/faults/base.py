@@ -16,9 +16,9 @@ from testbed.kernels.kconfig import Need
 
 if TYPE_CHECKING:  # types only: the scenario holds the fault specs (importing it here would be a cycle),
     # and the checker reads Step and Effect without needing the VM and network stack
-    from testbed.cleanup import Cleanup
+    from testbed.host.cleanup import Cleanup
     from testbed.config.scenario import Scenario
-    from testbed.history import History
+    from testbed.store.history import History
     from testbed.net.build import BuiltNet
     from testbed.storage.base import Ends, Storage
     from testbed.vm.machine import VM

@@ -23,7 +23,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-from testbed import proc
+from testbed.host import proc
 from testbed.errors import ConfigError, GuestError, TestbedError
 from testbed.faults.base import BaseFault, Effect, FaultContext, FaultSpec, Step
 from testbed.net.netns import socket_in

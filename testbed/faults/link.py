@@ -21,7 +21,7 @@ from typing import Any, Literal
 
 from pyroute2 import NetlinkError
 
-from testbed import proc
+from testbed.host import proc
 from testbed.errors import ConfigError, TestbedError
 from testbed.faults.base import BaseFault, Effect, FaultContext, FaultSpec, Step
 from testbed.monitor.ping import Pinger

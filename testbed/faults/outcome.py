@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from testbed.faults.base import Effect
-from testbed.history import Event
+from testbed.store.history import Event
 
 LEGACY_COUNTERS = ("dropped_packets", "fragments_sent", "datagrams_sent", "sa_bytes_client", "pages_done")
 # The scheduler's own operations; a kind's other operations fail as `<op>-failed` with `fault_failed`.

@@ -18,8 +18,8 @@ import time
 from dataclasses import dataclass
 from typing import Any, Literal
 
-from testbed import proc
-from testbed.cleanup import Undo
+from testbed.host import proc
+from testbed.host.cleanup import Undo
 from testbed.errors import ConfigError, GuestError, TestbedError
 from testbed.faults.base import STALE, BaseFault, Effect, FaultContext, FaultSpec, Step, deltas, paced_send
 from testbed.net.netns import socket_in

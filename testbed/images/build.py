@@ -14,8 +14,8 @@ from collections.abc import Callable
 from datetime import datetime, timezone
 from pathlib import Path
 
-from testbed import proc
-from testbed.cleanup import Cleanup
+from testbed.host import proc
+from testbed.host.cleanup import Cleanup
 from testbed.errors import CommandError, KernelError, TestbedError
 from testbed.images import cache, initramfs, kmods
 from testbed.images.recipe import Recipe, load_recipe, recipe_hash

@@ -13,7 +13,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from testbed.paths import cache_dir
+from testbed.host.paths import cache_dir
 
 
 @dataclass(frozen=True)

@@ -10,7 +10,7 @@ from typing import Literal
 
 from testbed.config.strict import from_dict, load_yaml
 from testbed.errors import ConfigError, UsageError
-from testbed.paths import repo_root
+from testbed.host.paths import repo_root
 
 # The builder's own code decides the image too (init, module rules, layout): it is part of the hash.
 BUILDER_SOURCES = ("build.py", "initramfs.py", "kmods.py", "recipe.py")

@@ -11,10 +11,10 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-from testbed import proc
+from testbed.host import proc
 from testbed.errors import CommandError, TestbedError
 from testbed.kernels.ref import SUITES
-from testbed.paths import cache_dir
+from testbed.host.paths import cache_dir
 
 MIRROR = "http://deb.debian.org/"
 LISTS_MAX_AGE_S = 6 * 3600  # the archive moves on: a suite's newest kernel is looked up anew after this

@@ -18,12 +18,12 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from testbed import proc
+from testbed.host import proc
 from testbed.errors import TestbedError
 from testbed.images import kmods
 from testbed.kernels import debian
 from testbed.kernels.ref import SUITES, KernelRef, kernel_image, release_moddir
-from testbed.paths import cache_dir
+from testbed.host.paths import cache_dir
 
 Say = Callable[[str], None]
 

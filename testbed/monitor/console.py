@@ -6,7 +6,7 @@ import re
 import threading
 from pathlib import Path
 
-from testbed.history import History
+from testbed.store.history import History
 
 PATTERNS: dict[str, re.Pattern[str]] = {
     "oom-kill": re.compile(r"Out of memory: Killed process (\d+) \(([^)]+)\)"),

@@ -7,7 +7,7 @@ import time
 from pathlib import Path
 
 from testbed.errors import GuestError
-from testbed.history import History
+from testbed.store.history import History
 from testbed.vm.machine import VM
 
 

@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from testbed.errors import GuestError
-from testbed.history import History
+from testbed.store.history import History
 from testbed.monitor.ping import Pinger
 from testbed.monitor.probes import NasProbe, ProbeError
 from testbed.vm.machine import VM

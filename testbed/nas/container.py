@@ -23,11 +23,11 @@ from typing import Any
 
 import yaml
 
-from testbed import proc
-from testbed.cleanup import Cleanup
+from testbed.host import proc
+from testbed.host.cleanup import Cleanup
 from testbed.errors import TestbedError
 from testbed.nas.host import HostNas, netns_name
-from testbed.paths import data_dir, repo_root
+from testbed.host.paths import data_dir, repo_root
 
 LABEL = "org.netswap.tag"
 REPO = "netswap-nas"

@@ -22,10 +22,10 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
-from testbed import proc
-from testbed.cleanup import Cleanup, wait_result
+from testbed.host import proc
+from testbed.host.cleanup import Cleanup, wait_result
 from testbed.errors import GuestError
-from testbed.paths import data_dir
+from testbed.host.paths import data_dir
 from testbed.vm import shell
 from testbed.vm.agent import ExecResult
 

@@ -7,8 +7,10 @@ import os
 from collections.abc import Callable
 from pathlib import Path
 
-from testbed import guests, proc
-from testbed.cleanup import Cleanup
+from testbed.vm import guests
+
+from testbed.host import proc
+from testbed.host.cleanup import Cleanup
 from testbed.config.scenario import Scenario
 from testbed.images.cache import Image
 from testbed.net.build import BuiltNet

@@ -16,12 +16,12 @@ from typing import Any
 
 from pyroute2 import IPRoute
 
-from testbed import proc
-from testbed.cleanup import Cleanup
+from testbed.host import proc
+from testbed.host.cleanup import Cleanup
 from testbed.config.topology import Conditions, Topology
 from testbed.errors import TestbedError
 from testbed.net.netns import NetnsWorker, delete_netns
-from testbed.tags import link_name
+from testbed.host.tags import link_name
 from testbed.vm.argv import Nic
 
 

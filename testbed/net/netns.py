@@ -15,8 +15,8 @@ import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 
-from testbed import proc
-from testbed.cleanup import join, wait_result
+from testbed.host import proc
+from testbed.host.cleanup import join, wait_result
 
 CLONE_NEWNET = 0x40000000
 

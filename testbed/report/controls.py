@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from testbed.config.strict import load_yaml
-from testbed.index import CaseRecord
+from testbed.store.index import CaseRecord
 from testbed.report.stats import wilson
 
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 import xml.etree.ElementTree as ET
 from pathlib import Path
 
-from testbed.index import CaseRecord
+from testbed.store.index import CaseRecord
 from testbed.check.verdict import is_ok
 
 

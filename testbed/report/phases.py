@@ -10,7 +10,7 @@ import statistics
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from testbed.index import read_run
+from testbed.store.index import read_run
 from testbed.report.runs import resolve_run
 
 ORDER = ("images", "network", "nas", "client", "storage", "workload", "verify", "evidence", "teardown")

@@ -11,8 +11,8 @@ from pathlib import Path
 from typing import Any
 
 from testbed.errors import UsageError
-from testbed.index import CaseRecord, read_case, read_run
-from testbed.paths import results_dir
+from testbed.store.index import CaseRecord, read_case, read_run
+from testbed.host.paths import results_dir
 from testbed.report.stats import (CONFIDENCE, CORRECTION_NAMES, CORRECTIONS, CellRate, agreement, figure,
                                   fisher_one_sided, judged, mann_whitney, median, smallest_fisher_p)
 

@@ -13,7 +13,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from testbed.errors import UsageError
-from testbed.index import CaseRecord, read_run
+from testbed.store.index import CaseRecord, read_run
 from testbed.report.runs import cell_key, cell_label, resolve_run
 
 

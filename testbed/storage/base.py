@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
 
-from testbed.cleanup import Cleanup
+from testbed.host.cleanup import Cleanup
 from testbed.errors import ConfigError, GuestError, TestbedError
 from testbed.kernels.kconfig import Need
 from testbed.vm.agent import ExecResult

@@ -7,7 +7,7 @@ import os
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from testbed.cleanup import Cleanup
+from testbed.host.cleanup import Cleanup
 from testbed.errors import ConfigError
 from testbed.storage.base import Ends, Storage, use_block_device
 from testbed.vm.argv import Disk

@@ -16,12 +16,12 @@ from dataclasses import asdict, dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 
-from testbed.cleanup import Cleanup
-from testbed.rundir import make_rundir
+from testbed.host.cleanup import Cleanup
+from testbed.host.rundir import make_rundir
 from testbed.errors import AccelError, GuestError
 from testbed.images.cache import Image
-from testbed.paths import cache_dir
-from testbed.tags import new_tag, vm_name
+from testbed.host.paths import cache_dir
+from testbed.host.tags import new_tag, vm_name
 from testbed.vm.argv import VMSpec
 from testbed.vm.caps import host_caps
 from testbed.vm.machine import VM

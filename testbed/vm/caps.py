@@ -6,7 +6,7 @@ import functools
 import re
 from dataclasses import dataclass
 
-from testbed import proc
+from testbed.host import proc
 
 QEMU = "qemu-system-x86_64"
 

@@ -10,8 +10,8 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from testbed import proc
-from testbed.cleanup import Cleanup
+from testbed.host import proc
+from testbed.host.cleanup import Cleanup
 from testbed.errors import GuestError
 from testbed.vm import argv as qargv
 from testbed.vm import shell

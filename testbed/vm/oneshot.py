@@ -5,11 +5,11 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from testbed.cleanup import Cleanup
-from testbed.rundir import make_rundir
+from testbed.host.cleanup import Cleanup
+from testbed.host.rundir import make_rundir
 from testbed.images.build import ensure
-from testbed.paths import runtime_dir
-from testbed.tags import new_tag, vm_name
+from testbed.host.paths import runtime_dir
+from testbed.host.tags import new_tag, vm_name
 from testbed.vm import accel as accel_mod
 from testbed.vm.agent import ExecResult
 from testbed.vm.argv import VMSpec, build

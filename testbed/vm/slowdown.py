@@ -11,7 +11,7 @@ import tempfile
 import time
 from dataclasses import dataclass
 
-from testbed.paths import cache_dir
+from testbed.host.paths import cache_dir
 
 # The work below took this long on the machine the shipped deadlines hold for (Debian 12, 2 cores,
 # guests under TCG), best of five.

@@ -25,12 +25,12 @@ from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
 
-from testbed import proc
-from testbed.cleanup import Cleanup
+from testbed.host import proc
+from testbed.host.cleanup import Cleanup
 from testbed.errors import GuestError, TestbedError
 from testbed.images import cache as image_cache
 from testbed.images.cache import Image
-from testbed.paths import cache_dir
+from testbed.host.paths import cache_dir
 from testbed.vm import argv as qargv
 from testbed.vm.argv import Nic, VMSpec
 from testbed.vm.caps import host_caps

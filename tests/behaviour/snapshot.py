@@ -20,7 +20,7 @@ from __future__ import annotations
 
 def observations_from_folder(case_dir):  # type: ignore[no-untyped-def]
     """Rebuild testbed.check.verdict.Observations from a finished case folder, as faithfully as the
-    stored files allow (see testbed/runner.py, which fills it during a run).
+    stored files allow (see testbed/engine/runner.py, which fills it during a run).
 
     Reconstructed exactly (or to the stored rounding):
       - events: events.jsonl, one Event(t, kind, name, data) per line, `wall` dropped; the `verdict`
@@ -73,7 +73,7 @@ def observations_from_folder(case_dir):  # type: ignore[no-untyped-def]
 
     from testbed.check.verdict import Observations
     from testbed.config.scenario import Deadlines
-    from testbed.history import Event
+    from testbed.store.history import Event
     from testbed.workload import Progress
 
     d = Path(case_dir)

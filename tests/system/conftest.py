@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from testbed.leftovers import remaining
+from testbed.host.leftovers import remaining
 
 REPO = Path(__file__).parents[2]
 

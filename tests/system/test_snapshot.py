@@ -10,13 +10,13 @@ import pytest
 
 from conftest import REPO
 
-from testbed import guests
-from testbed.cleanup import Cleanup
+from testbed.vm import guests
+from testbed.host.cleanup import Cleanup
 from testbed.config.scenario import load_scenario
 from testbed.images.build import ensure
 from testbed.net.build import build as build_net
-from testbed.paths import runtime_dir
-from testbed.tags import new_tag
+from testbed.host.paths import runtime_dir
+from testbed.host.tags import new_tag
 from testbed.vm import accel, snapshot
 
 pytestmark = [pytest.mark.system, pytest.mark.slow]

@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 from conftest import REPO, cli, leftovers
 
-from testbed.leftovers import find_our_qemus
+from testbed.host.leftovers import find_our_qemus
 
 pytestmark = [pytest.mark.system, pytest.mark.slow]
 

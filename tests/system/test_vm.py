@@ -12,11 +12,11 @@ from conftest import REPO, leftovers, cli
 
 pytestmark = pytest.mark.system
 
-from testbed.cleanup import Cleanup
-from testbed.leftovers import find_our_qemus
+from testbed.host.cleanup import Cleanup
+from testbed.host.leftovers import find_our_qemus
 from testbed.images.build import ensure
-from testbed.paths import runtime_dir
-from testbed.tags import new_tag, vm_name
+from testbed.host.paths import runtime_dir
+from testbed.host.tags import new_tag, vm_name
 from testbed.vm import accel
 from testbed.vm.argv import VMSpec
 from testbed.vm.machine import VM

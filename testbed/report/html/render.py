@@ -16,7 +16,7 @@ import plotly.io as pio
 from jinja2 import Environment, PackageLoader, select_autoescape
 
 from testbed.check.evidence import Evidence, on_path, read_evidence
-from testbed.index import CaseRecord, read_run
+from testbed.store.index import CaseRecord, read_run
 from testbed.report.html import figures, series
 from testbed.report.runs import Comparison, agreement_line, cell_label, rate_pivot, repeat_agreement
 from testbed.report.stats import CORRECTION_NAMES

@@ -9,7 +9,7 @@ from testbed.check import rules
 from testbed.check.evidence import Evidence, read_evidence
 from testbed.check.verdict import Observations, judge
 from testbed.config.scenario import Deadlines
-from testbed.history import Event
+from testbed.store.history import Event
 from testbed.workload import CommandProgress, Progress
 
 REPO = Path(__file__).parents[3]

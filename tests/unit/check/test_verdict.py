@@ -4,7 +4,7 @@ from testbed.check.evidence import BlockedTask, Evidence, read_evidence
 from testbed.check.verdict import Observations, fault_windows, judge
 from testbed.config.scenario import Deadlines, load_scenario
 from testbed.faults.outcome import Window
-from testbed.history import Event
+from testbed.store.history import Event
 from testbed.workload import Progress
 
 REPO = Path(__file__).parents[3]

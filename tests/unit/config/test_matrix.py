@@ -6,7 +6,7 @@ import yaml
 
 from testbed.config.matrix import load_matrix
 from testbed.errors import ConfigError
-from testbed.matrix import parse_shard, shard_cases
+from testbed.engine.matrix import parse_shard, shard_cases
 
 REPO = Path(__file__).parents[3]
 

@@ -5,7 +5,7 @@ from pathlib import Path
 
 import pytest
 
-from testbed.cleanup import Cleanup
+from testbed.host.cleanup import Cleanup
 from testbed.config.scenario import load_scenario
 from testbed.errors import ConfigError
 from testbed.faults import KINDS
@@ -18,7 +18,7 @@ from testbed.faults.fragmentation import first_fragment
 from testbed.faults.ike import CHILD_UP, rekey_lateness, swanctl_conf
 from testbed.faults.ipsec import policy_commands, sa_commands
 from testbed.faults.link import nft_loss_ruleset
-from testbed.history import History
+from testbed.store.history import History
 
 REPO = Path(__file__).parents[3]
 

@@ -7,12 +7,12 @@ import pytest
 from pyroute2 import NetlinkError
 
 import testbed.faults.link as link
-from testbed.cleanup import Cleanup
+from testbed.host.cleanup import Cleanup
 from testbed import errors
 from testbed.faults.base import FaultContext
 from testbed.faults.link import NAS_SHAPING_MODULES, Link, LinkSpec, cut_effect, delay_effect
 from testbed.faults.outcome import effect_of
-from testbed.history import History
+from testbed.store.history import History
 from testbed.images.recipe import load_recipe
 from testbed.vm.shell import Try
 

@@ -4,7 +4,7 @@ from types import SimpleNamespace
 
 import pytest
 
-from testbed.cleanup import Cleanup
+from testbed.host.cleanup import Cleanup
 from testbed.config.scenario import load_scenario
 from testbed.errors import ConfigError
 from testbed.faults import KINDS, make
@@ -12,7 +12,7 @@ from testbed.faults.base import FaultContext
 from testbed.faults.link_flap import LinkFlapSpec
 from testbed.faults.outcome import read
 from testbed.faults.scheduler import Scheduler
-from testbed.history import History
+from testbed.store.history import History
 
 REPO = Path(__file__).parents[3]
 

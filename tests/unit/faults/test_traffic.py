@@ -5,14 +5,14 @@ from types import SimpleNamespace
 
 import pytest
 
-from testbed.cleanup import Cleanup
+from testbed.host.cleanup import Cleanup
 from testbed import errors
 from testbed.faults.base import FaultContext
 from testbed.faults.outcome import effect_of
 from testbed.faults.traffic import (
     FLOOD_PORT_OPEN, CompetingTraffic, CompetingTrafficSpec, sink_filled, udp_socket_on, udp_sockets,
 )
-from testbed.history import History
+from testbed.store.history import History
 from testbed.vm.agent import ExecResult
 
 # A client's /proc/net/udp after 30 s of flood into tb-udp-sink on 9999 (0x270F): udhcpc on 68 (0x44),

@@ -1,6 +1,6 @@
 from pathlib import Path
 
-from testbed.history import History
+from testbed.store.history import History
 from testbed.monitor.console import ConsoleWatcher, scan_line
 
 # Lines as the Debian 6.1 kernel prints them.

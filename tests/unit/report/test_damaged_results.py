@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from testbed.cli import main
-from testbed.index import DamagedCase, read_case, read_run
+from testbed.store.index import DamagedCase, read_case, read_run
 
 FIX = Path(__file__).parents[2] / "fixtures" / "runs"
 
@@ -105,7 +105,7 @@ def test_any_damage_to_a_case_folder(tmp_path_factory, damage) -> None:
 def test_a_damaged_index_is_rebuilt_from_the_folders(damaged: Path) -> None:
     import sqlite3
 
-    from testbed import index
+    from testbed.store import index
 
     (damaged.parent / "index.sqlite").write_bytes(b"not a database at all" * 100)
     with pytest.raises(sqlite3.DatabaseError):  # what run_case catches, saying `testbed index --rebuild`

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from testbed import store
+from testbed.store import runs as store
 from testbed.report.html import render
 from testbed.report.runs import compare_runs, read_run
 

@@ -6,7 +6,9 @@ from pathlib import Path
 import pytest
 from junitparser import JUnitXml
 
-from testbed import index, store
+from testbed.store import index
+
+from testbed.store import runs as store
 from testbed.errors import UsageError
 from testbed.report import junit
 from testbed.report.runs import axis_order, compare_runs, pivot, pivot_json, read_run, repeat_agreement

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from testbed import store
+from testbed.store import runs as store
 from testbed.errors import UsageError
 from testbed.report.savings import render, savings
 

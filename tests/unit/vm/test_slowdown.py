@@ -2,7 +2,7 @@ import json
 from pathlib import Path
 
 from testbed.config.scenario import Deadlines
-from testbed.runner import scaled
+from testbed.engine.runner import scaled
 from testbed.vm import slowdown
 
 

@@ -8,7 +8,7 @@ import pytest
 from testbed.check.verdict import Observations, judge
 from testbed.config.scenario import Deadlines, load_scenario
 from testbed.errors import ConfigError
-from testbed.history import Event
+from testbed.store.history import Event
 from testbed.kernels import preflight
 from testbed.monitor.timeline import telemetry_row
 from testbed.workload import CGROUP, CPU_STEP_US, CommandProgress, expected_victim, fill, get

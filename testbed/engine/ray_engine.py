@@ -26,10 +26,10 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from testbed import index
-from testbed.cleanup import INTERRUPTED
+from testbed.store import index
+from testbed.host.cleanup import INTERRUPTED
 from testbed.errors import UsageError
-from testbed.store import RunDir, new_run, write_atomic
+from testbed.store.runs import RunDir, new_run, write_atomic
 
 CASE_RESOURCE = "testbed_case"
 KVM_RESOURCE = "kvm"
@@ -77,7 +77,7 @@ def _pack(folder: Path) -> bytes:
 def run_remote(loaded: Any, case_id: str, axes: dict[str, Any], accel: str) -> dict[str, Any]:
     """On a node: the case, run into a folder of this node, returned packed with its result."""
     from testbed.report.progress import Ui  # on the node, where the case runs
-    from testbed.runner import run_case  # on the node, where the case runs
+    from testbed.engine.runner import run_case  # on the node, where the case runs
 
     with tempfile.TemporaryDirectory(prefix="testbed-ray-") as tmp:
         run = new_run("tbray0000", {"engine": "ray", "case": case_id}, root=Path(tmp))
@@ -87,7 +87,7 @@ def run_remote(loaded: Any, case_id: str, axes: dict[str, Any], accel: str) -> d
 
 def clean_node() -> list[str]:
     """On a node: remove leftovers of cases whose owner is gone (a lost attempt), as `testbed clean` does."""
-    from testbed.leftovers import clean_leftovers  # on the node, after a lost attempt
+    from testbed.host.leftovers import clean_leftovers  # on the node, after a lost attempt
 
     return clean_leftovers()
 
@@ -155,7 +155,7 @@ def _errors_to_stderr() -> None:
 
 
 class RayBatch:
-    """A matrix batch runner (the signature of testbed.matrix.run_batch) on a Ray cluster."""
+    """A matrix batch runner (the signature of testbed.engine.matrix.run_batch) on a Ray cluster."""
 
     def __init__(self, address: str | None):
         self.ray = _ray()
@@ -193,7 +193,7 @@ class RayBatch:
 
     def __call__(self, name: str, todo: Sequence[Any], run: RunDir, ui: Any, jobs: int, fail_fast: bool,
                  accel: str) -> tuple[list[Any], bool]:
-        from testbed.matrix import _result_from_folder  # the matrix module imports this one lazily: no cycle
+        from testbed.engine.matrix import _result_from_folder  # the matrix module imports this one lazily: no cycle
 
         ray = self.ray
         results: list[Any] = []

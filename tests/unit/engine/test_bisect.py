@@ -2,7 +2,7 @@
 
 import pytest
 
-from testbed import bisect
+from testbed.engine import bisect
 
 
 @pytest.mark.parametrize("verdicts,expect,answer", [

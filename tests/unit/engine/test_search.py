@@ -9,11 +9,11 @@ from pathlib import Path
 import pytest
 
 from testbed import cli
-from testbed import matrix as mx
+from testbed.engine import matrix as mx
 from testbed.report.runs import load_cases, rate_pivot
-from testbed.search import Bisection, grid, search, unit_of
+from testbed.engine.search import Bisection, grid, search, unit_of
 
-REPO = Path(__file__).parents[2]
+REPO = Path(__file__).parents[3]
 
 
 def recording(rate_fn, n: int = 3):
@@ -117,7 +117,7 @@ def results(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
 
 
 def fake_runner(calls: list[str], fails):
-    from testbed.runner import CaseResult
+    from testbed.engine.runner import CaseResult
 
     def run_case(loaded, run, case_id, accel, ui, axes=None):
         calls.append(case_id)

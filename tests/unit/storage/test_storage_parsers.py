@@ -78,7 +78,7 @@ def test_nbd_needs_a_nas_vm() -> None:
     from testbed.config.scenario import load_scenario
     from testbed.errors import ConfigError
 
-    repo = Path(__file__).parents[2]
+    repo = Path(__file__).parents[3]
     load_scenario(repo / "scenarios/nbd-swap.yaml")
     with pytest.raises(ConfigError, match="nas.backend: nbd needs nas.backend vm"):
         load_scenario(repo / "scenarios/nbd-swap.yaml", ["nas.backend=netns"])

@@ -14,18 +14,22 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
-from testbed import guests, index, storage, workload
+from testbed import storage, workload
+
+from testbed.vm import guests
+
+from testbed.store import index
 from testbed.check import casefile
 from testbed.check.evidence import parse_zoneinfo, read_evidence
 from testbed.check.mechanism import StallFacts
 from testbed.check.verdict import Judgement, Observations, fault_windows, is_ok, judge
-from testbed.cleanup import Cleanup, check_interrupted, process_facts, stop_record, wait_result
+from testbed.host.cleanup import Cleanup, check_interrupted, process_facts, stop_record, wait_result
 from testbed.config.scenario import Deadlines, LoadedScenario
 from testbed.config.strict import to_dict
 from testbed.errors import GuestError, ResultsDiskError, TestbedError
 from testbed.faults.base import FaultContext
 from testbed.faults.scheduler import Scheduler
-from testbed.history import History
+from testbed.store.history import History
 from testbed.images.build import ensure
 from testbed.kernels import preflight as kernel_preflight
 from testbed.kernels import ref as kernel_ref
@@ -40,9 +44,9 @@ from testbed.nas import host as nas_host
 from testbed.nas import vm as nas_vm
 from testbed.net.build import build as build_net
 from testbed.report.progress import Ui
-from testbed.rundir import make_rundir
-from testbed.store import RunDir
-from testbed.tags import new_tag
+from testbed.host.rundir import make_rundir
+from testbed.store.runs import RunDir
+from testbed.host.tags import new_tag
 from testbed.vm import accel as accel_mod
 from testbed.vm import slowdown
 from testbed.vm.machine import VM

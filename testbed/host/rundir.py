@@ -7,8 +7,8 @@ import os
 import shutil
 from pathlib import Path
 
-from testbed.cleanup import Cleanup
-from testbed.paths import runtime_dir
+from testbed.host.cleanup import Cleanup
+from testbed.host.paths import runtime_dir
 
 
 def make_rundir(tag: str, undo: Cleanup) -> Path:

@@ -17,8 +17,8 @@ from testbed.images import cache
 from testbed.images.recipe import load_recipe, recipe_hash, recipe_names
 from testbed.nas import container
 from testbed.net.caps import netem_available
-from testbed.paths import cache_dir
-from testbed.tags import new_tag
+from testbed.host.paths import cache_dir
+from testbed.host.tags import new_tag
 from testbed.vm import accel
 from testbed.vm.caps import host_caps
 

@@ -9,7 +9,7 @@ from pathlib import Path
 def repo_root() -> Path:
     """The checkout holding images/, scenarios/ and topologies/ (override: TESTBED_HOME)."""
     env = os.environ.get("TESTBED_HOME")
-    return Path(env) if env else Path(__file__).resolve().parent.parent
+    return Path(env) if env else Path(__file__).resolve().parents[2]
 
 
 def cache_dir() -> Path:

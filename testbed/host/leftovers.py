@@ -14,9 +14,9 @@ from pathlib import Path
 
 from testbed.errors import TestbedError
 from testbed.net.netns import delete_netns
-from testbed.paths import data_dir, runtime_dir
-from testbed.rundir import live_owner
-from testbed.tags import NETNS_RE, QEMU_NAME_RE, TAG_RE
+from testbed.host.paths import data_dir, runtime_dir
+from testbed.host.rundir import live_owner
+from testbed.host.tags import NETNS_RE, QEMU_NAME_RE, TAG_RE
 from testbed.kernels import source as kernel_source
 from testbed.vm import snapshot
 

@@ -12,9 +12,9 @@ from pathlib import Path
 import pytest
 
 from testbed.errors import UsageError
-from testbed.nightly import is_run, parse_merge, parse_shard, plan
+from testbed.engine.nightly import is_run, parse_merge, parse_shard, plan
 
-REPO = Path(__file__).parents[2]
+REPO = Path(__file__).parents[3]
 RUNS = REPO / "tests/fixtures/runs"
 
 

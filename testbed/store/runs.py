@@ -19,8 +19,8 @@ import yaml
 
 from testbed import __version__
 from testbed.errors import UsageError
-from testbed.index import read_case
-from testbed.paths import results_dir
+from testbed.store.index import read_case
+from testbed.host.paths import results_dir
 
 
 def write_atomic(path: Path, text: str) -> None:

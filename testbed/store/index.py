@@ -16,7 +16,7 @@ from typing import Any
 import yaml
 
 from testbed.errors import TestbedError
-from testbed.paths import results_dir
+from testbed.host.paths import results_dir
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS cases (

@@ -8,13 +8,13 @@ from pathlib import Path
 
 import pytest
 
-from testbed import store
+from testbed.store import runs as store
 from testbed.errors import UsageError
-from testbed.index import read_run
+from testbed.store.index import read_run
 from testbed.config.matrix import load_matrix
-from testbed.ray_engine import ENGINE_LOG, _pack, _ray, log, not_run, unpack
+from testbed.engine.ray_engine import ENGINE_LOG, _pack, _ray, log, not_run, unpack
 
-REPO = Path(__file__).parents[2]
+REPO = Path(__file__).parents[3]
 CASE = REPO / "results/20261127-210436-tbc975a6/minfree8192-r1"
 
 

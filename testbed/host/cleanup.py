@@ -2,7 +2,7 @@
 
 Teardown runs in reverse order, collects errors instead of stopping at the first, and runs on
 SIGINT/SIGTERM too (both arrive as KeyboardInterrupt in the main thread). The stack knows no kind
-of resource: finding leftovers for `testbed clean` is testbed/leftovers.py.
+of resource: finding leftovers for `testbed clean` is testbed/host/leftovers.py.
 """
 
 from __future__ import annotations

@@ -8,11 +8,11 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from testbed.cleanup import Cleanup
+from testbed.host.cleanup import Cleanup
 from testbed.errors import GuestError
 from testbed.images.cache import Image
 from testbed.net.build import BuiltNet
-from testbed.tags import vm_name
+from testbed.host.tags import vm_name
 from testbed.vm.argv import Disk, VMSpec
 from testbed.vm import snapshot
 from testbed.vm.machine import VM

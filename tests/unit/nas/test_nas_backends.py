@@ -9,7 +9,7 @@ from testbed.config.scenario import load_scenario
 from testbed.errors import ConfigError
 from testbed.storage import base, iscsi, nfs
 
-REPO = Path(__file__).parents[2]
+REPO = Path(__file__).parents[3]
 
 
 @pytest.mark.parametrize("scenario, sets, server", [

@@ -17,14 +17,14 @@ from testbed.config.matrix import is_matrix_file, load_matrix
 from testbed.config.scenario import LoadedScenario, load_scenario
 from testbed.images.build import build
 from testbed.report.progress import Ui
-from testbed.runner import Case, run_case
-from testbed.index import read_run
-from testbed.matrix import resolve_run_dir
+from testbed.engine.runner import Case, run_case
+from testbed.store.index import read_run
+from testbed.engine.matrix import resolve_run_dir
 from testbed.report import controls as control_report
 from testbed.report import modes as modes_report
 from testbed.report import phases
-from testbed.store import RunDir, host_facts, new_run
-from testbed.tags import new_tag
+from testbed.store.runs import RunDir, host_facts, new_run
+from testbed.host.tags import new_tag
 from testbed.errors import UsageError
 from testbed.vm import oneshot
 

@@ -12,14 +12,14 @@ import pytest
 import yaml
 
 from testbed import cli
-from testbed import matrix as mx
+from testbed.engine import matrix as mx
 from testbed.config.matrix import load_matrix
 from testbed.errors import UsageError
 from testbed.report.runs import load_cases, rate_pivot
 from testbed.report.stats import wilson
-from testbed.runner import CaseResult
+from testbed.engine.runner import CaseResult
 
-REPO = Path(__file__).parents[2]
+REPO = Path(__file__).parents[3]
 
 
 def v(verdict: str, expected: str | None = None) -> dict[str, Any]:
@@ -91,7 +91,7 @@ def matrix_file(tmp_path: Path, repeat: int = 1) -> Path:
 
 
 class FakeRunner:
-    """Stands in for testbed.runner.run_case: writes the case folder, verdict from `verdict(axes, r)`."""
+    """Stands in for testbed.engine.runner.run_case: writes the case folder, verdict from `verdict(axes, r)`."""
 
     def __init__(self, verdict: Callable[[dict[str, Any], str], str]):
         self.verdict, self.calls = verdict, []

@@ -1,5 +1,5 @@
 """The soak: many short cases back to back in this one process, checking after each that nothing of ours
-remains on the host (testbed/leftovers.py `remaining`) and that this process's open files, threads and
+remains on the host (testbed/host/leftovers.py `remaining`) and that this process's open files, threads and
 memory and the host's available memory stay flat: a leak too small for one case adds up here."""
 
 from __future__ import annotations
@@ -16,11 +16,11 @@ from pathlib import Path
 from typing import Any
 
 from testbed.config.scenario import load_scenario
-from testbed.leftovers import remaining
+from testbed.host.leftovers import remaining
 from testbed.report.progress import Ui
-from testbed.runner import run_case
-from testbed.store import new_run
-from testbed.tags import new_tag
+from testbed.engine.runner import run_case
+from testbed.store.runs import new_run
+from testbed.host.tags import new_tag
 
 Say = Callable[[str], None]
 WINDOW = 10  # cases whose medians are compared, first against last

@@ -4,7 +4,7 @@ import textwrap
 
 import pytest
 
-from testbed.cleanup import Cleanup
+from testbed.host.cleanup import Cleanup
 
 
 def test_undo_runs_in_reverse_and_collects_errors() -> None:
@@ -43,7 +43,7 @@ def test_release_runs_one_undo_now() -> None:
 def test_interrupt_reaches_worker_threads_only() -> None:
     import threading
 
-    from testbed.cleanup import INTERRUPTED, check_interrupted
+    from testbed.host.cleanup import INTERRUPTED, check_interrupted
 
     seen: list[str] = []
 
@@ -90,7 +90,7 @@ def test_a_stop_during_teardown_is_held_and_raised_after_every_undo() -> None:
     signals were ignored while closing, and a case ran on to its deadline)."""
     cp = _in_a_child("""
         import os, signal, time
-        from testbed.cleanup import Cleanup, install_signal_handlers, STOP
+        from testbed.host.cleanup import Cleanup, install_signal_handlers, STOP
         install_signal_handlers()
         done = []
         undo = Cleanup()
@@ -112,7 +112,7 @@ def test_signals_blocked_by_the_launcher_are_unblocked() -> None:
     cp = _in_a_child("""
         import os, signal, time
         signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGTERM, signal.SIGINT})
-        from testbed.cleanup import install_signal_handlers, process_facts
+        from testbed.host.cleanup import install_signal_handlers, process_facts
         install_signal_handlers()
         print("blocked", process_facts()["SigBlk"])
         try:
@@ -128,7 +128,7 @@ def test_signals_blocked_by_the_launcher_are_unblocked() -> None:
 def test_the_interrupted_record_names_the_signal_and_its_delay() -> None:
     cp = _in_a_child("""
         import os, signal, time
-        from testbed.cleanup import install_signal_handlers, stop_record
+        from testbed.host.cleanup import install_signal_handlers, stop_record
         class H: t0 = time.monotonic() - 10
         install_signal_handlers()
         try:

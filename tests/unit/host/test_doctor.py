@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from testbed import doctor
+from testbed.host import doctor
 from testbed.cli import main
 
 
@@ -32,7 +32,7 @@ def test_exit_status_follows_missing_checks(monkeypatch: pytest.MonkeyPatch, cap
 
 
 def test_missing_tool_error_points_to_doctor(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    from testbed import proc
+    from testbed.host import proc
     from testbed.errors import MissingToolError
 
     monkeypatch.setenv("PATH", str(tmp_path))

@@ -1,7 +1,7 @@
 import json
 from pathlib import Path
 
-from testbed.store import new_run
+from testbed.store.runs import new_run
 
 
 def test_case_is_complete_only_after_verdict(tmp_path: Path) -> None:

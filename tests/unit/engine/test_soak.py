@@ -1,7 +1,7 @@
 """The soak's judgement of its samples: leftovers after any case, or fds/threads/memory growing from the
 first cases to the last, make it fail; the first case (module loads, caches) is not the baseline."""
 
-from testbed.soak import Sample, summarize
+from testbed.engine.soak import Sample, summarize
 
 
 def samples(n: int, fds=lambda i: 12, threads=lambda i: 3, rss=lambda i: 80_000, left=lambda i: []) -> list[Sample]:

@@ -24,10 +24,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from testbed.errors import UsageError
-from testbed.index import read_run
+from testbed.store.index import read_run
 from testbed.report import controls
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 NIGHTLY_MATRIX = "scenarios/matrix/nightly.yaml"
 CONTROLS = ("scenarios/controls/local-swap.yaml", "scenarios/controls/nas-frozen.yaml",
             "scenarios/controls/nas-frozen-60s.yaml", "scenarios/controls/client-frozen.yaml",

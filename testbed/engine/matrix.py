@@ -19,17 +19,17 @@ from typing import Any, TypeVar
 
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
-from testbed.cleanup import INTERRUPTED
+from testbed.host.cleanup import INTERRUPTED
 from testbed.config.matrix import Matrix, MatrixCase
 from testbed.errors import UsageError
-from testbed.index import read_case
-from testbed.paths import results_dir
+from testbed.store.index import read_case
+from testbed.host.paths import results_dir
 from testbed.report.progress import Ui
 from testbed.report.stats import CellRate
 from testbed.check.verdict import is_ok
-from testbed.runner import CaseResult, run_case
-from testbed.store import RunDir, new_run
-from testbed.tags import new_tag
+from testbed.engine.runner import CaseResult, run_case
+from testbed.store.runs import RunDir, new_run
+from testbed.host.tags import new_tag
 
 HOST_OVERHEAD_MB = 400  # QEMU and the testbed itself, per case
 DEFAULT_MAX_REPEAT = 10
