@@ -42,7 +42,9 @@ from testbed.monitor.timeline import Timeline
 from testbed.nas import container as nas_container
 from testbed.nas import host as nas_host
 from testbed.nas import vm as nas_vm
+from testbed.net.build import BuiltNet
 from testbed.net.build import build as build_net
+from testbed.images.cache import Image
 from testbed.report.progress import Ui
 from testbed.host.rundir import make_rundir
 from testbed.store.runs import RunDir
@@ -63,6 +65,25 @@ class CaseResult:
     ok: bool
     path: str
     data: dict[str, Any]
+
+
+@dataclass
+class _Setup:
+    """What one setup step hands the next."""
+
+    undo: Cleanup
+    client_img: Image | None = None
+    nas_img: Image | None = None
+    vm_nas: bool = False
+    accel: str = ""
+    rundir: Path | None = None
+    client_node: str = ""
+    nas_node: str = ""
+    client_ip: str = ""
+    contained: tuple[Any, int] | None = None  # a docker NAS's container and its pid
+    net: BuiltNet | None = None
+    ends: storage.Ends | None = None
+    export: Future[dict[str, Any]] | None = None
 
 
 class Case:
@@ -146,26 +167,37 @@ class Case:
         return self._finish(j, time.monotonic() - started)
 
     def _setup_and_run(self, undo: Cleanup) -> None:
+        """The case's phases, each a step that registers what it makes on `undo`, then the pressure."""
+        s = _Setup(undo)
+        for step in (self._images, self._network, self._nas, self._client, self._storage, self._monitors, self._faults):
+            step(s)
+        self._pressure()
+
+    def _say(self, message: str) -> None:
+        self.ui.note(self.case_id, message)
+
+    def _images(self, s: _Setup) -> None:
+        """Kernels, images, the accelerator and the host's slowdown (which scales the deadlines)."""
         sc = self.sc
-        store = sc.storage.role
         self.phase("images")
-        self.history.add("fact", "process", **process_facts())  # how a stop request reaches us (README: Stopping)
-        say = lambda m: self.ui.note(self.case_id, m)  # noqa: E731
+        self.history.add("fact", "process", **process_facts())  # how a stop request reaches us (docs/ci.md: Stopping)
         # The kernels are prepared and their configs checked before anything boots (the commands did it
         # already for every scenario: here it is a cache lookup).
-        kernels = kernel_preflight.prepare(sc, sc.path, say)
-        client_img = ensure("client", kernel_ref.parse(sc.client.kernel, sc.path, "client.kernel"), say=say)
-        vm_nas = store.needs_nas and sc.nas.backend == "vm"
-        nas_img = ensure("nas", kernel_ref.parse(sc.nas.kernel, sc.path, "nas.kernel"), say=say) if vm_nas else None
+        kernels = kernel_preflight.prepare(sc, sc.path, self._say)
+        s.client_img = ensure("client", kernel_ref.parse(sc.client.kernel, sc.path, "client.kernel"), say=self._say)
+        s.vm_nas = sc.storage.role.needs_nas and sc.nas.backend == "vm"
+        nas_img = ensure("nas", kernel_ref.parse(sc.nas.kernel, sc.path, "nas.kernel"), say=self._say) if s.vm_nas else None
+        s.nas_img = nas_img
         asked = {"client": sc.client.kernel, "nas": sc.nas.kernel}  # the image may have been built for another ref
         self.facts["images"] = {i.name: {"hash": i.hash, "kernel": i.kernel_version, "package": i.kernel_package,
                                          "kernel_ref": asked[i.name], "packages_hash": i.packages_hash}
-                                for i in (client_img, nas_img) if i}
-        self.facts["kernel"] = client_img.kernel_version
+                                for i in (s.client_img, nas_img) if i}
+        self.facts["kernel"] = s.client_img.kernel_version
         self.facts["kernel_source"] = {"ref": kernels.client.ref, "release": kernels.client.release,
                                        **kernels.client.source}
         self.history.add("fact", "kernel", source=self.facts["kernel_source"])
-        choice = accel_mod.choose(self.accel_req, client_img, say=lambda m: self.ui.note(self.case_id, m))
+        choice = accel_mod.choose(self.accel_req, s.client_img, say=self._say)
+        s.accel = choice.accel
         self.facts["accel"] = {"accel": choice.accel, "reason": choice.reason}
         self.history.add("fact", "accel", accel=choice.accel, reason=choice.reason)
         slow = slowdown.measure()
@@ -174,57 +206,64 @@ class Case:
         self.facts["slowdown"] = {"factor": slow.factor, "measured_s": slow.measured_s, "reference_s": slow.reference_s}
         self.history.add("fact", "slowdown", **self.facts["slowdown"], deadlines=to_dict(self.deadlines))
 
+    def _network(self, s: _Setup) -> None:
+        """The run's namespace, bridges and taps (and a userspace NAS's namespace or container)."""
+        sc, undo = self.sc, s.undo
         self.phase("network", self.topo.name)
-        rundir = make_rundir(self.tag, undo)
-        client_node, nas_node = self.topo.node_for("client"), self.topo.node_for("nas")
-        hosted = {nas_node: nas_host.netns_name(self.tag)} if store.needs_nas and not vm_nas else {}
-        contained = None
+        s.rundir = make_rundir(self.tag, undo)
+        s.client_node, s.nas_node = self.topo.node_for("client"), self.topo.node_for("nas")
+        hosted = {s.nas_node: nas_host.netns_name(self.tag)} if sc.storage.role.needs_nas and not s.vm_nas else {}
         if hosted and sc.nas.backend == "docker":  # its namespace must be there for the NAS's veth end
-            contained = nas_container.start_container(self.tag, undo, say=lambda m: self.ui.note(self.case_id, m))
-        net = build_net(self.topo, self.tag, undo, hosted=hosted)
-        hosted = net.hosted
-        self.history.add("fact", "network", **net.describe())
-        client_ip, nas_ip = net.address_of(client_node), net.address_of(nas_node)
+            s.contained = nas_container.start_container(self.tag, undo, say=self._say)
+        s.net = build_net(self.topo, self.tag, undo, hosted=hosted)
+        self.history.add("fact", "network", **s.net.describe())
+        s.client_ip, nas_ip = s.net.address_of(s.client_node), s.net.address_of(s.nas_node)
         self.nas_ip = nas_ip
-        ends = storage.Ends(self.tag, client_ip, nas_ip)
+        s.ends = storage.Ends(self.tag, s.client_ip, nas_ip)
 
-        logdir = self.dir.path
-        export: Future[dict[str, Any]] | None = None
-        if store.needs_nas:
-            if nas_img is not None:
-                self.phase("nas", f"{sc.nas.mem_mb} MB, {sc.storage.protocol} export")
-                self.nas = nas_vm.start(sc, nas_img, net, nas_node, self.tag, choice.accel, rundir, logdir, undo,
-                                        say=lambda m: self.ui.note(self.case_id, m))
-                self._watch(self.nas, "nas", undo)
-            elif contained is not None:
-                self.phase("nas", f"docker: userspace servers in container {contained[0].name}")
-                self.nas = nas_container.start(self.tag, *contained, undo)  # type: ignore[assignment]
-            else:
-                self.phase("nas", f"{sc.nas.backend}: userspace servers in namespace {hosted[nas_node]}")
-                self.nas = nas_host.start(self.tag, rundir, undo)  # type: ignore[assignment]
-            self._booted("nas", self.nas)
-            # The export (seconds of work inside the NAS) overlaps the client's boot; joined before storage.
-            exporting = ThreadPoolExecutor(1, thread_name_prefix=f"export-{self.tag}")
-            undo.push("export thread", exporting.shutdown, False)
-            export = exporting.submit(store.export, self.nas, sc, ends)
+    def _nas(self, s: _Setup) -> None:
+        """The NAS (VM, namespace or container), then its export, which overlaps the client's boot."""
+        sc, undo, store = self.sc, s.undo, self.sc.storage.role
+        if not store.needs_nas:
+            return
+        assert s.net is not None and s.rundir is not None and s.ends is not None
+        if s.nas_img is not None:
+            self.phase("nas", f"{sc.nas.mem_mb} MB, {sc.storage.protocol} export")
+            self.nas = nas_vm.start(sc, s.nas_img, s.net, s.nas_node, self.tag, s.accel, s.rundir, self.dir.path, undo,
+                                    say=self._say)
+            self._watch(self.nas, "nas", undo)
+        elif s.contained is not None:
+            self.phase("nas", f"docker: userspace servers in container {s.contained[0].name}")
+            self.nas = nas_container.start(self.tag, *s.contained, undo)  # type: ignore[assignment]
+        else:
+            self.phase("nas", f"{sc.nas.backend}: userspace servers in namespace {s.net.hosted[s.nas_node]}")
+            self.nas = nas_host.start(self.tag, s.rundir, undo)  # type: ignore[assignment]
+        assert self.nas is not None
+        self._booted("nas", self.nas)
+        exporting = ThreadPoolExecutor(1, thread_name_prefix=f"export-{self.tag}")
+        undo.push("export thread", exporting.shutdown, False)
+        s.export = exporting.submit(store.export, self.nas, sc, s.ends)
 
+    def _client(self, s: _Setup) -> None:
+        """The client VM, the kernel it really runs, its sysctls and its zone watermarks."""
+        sc, undo = self.sc, s.undo
+        assert s.client_img is not None and s.rundir is not None and s.net is not None
         self.phase("client", f"{sc.client.mem_mb} MB")
-        disks = store.client_disks(sc, rundir, undo)
-        self.client = guests.boot(role="client", node=client_node, tag=self.tag, image=client_img, net=net,
-                                  mem_mb=sc.client.mem_mb, vcpus=sc.client.vcpus, accel=choice.accel, rundir=rundir,
-                                  logdir=logdir, undo=undo, boot_s=sc.deadlines.boot_s, disks=disks,
-                                  mode=sc.client.boot, say=lambda m: self.ui.note(self.case_id, m))
+        disks = sc.storage.role.client_disks(sc, s.rundir, undo)
+        self.client = guests.boot(role="client", node=s.client_node, tag=self.tag, image=s.client_img, net=s.net,
+                                  mem_mb=sc.client.mem_mb, vcpus=sc.client.vcpus, accel=s.accel, rundir=s.rundir,
+                                  logdir=self.dir.path, undo=undo, boot_s=sc.deadlines.boot_s, disks=disks,
+                                  mode=sc.client.boot, say=self._say)
         self._booted("client", self.client)
         self._watch(self.client, "client", undo)
         self.history.add("fact", "client-ready", boot_s=round(self.client.ready_at - self.client.started_at, 2),
                          memtotal_kb=(self.client.agent.telemetry or {}).get("meminfo", {}).get("MemTotal"))
-
         # The kernel the guest runs, asked of it: the verdict's kernel is what ran, not what was meant to.
         running = self.client.exec(["uname", "-r"], 15, check=True).stdout.strip()
         self.facts["kernel_source"]["running"] = running
-        if running != client_img.kernel_version:
-            raise TestbedError(f"the client runs kernel {running}, not {client_img.kernel_version} of its image "
-                               f"{client_img.hash} (a path kernel whose image and modules come from different "
+        if running != s.client_img.kernel_version:
+            raise TestbedError(f"the client runs kernel {running}, not {s.client_img.kernel_version} of its image "
+                               f"{s.client_img.hash} (a path kernel whose image and modules come from different "
                                "builds, or a stale ready snapshot)")
         if sc.client.sysctl:
             for key, value in sc.client.sysctl.items():
@@ -234,21 +273,31 @@ class Case:
         zoneinfo = self.client.exec(["cat", "/proc/zoneinfo"], 15, check=True).stdout
         (self.dir.path / ZONEINFO).write_text(zoneinfo)
         self.history.add("fact", "zone-watermarks", zones=[z.to_dict() for z in parse_zoneinfo(zoneinfo)])
-        if export is not None:
-            self.history.add("fact", "nas-export", **wait_result(export))
+
+    def _storage(self, s: _Setup) -> None:
+        """The export joined, then the client attached (mount and swapon, login, discover, nbd-client)."""
+        sc = self.sc
+        assert self.client is not None and s.ends is not None
+        if s.export is not None:
+            self.history.add("fact", "nas-export", **wait_result(s.export))
         self.phase("storage", f"{sc.storage.protocol}, {'swap' if sc.workload.uses_swap else 'filesystem'}")
-        self.history.add("fact", "storage-attached", protocol=sc.storage.protocol, **store.attach(self.client, sc, ends))
+        self.history.add("fact", "storage-attached", protocol=sc.storage.protocol,
+                         **sc.storage.role.attach(self.client, sc, s.ends))
         # The protocol counters are read once, after the pressure: counters start at the fresh mount,
         # and reading /proc/self/mountstats just before the pressure was followed by the NFS swap
         # deadlock in 4 runs out of 4 (0 of 6 without it): the probe must not be part of the experiment.
-        self.store = store
+        self.store = sc.storage.role
 
-        pinger = Pinger(net.netns, client_ip)
+    def _monitors(self, s: _Setup) -> None:
+        """The ping from the switch, the NAS probes and the 1 Hz timeline."""
+        undo = s.undo
+        assert s.net is not None and s.ends is not None and self.client is not None
+        pinger = Pinger(s.net.netns, s.client_ip)
         undo.push("ping socket", pinger.close)
         probe = None
         if self.nas is not None:
             try:
-                probe = NasProbe(self.nas, store, sc, ends, net)
+                probe = NasProbe(self.nas, self.sc.storage.role, self.sc, s.ends, s.net)
                 undo.push("NAS probes", probe.close)
                 self.history.add("fact", "nas-probes", **probe.facts())
             except ProbeError as e:  # recorded: the verdict then has no probe to cite
@@ -256,15 +305,19 @@ class Case:
         self.timeline = Timeline(self.dir.path / "timeline.csv", self.history, self.client, self.nas, pinger, probe)
         self.timeline.start()
         undo.push("timeline", self.timeline.stop)
-        ctx = FaultContext(client=self.client, nas=self.nas, history=self.history, sc=sc, storage=store, net=net,
-                           ends=ends, case_dir=self.dir.path, undo=Cleanup())
+
+    def _faults(self, s: _Setup) -> None:
+        """The faults' scheduler (set up now, started with the workload) and the path helpers' states."""
+        sc = self.sc
+        assert self.client is not None and s.net is not None and s.ends is not None
+        ctx = FaultContext(client=self.client, nas=self.nas, history=self.history, sc=sc, storage=sc.storage.role,
+                           net=s.net, ends=s.ends, case_dir=self.dir.path, undo=Cleanup())
         self.scheduler = Scheduler(sc.faults, ctx)
-        undo.push("faults (schedule, heals, helpers)", self.scheduler.close)
+        s.undo.push("faults (schedule, heals, helpers)", self.scheduler.close)
         if sc.faults:
             self.phase("faults", ", ".join(f.kind for f in sc.faults))
             self.scheduler.setup()
         self.history.add("fact", "path-helpers", helpers=helpers.states(self.client, sc.path_processes()))
-        self._pressure()
 
     def _booted(self, role: str, vm: VM) -> None:
         """How the guest came up (restored from its ready snapshot, or booted cold and why): in the verdict."""

@@ -104,4 +104,7 @@ class Scheduler:
             except Exception as e:  # recorded; the VMs and the namespace go anyway
                 self.ctx.history.add("fault", f"{f.spec.kind}:teardown-failed", error=str(e), teardown=True)
         self._set_up.clear()
-        self.ctx.undo.close()
+        # The faults' own undo stack (helpers, sockets, threads): an undo that failed is in the case's
+        # events, not only in a log line, since what it left may explain the next case.
+        for err in self.ctx.undo.close():
+            self.ctx.history.add("fault", "undo-failed", error=err, teardown=True)

@@ -103,6 +103,34 @@ def test_teardown_heals_before_it_undoes_the_helpers(monkeypatch) -> None:
     assert log[-1] == ("late", "now")
 
 
+def test_a_failed_undo_of_a_faults_helper_is_an_event(monkeypatch) -> None:
+    """An undo of the faults' own stack that fails (a helper that would not stop) is recorded in the case's
+    events, not only logged; the other undos still run."""
+    import testbed.faults as faults
+
+    class Stubborn(Helper):
+        def inject(self, ctx):
+            ctx.undo.push("flood thread", self._refuse)
+            return super().inject(ctx)
+
+        def _refuse(self):
+            raise RuntimeError("the flood thread did not stop in 5 s")
+
+    log: list = []
+    monkeypatch.setattr(faults, "make", lambda spec: Stubborn(spec, log))
+    h = History(None)
+    ctx = FaultContext(client=None, nas=None, history=h, sc=None, storage=None, net=None, ends=None,
+                       case_dir=None, undo=Cleanup())
+    s = Scheduler((LinkSpec(kind="link", at_s=0.0),), ctx)
+    s.setup()
+    s.start()
+    time.sleep(0.3)
+    s.close()
+    failed = [e for e in h.events if e.kind == "fault" and e.name == "undo-failed"]
+    assert len(failed) == 1 and "flood thread: the flood thread did not stop" in failed[0].data["error"], h.events
+    assert ("helper undone", "link") in log
+
+
 def test_unhealed_fault_is_healed_at_stop_and_marked(monkeypatch) -> None:
     log: list = []
     s, h, undo = scheduler([LinkSpec(kind="link", at_s=0.0)], log, monkeypatch)
