@@ -7,6 +7,8 @@ import re
 from dataclasses import dataclass, field, replace
 from typing import Any
 
+from testbed.check import frames as protocol_frames
+
 PAGE_KB = 4  # x86-64; the sysrq-m buddy lists tell the real size when they are there
 
 # --- lines ------------------------------------------------------------------------------------
@@ -156,9 +158,10 @@ class ClassRule:
         return any(re.fullmatch(p, f) for p in self.frames for f in task.frames)
 
 
-# Ordered: classify() reports classes in this order. Patterns cover 5.10 (page) and 6.x (folio,
+# Ordered: classify() reports classes in this order, the protocols' own classes (testbed/check/frames.py,
+# declared by each protocol) between swap-in and block I/O. Patterns cover 5.10 (page) and 6.x (folio,
 # `_noprof`) names; a frame may give several classes (throttle_direct_reclaim is both reclaim and throttle).
-CLASS_RULES: tuple[ClassRule, ...] = (
+_BEFORE_PROTOCOLS: tuple[ClassRule, ...] = (
     ClassRule("direct-reclaim", ("try_to_free_pages", "do_try_to_free_pages", "__alloc_pages_slowpath",
                                  "__alloc_pages_direct_reclaim", "__perform_reclaim", "throttle_direct_reclaim"),
               "allocating memory and reclaiming it itself"),
@@ -173,10 +176,9 @@ CLASS_RULES: tuple[ClassRule, ...] = (
     ClassRule("swap-in", ("do_swap_page", "swap_readpage", r"swap_read_folio\w*", "swapin_readahead",
                           "swap_cluster_readahead", "swap_vma_readahead", r"_*read_swap_cache_async"),
               "faulting a swapped-out page back in"),
-    ClassRule("nfs-rpc", (r"nfs\w*", r"_*rpc_\w+", r"xprt_\w+", r"xs_\w+"),
-              "inside the NFS client or its RPC transport"),
-    ClassRule("iscsi", (r"_*iscsi\w*",), "inside the iSCSI initiator"),
-    ClassRule("aoe", (r"aoe\w*",), "inside the AoE driver"),
+)
+
+_AFTER_PROTOCOLS: tuple[ClassRule, ...] = (
     ClassRule("block-io", (r"_*scsi_\w+", "blk_mq_get_tag", r"_*submit_bio\w*", "blk_mq_submit_bio",
                            r"_*blk_mq_alloc_request\w*"),
               "inside block I/O submission (request tags, the SCSI midlayer)"),
@@ -194,14 +196,26 @@ CLASS_RULES: tuple[ClassRule, ...] = (
               "writing to a virtio console port (the testbed agent's telemetry)"),
 )
 
+
+def class_rules() -> tuple[ClassRule, ...]:
+    """Every class rule in order: the generic ones and the registered protocols' frame classes."""
+    return (*_BEFORE_PROTOCOLS, *(ClassRule(c.name, c.frames, c.describes) for c in protocol_frames.frame_classes()),
+            *_AFTER_PROTOCOLS)
+
+
+def storage_classes() -> frozenset[str]:
+    """Classes of a task inside the storage's own code: the protocols' and block I/O."""
+    return frozenset({*(c.name for c in protocol_frames.frame_classes()), "block-io"})
+
+
 # A lock or a page lock alone could be anything (a file read, a config mutex), and a virtio-console
 # write is the testbed's own telemetry: none of these alone puts a task on the memory/storage path.
 OFF_PATH_CLASSES = frozenset({"lock", "page-lock", "virtio-console"})
 
 
 def classify(task: BlockedTask) -> tuple[str, ...]:
-    """The classes of a task's reliable frames (and its name and workqueue), in CLASS_RULES order."""
-    return tuple(r.cls for r in CLASS_RULES if r.matches(task))
+    """The classes of a task's reliable frames (and its name and workqueue), in class_rules() order."""
+    return tuple(r.cls for r in class_rules() if r.matches(task))
 
 
 def on_path(task: BlockedTask) -> bool:

@@ -7,7 +7,8 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from testbed.check.evidence import BlockedTask, Evidence, MemorySummary
+from testbed.check import frames as protocol_frames
+from testbed.check.evidence import BlockedTask, Evidence, MemorySummary, storage_classes
 
 Tasks = tuple[BlockedTask, ...]
 
@@ -38,14 +39,21 @@ class StallFacts:
 
 Facts = StallFacts
 
-# Storage-path helpers by the kernel's name for them (a prefix, as the runner's pgrep uses), used
-# when the runner gave no `helpers` fact: a case judged from an old folder still names charon.
-DEFAULT_HELPERS = ("charon", "iscsid", "udhcpc", "dhclient", "dhcpcd", "rpc.statd", "rpcbind")
-# Classes of a task waiting on the storage (directly, or for memory only storage I/O can free).
-STORAGE_WAITS = frozenset({"swap-in", "swap-writeback", "mempool-wait", "nfs-rpc", "iscsi", "aoe", "block-io",
-                           "writeback-throttle"})
-PROTOCOL_KIND = {"nfs": "NFS/RPC", "iscsi": "block device", "aoe": "block device", "nbd": "block device",
-                 "local": "local disk"}
+# Path helpers by the kernel's name for them (a prefix, as the runner's pgrep uses), used when the runner
+# gave no `helpers` fact: a case judged from an old folder still names them. The faults' helpers (IKE,
+# DHCP clients) here; the protocols' own daemons come from their declarations (testbed/check/frames.py).
+FAULT_HELPERS = ("charon", "udhcpc", "dhclient", "dhcpcd")
+# Classes of a task waiting for memory only storage I/O can free, or on the storage itself (plus the
+# protocols' own classes and block I/O: evidence.storage_classes()).
+WAITS_ON_STORAGE = frozenset({"swap-in", "swap-writeback", "mempool-wait", "writeback-throttle"})
+
+
+def default_helpers() -> tuple[str, ...]:
+    return (*FAULT_HELPERS, *protocol_frames.helpers())
+
+
+def storage_waits() -> frozenset[str]:
+    return WAITS_ON_STORAGE | storage_classes()
 
 
 @dataclass(frozen=True)
@@ -104,11 +112,12 @@ def storage_kind(tasks: Tasks, facts: Facts) -> str | None:
     """What the waits go to: the frames say it when the task is inside the client; a swap-in or a
     mempool wait shows no protocol frame (the I/O is in flight elsewhere), so then the scenario does."""
     classes = {c for t in tasks for c in t.classes}
-    if "nfs-rpc" in classes:
-        return "NFS/RPC"
-    if classes & {"iscsi", "aoe", "block-io"}:
-        return "block device"
-    return PROTOCOL_KIND.get(facts.protocol.lower())
+    kinds = [k for c in sorted(classes & storage_classes()) if (k := protocol_frames.kind_of_class(c))]
+    if "block-io" in classes:
+        kinds.append("block device")
+    if kinds:  # a protocol's own layer says more than the block layer under it
+        return next((k for k in kinds if k != "block device"), kinds[0])
+    return protocol_frames.kind_of_protocol(facts.protocol)
 
 
 def _with(tasks: Tasks, *classes: str) -> Tasks:
@@ -148,7 +157,7 @@ def helper_swapped_out(tasks: Tasks, memory: MemorySummary | None, facts: Facts)
 
 def path_cut(tasks: Tasks, memory: MemorySummary | None, facts: Facts) -> Finding | None:
     cut = facts.path_cut
-    waiting = tuple(t for t in tasks if set(t.classes) & STORAGE_WAITS)
+    waiting = tuple(t for t in tasks if set(t.classes) & storage_waits())
     if not cut or not waiting:
         return None  # a cut nobody waits on did not make this stall
     return Finding(f"path cut ({cut}): {labels(waiting)} wait on the network storage", waiting)
@@ -175,7 +184,7 @@ def reclaim_mempool(tasks: Tasks, memory: MemorySummary | None, facts: Facts) ->
 
 
 def kswapd_writeback(tasks: Tasks, memory: MemorySummary | None, facts: Facts) -> Finding | None:
-    stuck = tuple(t for t in _with(tasks, "kswapd") if set(t.classes) & STORAGE_WAITS)
+    stuck = tuple(t for t in _with(tasks, "kswapd") if set(t.classes) & storage_waits())
     if not stuck:
         return None
     return Finding(f"kswapd stuck in writeback: {labels(stuck)} waits on the network storage{_kind(stuck, facts)}"
@@ -191,7 +200,7 @@ def writeback_throttled(tasks: Tasks, memory: MemorySummary | None, facts: Facts
 
 
 def helper_in_swap_in(tasks: Tasks, memory: MemorySummary | None, facts: Facts) -> Finding | None:
-    names = [str(h["name"]) for h in _helpers(facts)] or list(DEFAULT_HELPERS)
+    names = [str(h["name"]) for h in _helpers(facts)] or list(default_helpers())
     blocked = tuple(t for t in _with(tasks, "swap-in") if any(t.name.startswith(n[:15]) for n in names))
     if not blocked:
         return None
@@ -207,7 +216,7 @@ def swap_in_wait(tasks: Tasks, memory: MemorySummary | None, facts: Facts) -> Fi
 
 
 def storage_wait(tasks: Tasks, memory: MemorySummary | None, facts: Facts) -> Finding | None:
-    waiting = tuple(t for t in tasks if set(t.classes) & {"nfs-rpc", "iscsi", "aoe", "block-io"})
+    waiting = tuple(t for t in tasks if set(t.classes) & storage_classes())
     if not waiting:
         return None
     return Finding(f"I/O waiting on the network storage{_kind(waiting, facts)}: {labels(waiting)}", waiting)
@@ -238,7 +247,7 @@ RULES: tuple[Rule, ...] = (
     Rule("helper-in-swap-in", helper_in_swap_in,
          "a task named as a storage-path helper is blocked in swap-in (no VmSwap fact needed)"),
     Rule("swap-in-wait", swap_in_wait, "tasks wait for swapped-out pages to come back from the storage"),
-    Rule("storage-wait", storage_wait, "tasks wait inside the NFS/RPC, iSCSI, AoE or block layers"),
+    Rule("storage-wait", storage_wait, "tasks wait inside a protocol's own layers (its declared frame classes) or block I/O"),
     Rule("reclaim-throttled", reclaim_throttled, "direct reclaim throttled with nothing else visible"),
 )
 

@@ -132,7 +132,7 @@ def vm_lost(events: list[Event]) -> str:
 
 def path_locks(events: list[Event]) -> list[str]:
     """What the storage path's own client daemon had locked and how the OOM killer saw it, as the attach
-    recorded it (nbd-client -swap: VmLck and oom_score_adj): said beside every verdict of such a case."""
+    recorded it (a daemon run with mlockall: VmLck and oom_score_adj): said beside every verdict of such a case."""
     attached = next((e for e in events if e.kind == "fact" and e.name == "storage-attached"), None)
     if attached is None:
         return []
@@ -158,7 +158,7 @@ def console(events: list[Event], *names: str, vm: str = "client") -> list[Event]
 
 
 def storage_device(events: list[Event]) -> str | None:
-    """The block device the case swaps or writes on (none for NFS), as its attach recorded it."""
+    """The block device the case swaps or writes on (none for a network filesystem), as its attach recorded it."""
     attached = next((e for e in events if e.kind == "fact" and e.name == "storage-attached"), None)
     dev = attached.data.get("device") if attached else None
     return str(dev).rsplit("/", 1)[-1] if dev else None
@@ -166,7 +166,7 @@ def storage_device(events: list[Event]) -> str | None:
 
 def our_device(line: str, device: str | None) -> bool:
     """An I/O error counts only on the case's own device; one that names no device (swap-device,
-    SIGBUS) counts. `I/O error, dev sr0` on a case swapping over NFS is not the case's."""
+    SIGBUS) counts. `I/O error, dev sr0` on a case swapping to a network filesystem is not the case's."""
     m = re.search(r"(?:dev|on device) ([A-Za-z0-9!._-]+)", line)
     if not m:
         return True

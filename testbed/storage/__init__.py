@@ -9,6 +9,7 @@ import pkgutil
 from dataclasses import field, make_dataclass
 from typing import Any, Literal
 
+from testbed.check import frames
 from testbed.errors import ConfigError
 from testbed.storage.base import MOUNT, WORKFILE, Ends, Storage, use_block_device
 
@@ -25,7 +26,10 @@ def _discover() -> dict[str, Storage]:
         for value in vars(module).values():
             if isinstance(value, type) and issubclass(value, Storage) and value is not Storage and value.__module__ == module.__name__:
                 found[value.name] = value()
-    return dict(sorted(found.items()))
+    found = dict(sorted(found.items()))
+    for s in found.values():  # the checker reads what each protocol declares, and names none itself
+        frames.register(s.for_checker())
+    return found
 
 
 PROTOCOLS: dict[str, Storage] = _discover()

@@ -11,6 +11,7 @@ import time
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+from testbed.check.frames import FrameClass
 from testbed.errors import ConfigError, GuestError
 from testbed.kernels.kconfig import Need
 from testbed.storage.base import (Ends, ServiceState, Storage, parse_pgrep, is_netns_service, netns_service_argv,
@@ -72,6 +73,7 @@ class Aoe(Storage):
     spec = AoeSpec
     is_ip = False  # Ethernet frames: no IPsec, and a DHCP lease is not its path
     nas_processes = ("vblade",)
+    frame_classes = (FrameClass("aoe", (r"aoe\w*",), "inside the AoE driver"),)
 
     def client_kernel_needs(self, sc: Scenario) -> tuple[Need, ...]:
         return (Need("CONFIG_ATA_OVER_ETH", "the AoE initiator"),)

@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
 
+from testbed.check.frames import FrameClass, ProtocolFrames
 from testbed.host.cleanup import Cleanup
 from testbed.errors import ConfigError, GuestError, TestbedError
 from testbed.kernels.kconfig import Need
@@ -115,6 +116,15 @@ class Storage:
     ports: ClassVar[tuple[int, ...]] = ()
     client_processes: ClassVar[tuple[str, ...]] = ()
     nas_processes: ClassVar[tuple[str, ...]] = ()
+    # For the checker (testbed/check/frames.py): what a stalled task's waits on this storage go to, the
+    # stack-frame classes of the protocol's kernel code, and the client daemons a case judged without a
+    # `helpers` fact (an old folder) still names.
+    storage_kind: ClassVar[str] = "block device"
+    frame_classes: ClassVar[tuple[FrameClass, ...]] = ()
+    stall_helpers: ClassVar[tuple[str, ...]] = ()
+
+    def for_checker(self) -> ProtocolFrames:
+        return ProtocolFrames(self.name, self.storage_kind, self.frame_classes, self.stall_helpers)
 
     def validate(self, sc: Scenario, source: str) -> None:
         """Checks of the whole scenario that only this protocol knows (ConfigError naming the field)."""

@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
+from testbed.check.frames import FrameClass
 from testbed.errors import ConfigError, GuestError
 from testbed.kernels.kconfig import Need
 from testbed.storage.base import (Ends, ServiceState, Storage, is_netns_service, netns_service_argv,
@@ -109,6 +110,8 @@ class Iscsi(Storage):
     spec = IscsiSpec
     ports = (3260,)
     client_processes = ("iscsid",)
+    frame_classes = (FrameClass("iscsi", (r"_*iscsi\w*",), "inside the iSCSI initiator"),)
+    stall_helpers = ("iscsid",)
 
     def validate(self, sc: Scenario, source: str) -> None:
         st, wl = sc.storage, sc.workload

@@ -22,6 +22,7 @@ SERIAL = "tbswap"
 class Local(Storage):
     name = "local"
     title = "local"
+    storage_kind = "local disk"
     needs_nas = False
     is_ip = False
 

@@ -15,6 +15,7 @@ import time
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+from testbed.check.frames import FrameClass
 from testbed.errors import ConfigError, GuestError
 from testbed.kernels.kconfig import Need
 from testbed.storage.base import Ends, ServiceState, Storage, parse_pgrep, use_block_device
@@ -79,6 +80,8 @@ class Nbd(Storage):
     ports = (10809,)
     client_processes = ("nbd-client",)
     nas_processes = ("nbd-server",)
+    # nbd_queue_rq/nbd_handle_cmd/nbd_send_cmd submit, nbd_read_stat receives (drivers/block/nbd.c)
+    frame_classes = (FrameClass("nbd", (r"nbd_\w+",), "inside the NBD client driver"),)
 
     def client_kernel_needs(self, sc: Scenario) -> tuple[Need, ...]:
         return (Need("CONFIG_BLK_DEV_NBD", "the NBD client device"),)

@@ -9,6 +9,7 @@ import re
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Literal
 
+from testbed.check.frames import FrameClass
 from testbed.errors import ConfigError, GuestError
 from testbed.kernels.kconfig import Need
 from testbed.storage.base import (MOUNT, Ends, ServiceState, Storage, is_netns_service, mounted,
@@ -149,6 +150,10 @@ class Nfs(Storage):
     # The client's NFS is in the kernel (sunrpc); mount.nfs and rpc.* helpers are what userspace adds.
     client_processes = ("rpc.", "mount.nfs")
     nas_processes = ("nfsd", "rpc.mountd", "rpcbind")
+    storage_kind = "NFS/RPC"
+    frame_classes = (FrameClass("nfs-rpc", (r"nfs\w*", r"_*rpc_\w+", r"xprt_\w+", r"xs_\w+"),
+                                "inside the NFS client or its RPC transport"),)
+    stall_helpers = ("rpc.statd", "rpcbind")
 
     def server(self, sc: Scenario) -> str:
         return sc.storage.nfs.server or SERVERS[sc.nas.backend]
