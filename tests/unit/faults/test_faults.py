@@ -84,19 +84,24 @@ class Helper(Recorder):
         return super().inject(ctx)
 
 
-def test_teardown_heals_before_it_undoes_the_helpers(monkeypatch) -> None:
+def run_one_link_fault(fault: type, log: list, monkeypatch) -> FaultContext:
+    """A link fault of class `fault` set up, injected at once, and the case ended 0.3 s later."""
     import testbed.faults as faults
 
-    log: list = []
-    monkeypatch.setattr(faults, "make", lambda spec: Helper(spec, log))
-    h = History(None)
-    ctx = FaultContext(client=None, nas=None, history=h, sc=None, storage=None, net=None, ends=None,
+    monkeypatch.setattr(faults, "make", lambda spec: fault(spec, log))
+    ctx = FaultContext(client=None, nas=None, history=History(None), sc=None, storage=None, net=None, ends=None,
                        case_dir=None, undo=Cleanup())
     s = Scheduler((LinkSpec(kind="link", at_s=0.0),), ctx)
     s.setup()
     s.start()
     time.sleep(0.3)
     s.close()
+    return ctx
+
+
+def test_teardown_heals_before_it_undoes_the_helpers(monkeypatch) -> None:
+    log: list = []
+    ctx = run_one_link_fault(Helper, log, monkeypatch)
     ops = [op for op, _ in log]
     assert ops == ["setup", "inject", "heal", "teardown", "helper undone"], log
     ctx.undo.push("late", log.append, ("late", "now"))  # a helper that came after the end goes at once
@@ -106,7 +111,6 @@ def test_teardown_heals_before_it_undoes_the_helpers(monkeypatch) -> None:
 def test_a_failed_undo_of_a_faults_helper_is_an_event(monkeypatch) -> None:
     """An undo of the faults' own stack that fails (a helper that would not stop) is recorded in the case's
     events, not only logged; the other undos still run."""
-    import testbed.faults as faults
 
     class Stubborn(Helper):
         def inject(self, ctx):
@@ -117,15 +121,7 @@ def test_a_failed_undo_of_a_faults_helper_is_an_event(monkeypatch) -> None:
             raise RuntimeError("the flood thread did not stop in 5 s")
 
     log: list = []
-    monkeypatch.setattr(faults, "make", lambda spec: Stubborn(spec, log))
-    h = History(None)
-    ctx = FaultContext(client=None, nas=None, history=h, sc=None, storage=None, net=None, ends=None,
-                       case_dir=None, undo=Cleanup())
-    s = Scheduler((LinkSpec(kind="link", at_s=0.0),), ctx)
-    s.setup()
-    s.start()
-    time.sleep(0.3)
-    s.close()
+    h = run_one_link_fault(Stubborn, log, monkeypatch).history
     failed = [e for e in h.events if e.kind == "fault" and e.name == "undo-failed"]
     assert len(failed) == 1 and "flood thread: the flood thread did not stop" in failed[0].data["error"], h.events
     assert ("helper undone", "link") in log
