@@ -74,3 +74,7 @@ class GuestError(TestbedError):
 
 class AccelError(TestbedError):
     """The requested accelerator cannot run the guest kernel on this host."""
+
+
+class ProbeError(TestbedError):
+    """A probe's own machinery failed (its socket cannot be made or used): nothing about the NAS."""

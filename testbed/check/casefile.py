@@ -27,7 +27,7 @@ from testbed.workload import CommandProgress, Progress
 WORKLOAD_LINES = "workload.jsonl"  # the workload's own output, a line each, as it printed them
 EVIDENCE = "evidence.json"  # taken at a stall: the parsed sysrq dump and the mechanism rules' facts
 SYSRQ = "sysrq-client.txt"
-FLOAT_COLS = {"t", "workload_user_s", "workload_system_s", "agent_age_s", "ping_ms", "client_cpu_s", "client_run_s", "client_wait_s", "nas_agent_ms", "nas_connect_ms", "nas_aoe_ms"}
+FLOAT_UNITS = ("_s", "_ms")  # timeline columns in seconds or milliseconds (t too) are floats
 STR_COLS = {"phase", "client_status", "nas_status", "nas_connect_error"}
 
 
@@ -60,7 +60,7 @@ def _typed(key: str, value: str | None) -> Any:
         return value or ""
     if value in ("", None):
         return None
-    if key in FLOAT_COLS:
+    if key == "t" or key.endswith(FLOAT_UNITS):
         return float(value)
     try:
         return int(value)

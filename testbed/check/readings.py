@@ -71,7 +71,8 @@ def nas_trouble(rows: list[dict[str, Any]], since: float, end: float | None) -> 
     errors = [r.get("nas_connect_error") for r in tail]
     if all(_network_answer(e) for e in errors) and all(r.get("nas_connect_ms") is None for r in tail):
         return f"the NAS refused or ignored connections to its service (connect probe from the switch: {errors[-1]})"
-    silent = all(r.get(k) is None for r in tail for k in ("nas_agent_ms", "nas_service", "nas_connect_ms", "nas_aoe_ms"))
+    # every probe that measures (its column: nas_*_ms, a protocol's own included) and the service read-back
+    silent = all(r.get(k) is None for r in tail for k in ("nas_service", *(c for c in r if c.startswith("nas_") and c.endswith("_ms"))))
     if silent:
         return "the NAS answered nothing: its agent, its service read-back and its storage port were silent (NAS probes)"
     return None

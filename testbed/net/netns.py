@@ -40,6 +40,11 @@ def socket_in(netns: str, family: int, type_: int, proto: int = 0) -> socket.soc
     return r
 
 
+def socket_at(netns: str | None, family: int, type_: int, proto: int = 0) -> socket.socket:
+    """A socket in namespace `netns`, or in ours when netns is None."""
+    return socket.socket(family, type_, proto) if netns is None else socket_in(netns, family, type_, proto)
+
+
 def _enter(netns: str) -> None:
     libc = ctypes.CDLL(None, use_errno=True)
     fd = os.open(f"/run/netns/{netns}", os.O_RDONLY)

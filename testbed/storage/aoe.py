@@ -6,13 +6,19 @@ the kernel's pfmemalloc protocol whitelist. The case records this rather than hi
 
 from __future__ import annotations
 
+import errno
+import random
 import re
+import select
+import socket
+import struct
 import time
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from testbed.check.frames import FrameClass
-from testbed.errors import ConfigError, GuestError
+from testbed.errors import ConfigError, GuestError, ProbeError
+from testbed.net.netns import socket_at
 from testbed.kernels.kconfig import Need
 from testbed.storage.base import (Ends, ServiceState, Storage, parse_pgrep, is_netns_service, netns_service_argv,
                                   parse_netns_service, use_block_device)
@@ -74,6 +80,10 @@ class Aoe(Storage):
     is_ip = False  # Ethernet frames: no IPsec, and a DHCP lease is not its path
     nas_processes = ("vblade",)
     frame_classes = (FrameClass("aoe", (r"aoe\w*",), "inside the AoE driver"),)
+    link_probe_column = "nas_aoe_ms"  # AoeProbe.column
+
+    def link_probe(self, netns: str, iface: str, nas_mac: str, sc: Scenario) -> AoeProbe:
+        return AoeProbe(netns, iface, nas_mac, sc.storage.aoe.shelf, sc.storage.aoe.slot)
 
     def client_kernel_needs(self, sc: Scenario) -> tuple[Need, ...]:
         return (Need("CONFIG_ATA_OVER_ETH", "the AoE initiator"),)
@@ -144,3 +154,170 @@ class Aoe(Storage):
     def counters(self, client: VM) -> dict[str, Any]:
         text = client.sh(DEBUGFS, 10, check=False).stdout
         return parse_debugfs(text)
+
+
+# -- the NAS probe: AoE query-config from the switch ------------------------------------------------
+ETH_P_AOE = 0x88A2
+AOE_VERSION = 1
+AOE_FLAG_RESPONSE = 0x08
+AOE_FLAG_ERROR = 0x04
+AOE_CMD_CONFIG = 1
+ETH_MIN_FRAME = 60  # without the FCS; a packet socket does not pad what it sends
+PACKET_OUTGOING = 4  # sockaddr_ll pkttype of a frame this host sent
+# Ethernet header + AoE common header (ver/flags, error, major, minor, command, tag): 24 bytes.
+_HEADER = struct.Struct("!6s6sHBBHBBI")
+# Query-config arguments: buffer count, firmware version, sector count, AoE version/ccmd, config length.
+_CONFIG = struct.Struct("!HHBBH")
+
+
+def mac_bytes(mac: str) -> bytes:
+    b = bytes.fromhex(mac.replace(":", ""))
+    if len(b) != 6:
+        raise ValueError(f"not a MAC address: {mac!r}")
+    return b
+
+
+def mac_text(b: bytes) -> str:
+    return ":".join(f"{x:02x}" for x in b)
+
+
+@dataclass(frozen=True)
+class AoeFrame:
+    dst: str
+    src: str
+    flags: int  # the low nibble of the ver/flags byte: AOE_FLAG_RESPONSE, AOE_FLAG_ERROR
+    error: int
+    shelf: int
+    slot: int
+    command: int
+    tag: int
+    buffers: int | None = None  # the query-config arguments, when the frame carries them
+    firmware: int | None = None
+    sectors: int | None = None
+    config: bytes = b""
+
+    @property
+    def response(self) -> bool:
+        return bool(self.flags & AOE_FLAG_RESPONSE)
+
+
+def build_aoe_query(dst: str, src: str, shelf: int, slot: int, tag: int) -> bytes:
+    """An AoE query-config request (read the config string) from src to dst for shelf.slot, padded
+    to Ethernet's minimum."""
+    frame = _HEADER.pack(mac_bytes(dst), mac_bytes(src), ETH_P_AOE, AOE_VERSION << 4, 0, shelf, slot,
+                         AOE_CMD_CONFIG, tag) + _CONFIG.pack(0, 0, 0, 0, 0)
+    return frame.ljust(ETH_MIN_FRAME, b"\0")
+
+
+def parse_aoe_frame(frame: bytes) -> AoeFrame | None:
+    """Any AoE (version 1) frame -> its header, and its config arguments for a query-config; None
+    for anything else."""
+    if len(frame) < _HEADER.size:
+        return None
+    dst, src, etype, verflags, error, shelf, slot, command, tag = _HEADER.unpack_from(frame)
+    if etype != ETH_P_AOE or verflags >> 4 != AOE_VERSION:
+        return None
+    f = AoeFrame(mac_text(dst), mac_text(src), verflags & 0x0F, error, shelf, slot, command, tag)
+    end = _HEADER.size + _CONFIG.size
+    if command == AOE_CMD_CONFIG and len(frame) >= end:
+        buffers, firmware, sectors, _, length = _CONFIG.unpack_from(frame, _HEADER.size)
+        return AoeFrame(f.dst, f.src, f.flags, error, shelf, slot, command, tag, buffers, firmware, sectors,
+                        frame[end : end + length])
+    return f
+
+
+def is_reply(f: AoeFrame | None, tag: int, src: str | None = None) -> bool:
+    """Whether f answers our query-config `tag` (from `src`, when given)."""
+    return (f is not None and f.response and f.command == AOE_CMD_CONFIG and f.tag == tag
+            and (src is None or f.src == src.lower()))
+
+
+class AoeQuerier:
+    """A packet socket for AoE on one interface (the switch's bridge in the run's namespace): frames
+    go out with the interface's own MAC, and vblade's replies to that MAC come up the bridge."""
+
+    def __init__(self, netns: str | None, iface: str):
+        self.iface = iface
+        try:
+            self.sock = socket_at(netns, socket.AF_PACKET, socket.SOCK_RAW, socket.htons(ETH_P_AOE))
+        except OSError as e:
+            raise ProbeError(f"AoE probe: cannot open a packet socket in namespace {netns or '(ours)'}: {e}") from e
+        try:
+            self.sock.bind((iface, ETH_P_AOE))
+            self.sock.setblocking(False)
+            if len(self.sock.getsockname()[4]) != 6:
+                raise OSError(f"{iface} has no Ethernet address")
+        except OSError as e:
+            self.sock.close()
+            raise ProbeError(f"AoE probe: cannot bind a packet socket to {iface}: {e}") from e
+        self.tag = random.getrandbits(32)
+
+    @property
+    def mac(self) -> str:
+        """The interface's current MAC (a bridge's follows its ports)."""
+        return mac_text(self.sock.getsockname()[4])
+
+    def query(self, nas_mac: str, shelf: int, slot: int, timeout: float) -> float | None:
+        """Round trip in ms of a query-config to nas_mac, or None when no reply came in time."""
+        self.tag = (self.tag + 1) & 0xFFFFFFFF
+        try:
+            for _ in range(1000):  # what came since the last query (late replies, other traffic)
+                self.sock.recv(2048)
+        except BlockingIOError:
+            pass
+        except OSError as e:
+            raise ProbeError(f"AoE probe: reading {self.iface}: {e}") from e
+        frame = build_aoe_query(nas_mac, self.mac, shelf, slot, self.tag)
+        start = time.monotonic()
+        try:
+            self.sock.send(frame)
+        except OSError as e:
+            if e.errno in (errno.ENETDOWN, errno.ENOBUFS, errno.EAGAIN, errno.ENXIO):
+                return None  # the interface is down or full: no reply, as far as the NAS is concerned
+            raise ProbeError(f"AoE probe: sending on {self.iface}: {e}") from e
+        deadline = start + timeout
+        while (left := deadline - time.monotonic()) > 0:
+            if not select.select([self.sock], [], [], left)[0]:
+                return None
+            try:
+                data, addr = self.sock.recvfrom(2048)
+            except BlockingIOError:
+                continue
+            if addr[2] != PACKET_OUTGOING and is_reply(parse_aoe_frame(data), self.tag, nas_mac):
+                return (time.monotonic() - start) * 1000
+        return None
+
+    def close(self) -> None:
+        self.sock.close()
+
+
+def aoe_query(netns: str | None, iface: str, nas_mac: str, shelf: int, slot: int, timeout: float) -> float | None:
+    """One query-config from iface to nas_mac for shelf.slot: ms, or None without a reply."""
+    q = AoeQuerier(netns, iface)
+    try:
+        return q.query(nas_mac, shelf, slot, timeout)
+    finally:
+        q.close()
+
+
+class AoeProbe:
+    """The NAS probe of an AoE case: a query-config from the switch's bridge to the NAS's MAC for the
+    case's shelf.slot, each sample; its round trip is the timeline's `nas_aoe_ms` (AoE is no IP: no
+    TCP connect can say whether vblade answers)."""
+
+    column = "nas_aoe_ms"
+
+    def __init__(self, netns: str, iface: str, nas_mac: str, shelf: int, slot: int):
+        self.querier = AoeQuerier(netns, iface)
+        self.nas_mac, self.shelf, self.slot = nas_mac, shelf, slot
+
+    def query(self, timeout: float) -> float | None:
+        return self.querier.query(self.nas_mac, self.shelf, self.slot, timeout)
+
+    def describe(self, timeout: float) -> str:
+        q = self.querier
+        return (f"AoE query-config (ethertype 0x88a2, command 1) from {q.iface} ({q.mac}) to {self.nas_mac} "
+                f"for e{self.shelf}.{self.slot}: round trip; empty after {timeout} s")
+
+    def close(self) -> None:
+        self.querier.close()

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar, Protocol
 
 from testbed.check.frames import FrameClass, ProtocolFrames
 from testbed.host.cleanup import Cleanup
@@ -95,6 +95,20 @@ def parse_netns_service(text: str) -> ServiceState:
     return ServiceState(False, f"{comm} pid {','.join(p for p, _ in procs)} stopped (SIGSTOP)")
 
 
+class LinkProbe(Protocol):
+    """A protocol's own NAS probe (testbed/monitor/probes.py samples it each second)."""
+
+    column: str
+
+    def query(self, timeout: float) -> float | None:
+        """Round trip in ms, or None when no answer came in time; ProbeError when the probe itself broke."""
+
+    def describe(self, timeout: float) -> str:
+        """What the column measures, for the case's history."""
+
+    def close(self) -> None: ...
+
+
 class Storage:
     """A protocol: exports on the NAS, attaches on the client, then swaps on what it got (the anon
     workload) or holds a filesystem at MOUNT (the file workloads).
@@ -119,9 +133,17 @@ class Storage:
     # For the checker (testbed/check/frames.py): what a stalled task's waits on this storage go to, the
     # stack-frame classes of the protocol's kernel code, and the client daemons a case judged without a
     # `helpers` fact (an old folder) still names.
+    # A NAS probe of its own where a TCP connect cannot say whether the server answers (a protocol that is no
+    # IP): `link_probe` makes it for a case, and its round trips fill the timeline column it names.
+    link_probe_column: ClassVar[str | None] = None
     storage_kind: ClassVar[str] = "block device"
     frame_classes: ClassVar[tuple[FrameClass, ...]] = ()
     stall_helpers: ClassVar[tuple[str, ...]] = ()
+
+    def link_probe(self, netns: str, iface: str, nas_mac: str, sc: Scenario) -> LinkProbe | None:
+        """The protocol's own NAS probe, sent from `iface` (the switch's bridge in namespace `netns`) to the
+        NAS's `nas_mac`; None for a protocol a TCP connect probes. ProbeError when it cannot be made."""
+        return None
 
     def for_checker(self) -> ProtocolFrames:
         return ProtocolFrames(self.name, self.storage_kind, self.frame_classes, self.stall_helpers)

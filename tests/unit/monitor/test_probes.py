@@ -20,10 +20,11 @@ import pytest
 from testbed.config.scenario import load_scenario
 from testbed.errors import GuestError
 from testbed.monitor import probes
-from testbed.monitor.probes import (AOE_CMD_CONFIG, ETH_P_AOE, AoeQuerier, NasProbe, ProbeError, build_aoe_query,
-                                    is_reply, loss_window, parse_aoe_frame, tcp_connect)
+from testbed.monitor.probes import NasProbe, ProbeError, loss_window, tcp_connect
 from testbed.net.build import Port
-from testbed.storage.aoe import Aoe, parse_vblade_pids
+from testbed.storage import aoe
+from testbed.storage.aoe import (AOE_CMD_CONFIG, ETH_P_AOE, Aoe, AoeQuerier, build_aoe_query, is_reply, parse_aoe_frame,
+                                 parse_vblade_pids)
 from testbed.storage.base import Ends, ServiceState
 from testbed.storage.iscsi import Iscsi, parse_tpg_enable
 from testbed.storage.local import Local
@@ -227,7 +228,7 @@ def fake_vblade(sock: socket.socket, mac: str, tag_delta: int = 0) -> threading.
             except TimeoutError:
                 return
             f = parse_aoe_frame(data)
-            if addr[2] == probes.PACKET_OUTGOING or f is None or f.response:
+            if addr[2] == aoe.PACKET_OUTGOING or f is None or f.response:
                 continue
             reply = bytearray(VBLADE_REPLY)
             reply[0:6], reply[6:12] = data[6:12], bytes.fromhex(mac.replace(":", ""))
@@ -385,7 +386,7 @@ def test_broken_machinery_raises_once(listener: socket.socket, monkeypatch: pyte
     def no_socket(*a: Any) -> socket.socket:
         raise OSError(24, "Too many open files")
 
-    monkeypatch.setattr(probes, "_socket", no_socket)
+    monkeypatch.setattr(probes, "socket_at", no_socket)
     with pytest.raises(ProbeError, match="Too many open files"):
         p.sample()
     row = p.sample()
