@@ -50,7 +50,7 @@ class BlockedTask:
     state: str
     workqueue: str | None = None  # `events refill_work [virtio_net]`: the queue and the work function
     frames: tuple[str, ...] = ()  # reliable frames only, innermost first, without offsets or clone suffixes
-    classes: tuple[str, ...] = ()  # from classify(), in CLASS_RULES order
+    classes: tuple[str, ...] = ()  # from classify(), in class_rules() order
     ppid: int | None = None
 
     @property

@@ -134,6 +134,8 @@ class BaseFault:
 
     kind: ClassVar[str]
     Spec: ClassVar[type[FaultSpec]]
+    # Host tools the kind runs (tool, Debian package, needed for): `testbed doctor` lists them.
+    host_tools: ClassVar[tuple[tuple[str, str, str], ...]] = ()
 
     def __init__(self, spec: Any):
         self.spec = spec

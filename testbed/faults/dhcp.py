@@ -166,6 +166,7 @@ class Exchanges:
 
 class Dhcp(BaseFault):
     kind = "dhcp"
+    host_tools = (("dnsmasq", "dnsmasq-base", "dhcp faults"),)
     Spec = DhcpSpec
 
     def __init__(self, spec: Any):

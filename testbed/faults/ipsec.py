@@ -247,7 +247,7 @@ class Ipsec(BaseFault):
         finally:
             ctx.undo.discard(undo)
         (ctx.case_dir / "capture-ipsec.txt").write_text(text)
-        return {**count_capture(text.splitlines(), ctx.ends.client_ip, ctx.ends.nas_ip, ctx.storage.ports),
+        return {**count_capture(text.splitlines(), ctx.ends.client_ip, ctx.ends.nas_ip, ctx.storage.service_ports(ctx.sc)),
                 "capture_file": "capture-ipsec.txt"}
 
     def heal(self, ctx: FaultContext) -> Step:

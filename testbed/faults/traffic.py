@@ -111,6 +111,7 @@ def client_counters(ctx: FaultContext) -> dict[str, Any] | None:
 
 class CompetingTraffic(BaseFault):
     kind = "competing-traffic"
+    host_tools = (("iperf3", "iperf3", "competing-traffic faults, bench"),)
     Spec = CompetingTrafficSpec
 
     def __init__(self, spec: Any):

@@ -12,10 +12,12 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from typing import Any, Literal
 
+from testbed import faults
 from testbed.errors import TestbedError
 from testbed.images import cache
 from testbed.images.recipe import load_recipe, recipe_hash, recipe_names
 from testbed.nas import container
+from testbed.storage import PROTOCOLS
 from testbed.net.caps import netem_available
 from testbed.host.paths import cache_dir
 from testbed.host.tags import new_tag
@@ -38,14 +40,11 @@ TOOLS = (
     ("zstd", "zstd", "ready snapshots"),
     ("qemu-img", "qemu-utils", "ready snapshots"),
 )
+# Optional: what the protocols' userspace servers and the fault kinds need, as each declares it.
 OPTIONAL_TOOLS = (
     ("musl-gcc", "musl-tools", "static guest programs (gcc -static is the fallback)"),
-    ("ganesha.nfsd", "nfs-ganesha nfs-ganesha-vfs", "nas.backend netns/docker with NFS"),
-    ("rpcbind", "rpcbind", "nas.backend netns with NFS"),
-    ("tgtd", "tgt", "nas.backend netns/docker with iSCSI"),
-    ("vblade", "vblade", "nas.backend netns/docker with AoE"),
-    ("iperf3", "iperf3", "competing-traffic faults, bench"),
-    ("dnsmasq", "dnsmasq-base", "dhcp faults"),
+    *(t for s in PROTOCOLS.values() for t in s.host_tools),
+    *(t for k in faults.KINDS.values() for t in k.host_tools),
 )
 
 

@@ -103,7 +103,8 @@ class NasProbe:
         self.nas, self.storage, self.netns = nas, storage, net.netns
         self.timeout_s, self.budget_s = timeout_s, budget_s
         self.argv = storage.service_argv(sc, ends)
-        self.target = (ends.nas_ip, storage.ports[0]) if storage.is_ip and storage.ports else None
+        ports = storage.service_ports(sc)
+        self.target = (ends.nas_ip, ports[0]) if storage.is_ip and ports else None
         self.link: LinkProbe | None = storage.link_probe(net.netns, net.bridges[port.switch], port.mac, sc)
         self.columns = ["nas_agent_ms", "nas_service"]
         self.columns += ["nas_connect_ms", "nas_connect_error"] if self.target else []

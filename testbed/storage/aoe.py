@@ -81,6 +81,7 @@ class Aoe(Storage):
     nas_processes = ("vblade",)
     frame_classes = (FrameClass("aoe", (r"aoe\w*",), "inside the AoE driver"),)
     link_probe_column = "nas_aoe_ms"  # AoeProbe.column
+    host_tools = (("vblade", "vblade", "nas.backend netns/docker with AoE"),)
 
     def link_probe(self, netns: str, iface: str, nas_mac: str, sc: Scenario) -> AoeProbe:
         return AoeProbe(netns, iface, nas_mac, sc.storage.aoe.shelf, sc.storage.aoe.slot)

@@ -3,6 +3,7 @@ what most protocols do not need. The protocols themselves are testbed/storage/<n
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar, Protocol
@@ -136,6 +137,8 @@ class Storage:
     # A NAS probe of its own where a TCP connect cannot say whether the server answers (a protocol that is no
     # IP): `link_probe` makes it for a case, and its round trips fill the timeline column it names.
     link_probe_column: ClassVar[str | None] = None
+    # Host tools a userspace NAS (nas.backend netns/docker) runs for it: (tool, Debian package, needed for).
+    host_tools: ClassVar[tuple[tuple[str, str, str], ...]] = ()
     storage_kind: ClassVar[str] = "block device"
     frame_classes: ClassVar[tuple[FrameClass, ...]] = ()
     stall_helpers: ClassVar[tuple[str, ...]] = ()
@@ -144,6 +147,15 @@ class Storage:
         """The protocol's own NAS probe, sent from `iface` (the switch's bridge in namespace `netns`) to the
         NAS's `nas_mac`; None for a protocol a TCP connect probes. ProbeError when it cannot be made."""
         return None
+
+    def service_ports(self, sc: Scenario) -> tuple[int, ...]:
+        """The NAS's service ports in this case (the declared `ports`, unless an option moves them)."""
+        return self.ports
+
+    def variant(self, value: Callable[[str], Any]) -> str:
+        """The case's storage as report pivots name it, from `value` (a scenario field's value by its path):
+        the protocol, and what of its options makes a variant of it (NFS: the version)."""
+        return self.name
 
     def for_checker(self) -> ProtocolFrames:
         return ProtocolFrames(self.name, self.storage_kind, self.frame_classes, self.stall_helpers)

@@ -112,6 +112,7 @@ class Iscsi(Storage):
     client_processes = ("iscsid",)
     frame_classes = (FrameClass("iscsi", (r"_*iscsi\w*",), "inside the iSCSI initiator"),)
     stall_helpers = ("iscsid",)
+    host_tools = (("tgtd", "tgt", "nas.backend netns/docker with iSCSI"),)
 
     def validate(self, sc: Scenario, source: str) -> None:
         st, wl = sc.storage, sc.workload

@@ -33,7 +33,7 @@ CLIENT_STATUS = ("for p in $(pgrep -x nbd-client); do echo pid $p; grep -E 'VmLc
 
 @dataclass(frozen=True)
 class NbdSpec:
-    port: int = 10809  # nbd-server's port (the probes and faults know 10809 only)
+    port: int = 10809  # nbd-server's port (the NAS probes and faults ask the protocol for it)
     export: str = "tb"  # the export's name
     timeout_s: int = 0  # nbd-client -timeout (0: the kernel's default, no timeout)
 
@@ -77,7 +77,7 @@ class Nbd(Storage):
     name = "nbd"
     title = "NBD"
     spec = NbdSpec
-    ports = (10809,)
+    ports = (10809,)  # the default; a case's is storage.nbd.port (service_ports)
     client_processes = ("nbd-client",)
     nas_processes = ("nbd-server",)
     # nbd_queue_rq/nbd_handle_cmd/nbd_send_cmd submit, nbd_read_stat receives (drivers/block/nbd.c)
@@ -86,12 +86,13 @@ class Nbd(Storage):
     def client_kernel_needs(self, sc: Scenario) -> tuple[Need, ...]:
         return (Need("CONFIG_BLK_DEV_NBD", "the NBD client device"),)
 
+    def service_ports(self, sc: Scenario) -> tuple[int, ...]:
+        return (sc.storage.nbd.port,)
+
     def check_backend(self, sc: Scenario, source: str) -> None:
         if sc.nas.backend != "vm":
             raise ConfigError(source, "nas.backend", f"nbd needs nas.backend vm (nbd-server forks per connection; "
                               f"its one foreground mode serves a single connection): not {sc.nas.backend}")
-        if sc.storage.nbd.port != 10809:
-            raise ConfigError(source, "storage.nbd.port", "the NAS probes and faults know NBD on 10809 only")
 
     def export(self, nas: VM, sc: Scenario, ends: Ends) -> dict[str, Any]:
         n = sc.storage.nbd

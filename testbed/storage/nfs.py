@@ -6,6 +6,7 @@ with the scenario's version and swaps on it. For the file workloads the mount it
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Literal
 
@@ -151,9 +152,14 @@ class Nfs(Storage):
     client_processes = ("rpc.", "mount.nfs")
     nas_processes = ("nfsd", "rpc.mountd", "rpcbind")
     storage_kind = "NFS/RPC"
+    host_tools = (("ganesha.nfsd", "nfs-ganesha nfs-ganesha-vfs", "nas.backend netns/docker with NFS"),
+                  ("rpcbind", "rpcbind", "nas.backend netns with NFS"))
     frame_classes = (FrameClass("nfs-rpc", (r"nfs\w*", r"_*rpc_\w+", r"xprt_\w+", r"xs_\w+"),
                                 "inside the NFS client or its RPC transport"),)
     stall_helpers = ("rpc.statd", "rpcbind")
+
+    def variant(self, value: Callable[[str], Any]) -> str:
+        return f"nfs{value('storage.nfs.version') or '3'}"
 
     def server(self, sc: Scenario) -> str:
         return sc.storage.nfs.server or SERVERS[sc.nas.backend]

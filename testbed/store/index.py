@@ -16,6 +16,7 @@ from typing import Any
 import yaml
 
 from testbed.errors import TestbedError
+from testbed.storage import PROTOCOLS
 from testbed.host.paths import results_dir
 
 SCHEMA = """
@@ -80,11 +81,10 @@ class CaseRecord:
 
 
 def _storage_variant(rec: CaseRecord) -> str | None:
-    """`nfs3`, `nfs4.2`, `iscsi`, `aoe`, `local`: the protocol with NFS's version (one pivot axis for both)."""
+    """The protocol with what its module says tells its variants apart (one pivot axis for both): e.g.
+    `nfs3`, `nfs4.2`, `iscsi`, `aoe`, `local`."""
     proto = rec.value("storage.protocol")
-    if proto == "nfs":
-        return f"nfs{rec.value('storage.nfs.version') or '3'}"
-    return proto
+    return PROTOCOLS[proto].variant(rec.value) if proto in PROTOCOLS else proto
 
 
 # Pivot axes that are no scenario field: `storage.variant` (above) and `kernel.release`, the client
