@@ -26,6 +26,28 @@ class ProtocolFrames:
     helpers: tuple[str, ...] = ()  # client daemons on the path, by kernel name
 
 
+@dataclass(frozen=True)
+class HelperLock:
+    """What a protocol's client daemon had locked at attach and how the OOM killer sees it (attach facts'
+    `helper_locks`): a daemon the path needs must be memory-locked (VmLck > 0) and not OOM-killable."""
+
+    name: str
+    vmlck_kb: int | None
+    oom_score_adj: int | None
+
+    @property
+    def locked(self) -> bool:
+        return isinstance(self.vmlck_kb, int) and self.vmlck_kb > 0
+
+    def to_dict(self) -> dict[str, object]:
+        return {"name": self.name, "vmlck_kb": self.vmlck_kb, "oom_score_adj": self.oom_score_adj}
+
+    @classmethod
+    def from_dict(cls, d: dict[str, object]) -> HelperLock:
+        kb, adj = d.get("vmlck_kb"), d.get("oom_score_adj")
+        return cls(str(d.get("name")), kb if isinstance(kb, int) else None, adj if isinstance(adj, int) else None)
+
+
 _REGISTRY: dict[str, ProtocolFrames] = {}
 
 

@@ -7,6 +7,7 @@ from __future__ import annotations
 import re
 from typing import Any
 
+from testbed.check.frames import HelperLock
 from testbed.check.observations import Observations
 from testbed.faults import outcome
 from testbed.faults.outcome import FaultHistory, Remark
@@ -137,7 +138,11 @@ def path_locks(events: list[Event]) -> list[str]:
     attached = next((e for e in events if e.kind == "fact" and e.name == "storage-attached"), None)
     if attached is None:
         return []
-    out = []
+    if isinstance(attached.data.get("helper_locks"), list):  # typed, since 2026-12-07
+        locks = [HelperLock.from_dict(d) for d in attached.data["helper_locks"] if isinstance(d, dict)]
+        return [f"{h.name} at attach: VmLck {h.vmlck_kb} kB ({'memory-locked' if h.locked else 'NOT memory-locked'}), "
+                f"oom_score_adj {h.oom_score_adj}" for h in locks]
+    out = []  # older folders: the <daemon>_vmlck_kb / <daemon>_oom_score_adj keys
     for key, kb in attached.data.items():
         if not key.endswith("_vmlck_kb"):
             continue

@@ -15,7 +15,7 @@ import time
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from testbed.check.frames import FrameClass
+from testbed.check.frames import FrameClass, HelperLock
 from testbed.errors import ConfigError, GuestError
 from testbed.kernels.kconfig import Need
 from testbed.storage.base import Ends, ServiceState, Storage, parse_pgrep, use_block_device
@@ -145,7 +145,8 @@ class Nbd(Storage):
         if not status["nbd_client_pids"]:
             raise GuestError("client: no resident nbd-client after -nonetlink (nothing holds the device)")
         facts = use_block_device(client, DEVICE, sc)
-        facts.update(nbd_client=" ".join(argv), **status)
+        lock = HelperLock("nbd-client", status.get("nbd_client_vmlck_kb"), status.get("nbd_client_oom_score_adj"))
+        facts.update(nbd_client=" ".join(argv), **status, helper_locks=[lock.to_dict()])
         return facts
 
     def counters(self, client: VM) -> dict[str, Any]:

@@ -387,3 +387,13 @@ def test_the_path_daemons_memory_lock_is_said_with_the_verdict() -> None:
     unlocked = Event(5.0, "fact", "storage-attached", {**attach.data, "nbd_client_vmlck_kb": 0})
     j = judge(obs(ended_by="stall", stall_since=10.0, rows=rows(60, 10, cpu_per_s=0.05), events=[unlocked]))
     assert "VmLck 0 kB (NOT memory-locked)" in j.reasons[-1]
+
+
+def test_the_typed_helper_locks_are_read_and_win_over_the_older_keys() -> None:
+    """Since 2026-12-07 the attach records `helper_locks` (the protocol's typed fact); older folders' keys
+    are still read when it is absent."""
+    typed = Event(5.0, "fact", "storage-attached", {"protocol": "nbd", "device": "/dev/nbd0", "nbd_client_vmlck_kb": 1,
+                                                     "helper_locks": [{"name": "nbd-client", "vmlck_kb": 0, "oom_score_adj": 0}]})
+    j = judge(obs(progress=finished(), ended_by="finished", workload_status=0, client_answers=True, events=[typed]))
+    assert j.reasons[-1] == "nbd-client at attach: VmLck 0 kB (NOT memory-locked), oom_score_adj 0", j.reasons
+    assert sum("at attach" in r for r in j.reasons) == 1
