@@ -367,7 +367,7 @@ class Case:
         argv = wl.argv(sc)
         self.phase("workload", " ".join(argv[1:]), argv=argv)
         (self.dir.path / casefile.WORKLOAD_LINES).touch()  # there even when the workload prints nothing
-        if sc.workload.kind == "command":
+        if wl.progress_from_telemetry:
             self.client.agent.on_telemetry.append(self._on_telemetry)
         job = self.client.agent.start(argv, on_line=self._on_line)
         obs.pressure_start = self.history.now()
@@ -390,8 +390,8 @@ class Case:
             break
         if self._on_telemetry in self.client.agent.on_telemetry:
             self.client.agent.on_telemetry.remove(self._on_telemetry)
-        if obs.ended_by == "finished" and sc.workload.kind == "command":
-            self._command_finished()
+        if obs.ended_by == "finished" and wl.ends_by_exit:
+            self._exited_zero(wl)
         if obs.ended_by == "finished":
             obs.client_answers = self.client.agent.ping(15) is not None
             self.history.add("probe", "client-answers", ok=obs.client_answers)
@@ -400,15 +400,16 @@ class Case:
             else:
                 self._evidence()
 
-    def _command_finished(self) -> None:
-        """A command that exited 0: its verification command, if the scenario gives one, decides whether it
-        finished (exit 0) or its data did not check out (anything else: `corrupted`); recorded for `judge`."""
+    def _exited_zero(self, wl: workload.Workload) -> None:
+        """A workload that ends by its exit status exited 0: its verification command, if it has one, decides
+        whether it finished (exit 0) or its data did not check out (anything else: `corrupted`); recorded for
+        `judge`."""
         assert self.client
         sc, p = self.sc, self.obs.progress
-        finished: dict[str, Any] = {"done": True, "command": workload.fill(sc.workload.argv, sc),
+        finished: dict[str, Any] = {"done": True, "command": wl.command(sc),
                                     "seconds": round((self.obs.pressure_end or 0) - (self.obs.pressure_start or 0), 1)}
-        if sc.workload.verify_argv:
-            argv = workload.fill(sc.workload.verify_argv, sc)
+        argv = wl.verification(sc)
+        if argv:
             timeout = self.deadlines.progress_s + self.deadlines.recover_s
             self.phase("verify", " ".join(argv))
             try:

@@ -152,9 +152,22 @@ class Workload:
 
     name: str
     processes: ClassVar[tuple[str, ...]] = ("tb-work",)
+    # Its progress is its group's CPU time, in every telemetry message (else: its own output lines).
+    progress_from_telemetry: ClassVar[bool] = False
+    # It ends by its exit status (the runner records its end and runs its verification), rather than by
+    # saying so itself (tb-work's `done` line).
+    ends_by_exit: ClassVar[bool] = False
 
     def argv(self, sc: Scenario) -> list[str]:
         raise NotImplementedError
+
+    def command(self, sc: Scenario) -> list[str]:
+        """What the user asked to run (the argv without our wrapper), for the records."""
+        return self.argv(sc)
+
+    def verification(self, sc: Scenario) -> list[str]:
+        """The command that checks its data after it exited 0 (empty: none)."""
+        return []
 
     def path_processes(self, spec: WorkloadSpec) -> tuple[str, ...]:
         return self.processes
@@ -220,9 +233,17 @@ class Command(Workload):
     command's if the scenario gives one."""
 
     name = "command"
+    progress_from_telemetry = True
+    ends_by_exit = True
 
     def argv(self, sc: Scenario) -> list[str]:
         return ["/usr/bin/tb-work", "run", CGROUP, *fill(sc.workload.argv, sc)]
+
+    def command(self, sc: Scenario) -> list[str]:
+        return fill(sc.workload.argv, sc)
+
+    def verification(self, sc: Scenario) -> list[str]:
+        return fill(sc.workload.verify_argv, sc) if sc.workload.verify_argv else []
 
     def path_processes(self, spec: WorkloadSpec) -> tuple[str, ...]:
         return (posixpath.basename(spec.argv[0])[:COMM_LEN],) if spec.argv else ()
