@@ -332,7 +332,7 @@ RULES: tuple[Rule, ...] = (
     Rule("path process OOM-killed", "an OOM kill of a declared path process (not an expected victim) before "
          "any stall", "oom", path_process_killed),
     Rule("finished", "the workload's exit 0, its verification (tb-work's or the command's), and the client "
-         "answering after it (else a deadlock's evidence is needed)", "recovered or deadlocked", finished),
+         "answering after it (else a deadlock's evidence is needed)", "recovered, deadlocked or unknown", finished),
     Rule("stall: client paused", "the client's QMP status not running at the end of the stall", "unknown",
          client_paused),
     Rule("stall: QEMU starved", "QEMU waiting for a host CPU half the stall while the guest got little", "unknown",
@@ -367,13 +367,17 @@ def decide(obs: Observations) -> Judgement:
     raise AssertionError("the last rule always decides")
 
 
+def _verdicts(text: str) -> str:
+    """`recovered, deadlocked or unknown` -> each verdict as code: the first is the rule's own, the others what
+    its evidence can turn it into."""
+    names = text.replace(" or ", ", ").split(", ")
+    return f"`{names[0]}`" + (f" (or {', '.join(f'`{n}`' for n in names[1:])})" if names[1:] else "")
+
+
 def precedence_markdown() -> str:
     """The precedence table as docs/verdicts.md shows it (a unit test holds them equal)."""
     lines = ["| # | rule | requires | verdict |", "|---|---|---|---|"]
-    lines += [f"| {i} | {r.name} | {r.requires} | `{r.verdict}` |".replace("`recovered or deadlocked`",
-                                                                            "`recovered` (or `deadlocked`)")
-              .replace("`deadlocked or unknown`", "`deadlocked` (or `unknown`)")
-              for i, r in enumerate(RULES, 1)]
+    lines += [f"| {i} | {r.name} | {r.requires} | {_verdicts(r.verdict)} |" for i, r in enumerate(RULES, 1)]
     return "\n".join(lines) + "\n"
 
 

@@ -158,6 +158,8 @@ class Case:
             for err in undo.errors:
                 self.history.add("error", "teardown", message=err)
         except KeyboardInterrupt:
+            for err in undo.errors:  # what the interrupted teardown could not undo is said here too
+                self.history.add("error", "teardown", message=err)
             self.history.add("error", "interrupted", **stop_record(self.history))
             self.history.close()
             raise  # the case stays <case>.incomplete: a resume reruns it

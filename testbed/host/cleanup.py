@@ -14,7 +14,7 @@ import threading
 import time
 from collections.abc import Callable
 from concurrent.futures import Future
-from concurrent.futures import TimeoutError as FutureTimeout
+from concurrent.futures import wait as futures_wait
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
@@ -79,27 +79,25 @@ class Cleanup:
         """Undo everything in reverse order. A stop request (SIGINT/SIGTERM) that arrives meanwhile cannot cut
         teardown short, and is never lost either: it is recorded while undoing and raised (KeyboardInterrupt)
         once everything is undone. (Ignoring signals here would drop a stop for good: a SIGTERM arriving while
-        a nested stack, e.g. a probe VM's, was closed let the case run on to its deadline.)"""
-        if not _in_main_thread():
+        a nested stack, e.g. a probe VM's, was closed let the case run on to its deadline.) A stack closed
+        by an undo of another (the faults' own, inside the case's) leaves the stop to the outermost close."""
+        if not _in_main_thread() or _HOLDING:
             while (undo := self._pop()) is not None:
                 self._run(undo)
             return self.errors
-        held: list[int] = []
-        old = {sig: signal.getsignal(sig) for sig in (signal.SIGINT, signal.SIGTERM)}
+        held: list[tuple[int, float]] = []
+        _HOLDING.append(held)
+        old = {sig: signal.getsignal(sig) for sig in _STOPS}
         try:
-            try:
-                for sig in old:
-                    signal.signal(sig, lambda signum, frame: held.append(signum))
-            except KeyboardInterrupt as e:  # a stop that was pending as the handlers changed: kept, not lost
-                held.append(_signum_of(e))
+            _swap(dict.fromkeys(_STOPS, lambda signum, frame: held.append((signum, time.monotonic()))), held)
             while (undo := self._pop()) is not None:
                 self._run(undo)
         finally:
-            for sig, handler in old.items():
-                signal.signal(sig, handler)
+            _HOLDING.clear()
+            _swap(old, held)
         if held:
-            _note(held[0])
-            raise KeyboardInterrupt(f"signal {held[0]} (during teardown)")
+            _note(*held[0])
+            raise KeyboardInterrupt(f"signal {held[0][0]} (during teardown)")
         return self.errors
 
     def __enter__(self) -> Cleanup:
@@ -111,6 +109,27 @@ class Cleanup:
 
 def _in_main_thread() -> bool:
     return threading.current_thread() is threading.main_thread()
+
+
+_STOPS = (signal.SIGINT, signal.SIGTERM)
+# The main thread's close() that is holding stop requests (at most one: nested closes run inside it).
+_HOLDING: list[list[tuple[int, float]]] = []
+
+
+def _swap(handlers: dict[int, Any], held: list[tuple[int, float]]) -> None:
+    """Install `handlers` for SIGINT/SIGTERM with both blocked meanwhile, so that no stop lands between two
+    handlers; a stop already pending as they change is kept in `held`, never lost."""
+    signal.pthread_sigmask(signal.SIG_BLOCK, set(_STOPS))
+    try:
+        for sig, handler in handlers.items():
+            while True:
+                try:
+                    signal.signal(sig, handler)
+                    break
+                except KeyboardInterrupt as e:  # Python ran the previous handler for a stop already pending
+                    held.append((_signum_of(e), time.monotonic()))
+    finally:
+        signal.pthread_sigmask(signal.SIG_UNBLOCK, set(_STOPS))
 
 
 # Ctrl-C reaches only the main thread. A matrix running cases in worker threads sets this, and each
@@ -137,9 +156,9 @@ class StopRequest:
 STOP: list[StopRequest] = []
 
 
-def _note(signum: int) -> None:
+def _note(signum: int, at: float | None = None) -> None:
     if not STOP:
-        STOP.append(StopRequest(signum, time.monotonic()))
+        STOP.append(StopRequest(signum, time.monotonic() if at is None else at))
 
 
 def _signum_of(e: KeyboardInterrupt) -> int:
@@ -198,11 +217,9 @@ T = TypeVar("T")
 def wait_result(future: Future[T], slice_s: float = 0.5) -> T:
     """future.result() in slices: a wait with no limit in the main thread may not be woken by a signal the
     kernel handed to another thread, and the stop would wait for the future."""
-    while True:
-        try:
-            return future.result(slice_s)
-        except FutureTimeout:
-            continue
+    while not future.done():
+        futures_wait([future], timeout=slice_s)  # a TimeoutError the function itself raised is its result
+    return future.result()
 
 
 def join(thread: threading.Thread, slice_s: float = 0.5) -> None:

@@ -140,3 +140,48 @@ def test_the_interrupted_record_names_the_signal_and_its_delay() -> None:
             print(r["signal"], 9.9 < r["received_t"] < 11, 0.29 < r["stopped_after_s"] < 2)
     """)
     assert "SIGINT True True" in cp.stdout, cp.stdout + cp.stderr
+
+
+def test_a_second_stop_during_a_nested_teardown_does_not_cut_the_outer_one_short() -> None:
+    """The faults' own stack is closed by an undo of the case's: a stop held there must not escape before the
+    case's VMs and namespace are undone (a CI cancel sends SIGINT, then SIGTERM)."""
+    cp = _in_a_child("""
+        import os, signal, time
+        from testbed.host.cleanup import Cleanup, install_signal_handlers
+        install_signal_handlers()
+        done = []
+        inner = Cleanup()
+        inner.push("flood", lambda: (os.kill(os.getpid(), signal.SIGINT), time.sleep(0.1), done.append("flood")))
+        outer = Cleanup()
+        outer.push("net", done.append, "net")
+        outer.push("vm", lambda: (os.kill(os.getpid(), signal.SIGTERM), time.sleep(0.1), done.append("vm")))
+        outer.push("faults", inner.close)
+        try:
+            outer.close()
+            print("NOT RAISED")
+        except KeyboardInterrupt as e:
+            print("raised", e, done)
+        print("handlers", signal.getsignal(signal.SIGINT).__name__, signal.getsignal(signal.SIGTERM).__name__)
+        try:
+            os.kill(os.getpid(), signal.SIGTERM)
+            time.sleep(2)
+        except KeyboardInterrupt:
+            print("later stops still stop")
+    """)
+    assert "raised signal 2 (during teardown) ['flood', 'vm', 'net']" in cp.stdout, cp.stdout + cp.stderr
+    assert "handlers _on_signal _on_signal" in cp.stdout and "later stops still stop" in cp.stdout
+
+
+def test_wait_result_returns_a_timeout_the_function_raised() -> None:
+    """A TimeoutError raised by the waited-on function is its result, not "not done yet" (no spinning)."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from testbed.host.cleanup import wait_result
+
+    def times_out() -> None:
+        raise TimeoutError("socket timed out")
+
+    with ThreadPoolExecutor(1) as ex:
+        with pytest.raises(TimeoutError, match="socket timed out"):
+            wait_result(ex.submit(times_out), slice_s=0.05)
+        assert wait_result(ex.submit(lambda: 7)) == 7
