@@ -55,6 +55,10 @@ def register(p: ProtocolFrames) -> None:
     _REGISTRY[p.protocol] = p
 
 
+def unregister(protocol: str) -> None:
+    _REGISTRY.pop(protocol, None)
+
+
 def protocols() -> tuple[ProtocolFrames, ...]:
     return tuple(_REGISTRY.values())
 

@@ -40,12 +40,11 @@ TOOLS = (
     ("zstd", "zstd", "ready snapshots"),
     ("qemu-img", "qemu-utils", "ready snapshots"),
 )
-# Optional: what the protocols' userspace servers and the fault kinds need, as each declares it.
-OPTIONAL_TOOLS = (
-    ("musl-gcc", "musl-tools", "static guest programs (gcc -static is the fallback)"),
-    *(t for s in PROTOCOLS.values() for t in s.host_tools),
-    *(t for k in faults.KINDS.values() for t in k.host_tools),
-)
+def optional_tools() -> tuple[tuple[str, str, str], ...]:
+    """Optional: what the protocols' userspace servers and the fault kinds need, as each declares it."""
+    return (("musl-gcc", "musl-tools", "static guest programs (gcc -static is the fallback)"),
+            *dict.fromkeys(t for s in PROTOCOLS.values() for t in s.host_tools),
+            *dict.fromkeys(t for k in faults.KINDS.values() for t in k.host_tools))
 
 
 @dataclass(frozen=True)
@@ -72,7 +71,7 @@ def check_root() -> Check:
 
 def check_tools() -> list[Check]:
     out = []
-    for tools, required in ((TOOLS, True), (OPTIONAL_TOOLS, False)):
+    for tools, required in ((TOOLS, True), (optional_tools(), False)):
         for tool, package, why in tools:
             path = shutil.which(tool)
             if path:

@@ -89,9 +89,13 @@ class NasProbe:
     A sub-probe whose own machinery fails raises ProbeError once (at construction for the AoE
     socket, or in the sample where it first fails); afterwards its columns stay empty."""
 
-    # The protocols' own probes' columns come after the common ones (a timeline has every column).
-    COLUMNS = ("nas_agent_ms", "nas_service", "nas_connect_ms", "nas_connect_error",
-               *dict.fromkeys(s.link_probe_column for s in PROTOCOLS.values() if s.link_probe_column))
+    COMMON = ("nas_agent_ms", "nas_service", "nas_connect_ms", "nas_connect_error")
+
+    @staticmethod
+    def all_columns() -> tuple[str, ...]:
+        """Every column a NAS probe may fill: the common ones, then the protocols' own probes' (a timeline
+        has every column, empty where the case's protocol has no such probe)."""
+        return (*NasProbe.COMMON, *dict.fromkeys(s.link_probe_column for s in PROTOCOLS.values() if s.link_probe_column))
 
     def __init__(self, nas: VM, storage: Storage, sc: Scenario, ends: Ends, net: BuiltNet, *,
                  timeout_s: float = 0.25, budget_s: float = 0.6):

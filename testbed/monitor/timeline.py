@@ -18,14 +18,22 @@ from testbed.monitor.ping import Pinger
 from testbed.monitor.probes import NasProbe, ProbeError
 from testbed.vm.machine import VM
 
-COLUMNS = [
-    "t", "phase", "progress", "total", "agent_age_s", "ping_ms", "client_status", "nas_status", "client_cpu_s",
-    "client_run_s", "client_wait_s", "nas_probed", *NasProbe.COLUMNS,
+_BEFORE_NAS = ["t", "phase", "progress", "total", "agent_age_s", "ping_ms", "client_status", "nas_status", "client_cpu_s",
+               "client_run_s", "client_wait_s", "nas_probed"]
+_AFTER_NAS = [
     "MemFree", "MemAvailable", "SwapTotal", "SwapFree", "Dirty", "Writeback",
     "pswpin", "pswpout", "pgscan_direct", "pgscan_kswapd", "pgscan_direct_throttle", "allocstall", "oom_kill",
     "nr_dirty", "nr_writeback", "nr_written", "PFMemallocDrop", "TCPMemoryPressures", "rx_bytes", "tx_bytes", "rx_drop",
     "ReasmReqds", "ReasmFails", "ReasmTimeout", "FragFails", "UdpRcvbufErrors", "workload_user_s", "workload_system_s",
 ]
+
+
+def columns() -> list[str]:
+    """timeline.csv's columns: the NAS probes' as the protocols registered now declare them."""
+    return [*_BEFORE_NAS, *NasProbe.all_columns(), *_AFTER_NAS]
+
+
+COLUMNS = columns()  # this package's protocols
 
 
 # Completed writeback, swap-out included (pswpin/pswpout count I/O submitted, which a guest queueing
@@ -71,7 +79,8 @@ class Timeline:
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="timeline", daemon=True)
         self._file = open(path, "w", newline="")
-        self._csv = csv.DictWriter(self._file, fieldnames=COLUMNS)
+        self.columns = columns()
+        self._csv = csv.DictWriter(self._file, fieldnames=self.columns)
         self._csv.writeheader()
 
     def set_progress(self, done: int, total: int) -> None:
@@ -143,7 +152,7 @@ class Timeline:
             beside.join(2.0)
         done = dict(probed) if beside and not beside.is_alive() else {}  # only a finished sample is written
         row["nas_probed"] = done.get("nas_probed", 0) if self.nas_probe else None
-        row.update({k: done.get(k) for k in NasProbe.COLUMNS})
+        row.update({k: done.get(k) for k in NasProbe.all_columns()})
         return row
 
     def _run(self) -> None:
@@ -158,7 +167,7 @@ class Timeline:
             self._note_activity(row)
             self.rows.append(row)
             try:
-                self._csv.writerow({k: row.get(k) for k in COLUMNS})
+                self._csv.writerow({k: row.get(k) for k in self.columns})
                 self._file.flush()
             except OSError as e:  # a full results disk: the rows stay in memory, the runner ends the case
                 self.history.write_error = self.history.write_error or e

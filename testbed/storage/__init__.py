@@ -7,13 +7,15 @@ from __future__ import annotations
 import importlib
 import pkgutil
 from dataclasses import field, make_dataclass
-from typing import Any, Literal
+from typing import Annotated, Any
 
 from testbed.check import frames
-from testbed.errors import ConfigError
+from testbed.config.strict import Parse
+from testbed.errors import ConfigError, TestbedError
 from testbed.storage.base import MOUNT, WORKFILE, Ends, Storage, use_block_device
 
-__all__ = ["MOUNT", "WORKFILE", "Ends", "Storage", "use_block_device", "PROTOCOLS", "get", "StorageSpec"]
+__all__ = ["MOUNT", "WORKFILE", "Ends", "Storage", "use_block_device", "PROTOCOLS", "get", "register", "unregister",
+           "StorageSpec"]
 
 
 def _discover() -> dict[str, Storage]:
@@ -39,6 +41,29 @@ def get(name: str) -> Storage:
     return PROTOCOLS[name]
 
 
+def register(s: Storage) -> None:
+    """A protocol from outside this package (a test's fixture, a plugin): everything that reads protocols
+    (scenario validation, the checker, doctor, the index, the NAS probes and the timeline) sees it. It can
+    have no options section: `storage.<name>` fields are made once, from this package's modules."""
+    if s.spec is not None:
+        raise TestbedError(f"protocol {s.name}: options (storage.{s.name}) need its module in testbed/storage/")
+    PROTOCOLS[s.name] = s
+    frames.register(s.for_checker())
+
+
+def unregister(name: str) -> None:
+    """Forget a protocol registered from outside (tests)."""
+    PROTOCOLS.pop(name, None)
+    frames.unregister(name)
+
+
+def _parse_protocol(value: Any, source: str, path: str) -> str:
+    """storage.protocol: one of the protocols registered now."""
+    if not isinstance(value, str) or value not in PROTOCOLS:
+        raise ConfigError(source, path, f"must be one of {', '.join(PROTOCOLS)}, not {value!r}")
+    return str(value)
+
+
 def _validate_storage(self: Any, source: str, path: str) -> None:
     if self.swap_mb < 16:
         raise ConfigError(source, f"{path}.swap_mb", "must be at least 16 MB")
@@ -47,8 +72,9 @@ def _validate_storage(self: Any, source: str, path: str) -> None:
 # storage: {protocol, swap_mb, and one options section per protocol that has options}
 StorageSpec = make_dataclass(
     "StorageSpec",
-    [("protocol", Literal[tuple(PROTOCOLS)],  # type: ignore[misc]
-      field(default="nfs", metadata={"doc": "how the client reaches its storage (testbed/storage/<protocol>.py)"})),
+    [("protocol", Annotated[str, Parse(_parse_protocol)],
+      field(default="nfs", metadata={"doc": f"how the client reaches its storage (testbed/storage/<protocol>.py): "
+                                            f"one of {', '.join(PROTOCOLS)}"})),
      ("swap_mb", int, field(default=256, metadata={"doc": "the swap area's size (a swap workload), at least 16"})),
      *[(name, s.spec, field(default_factory=s.spec)) for name, s in PROTOCOLS.items() if s.spec is not None]],
     frozen=True,

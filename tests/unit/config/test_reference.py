@@ -17,6 +17,6 @@ def test_the_reference_shows_fields_types_defaults_and_comments() -> None:
     text = reference.markdown()
     assert "| `client.boot` | `restore` \\| `cold` | `restore` | from the ready snapshot" in text
     assert "| `storage.nfs.timeo` | int | `100` | tenths of a second before an RPC retransmission |" in text
-    assert "| `storage.protocol` |" in text and "`nbd`" in text  # every registered protocol
+    assert "| `storage.protocol` |" in text and "one of aoe, iscsi, local, nbd, nfs" in text  # every protocol
     assert "### `nas-outage`" in text and "### `link-flap`" in text  # every fault kind
     assert "| `expect` |" in text and "| `faults[].at_s` | float | required | seconds after the pressure phase starts |" in text

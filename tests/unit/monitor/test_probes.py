@@ -347,7 +347,7 @@ def test_sample_of_a_serving_nas(listener: socket.socket) -> None:
     assert row["nas_agent_ms"] == 4.0 and row["nas_service"] == 1 and row["nas_connect_error"] == ""
     assert isinstance(row["nas_connect_ms"], float) and row["nas_connect_ms"] < 250
     assert set(p.columns) == {"nas_agent_ms", "nas_service", "nas_connect_ms", "nas_connect_error"}
-    assert set(p.columns) <= set(row) and set(p.columns) <= set(NasProbe.COLUMNS)
+    assert set(p.columns) <= set(row) and set(p.columns) <= set(NasProbe.all_columns())
     assert agent.started == [(["/bin/sh", "-c", SERVICE], 2.0)]
     assert "127.0.0.1:" in p.facts()["nas_connect_ms"] and "nfsd/threads" in p.facts()["nas_service"]
 

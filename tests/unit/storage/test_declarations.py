@@ -22,7 +22,7 @@ def test_every_protocol_is_registered_with_the_checker() -> None:
 
 
 def test_doctor_lists_the_tools_protocols_and_faults_declare() -> None:
-    tools = {t[0] for t in doctor.OPTIONAL_TOOLS}
+    tools = {t[0] for t in doctor.optional_tools()}
     for s in PROTOCOLS.values():
         assert {t[0] for t in s.host_tools} <= tools
     assert {"ganesha.nfsd", "tgtd", "vblade", "iperf3", "dnsmasq"} <= tools
@@ -37,4 +37,4 @@ def test_the_nbd_port_option_reaches_the_probe() -> None:
 def test_a_protocol_names_its_variants() -> None:
     values = {"storage.nfs.version": "4.2"}
     assert PROTOCOLS["nfs"].variant(values.get) == "nfs4.2" and PROTOCOLS["iscsi"].variant(values.get) == "iscsi"
-    assert "nas_aoe_ms" in NasProbe.COLUMNS  # a protocol's own probe column is a timeline column
+    assert "nas_aoe_ms" in NasProbe.all_columns()  # a protocol's own probe column is a timeline column
