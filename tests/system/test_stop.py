@@ -4,8 +4,8 @@ case. The testbed must be gone within STOP_BOUND_S (x the host's slowdown factor
 record must name the signal, the case must stay `.incomplete`, and nothing of ours may be left.
 
 CI runs the SIGTERM-to-the-group cases mid-workload on AoE and NFS (once seen to run on to the deadline:
-shared/evidence/sigterm-group-aoe-ran-to-deadline-20261207) and SIGINT to the process; the other phases are
-slow-marked (about 40 s each here)."""
+shared/evidence/sigterm-group-aoe-ran-to-deadline-20261207) and SIGINT to the process: 14 to 17 s each here
+(TCG, slowdown 1.9); the other phases are slow-marked (the evidence phase waits for a stall: ~2 min each)."""
 
 import json
 import os
