@@ -119,6 +119,10 @@ def _delete_link(ns: Netlink, name: str) -> None:
 
 
 def _delete_netns(name: str) -> None:
+    """Registered before `ip netns add` runs (a stop to the process group can end that command, or us, right
+    after it made the namespace): a namespace that was never made is nothing to undo."""
+    if not os.path.exists(f"/run/netns/{name}"):
+        return
     res = delete_netns(name)
     if res.returncode != 0:
         raise TestbedError(f"ip netns delete {name} failed: {res.stderr.strip()}")
@@ -128,8 +132,8 @@ def _hosted_end(ns: Netlink, run_ns: str, tap: str, host_ns: str, dev: str, undo
     """A veth in place of a tap: `tap` stays in the run's namespace (for the bridge, shaping and
     faults, like a VM's tap), its peer `dev` goes into `host_ns`, the node's own namespace."""
     if not os.path.exists(f"/run/netns/{host_ns}"):  # a container's is there already (named by its owner)
-        proc.run(["ip", "netns", "add", host_ns], timeout=30)
         undo.push(f"network namespace {host_ns}", _delete_netns, host_ns)
+        proc.run(["ip", "netns", "add", host_ns], timeout=30)
     proc.run(["ip", "-n", host_ns, "link", "set", "lo", "up"], timeout=30)
     proc.run(["ip", "-n", run_ns, "link", "add", tap, "type", "veth", "peer", "name", dev, "netns", host_ns], timeout=30)
     undo.push(f"veth {tap}", _delete_link, ns, tap)
@@ -166,8 +170,8 @@ def build(topo: Topology, tag: str, undo: Cleanup, hosted: dict[str, str] | None
     hosted = {**{n: host_netns(tag, n) for n, node in topo.nodes.items() if node.kind == "host"}, **(hosted or {})}
     if os.path.exists(f"/run/netns/{tag}"):
         raise TestbedError(f"network namespace {tag} already exists: run `testbed clean`")
+    undo.push(f"network namespace {tag}", _delete_netns, tag)  # before it is made: see _delete_netns
     proc.run(["ip", "netns", "add", tag], timeout=30)
-    undo.push(f"network namespace {tag}", _delete_netns, tag)
     worker = NetnsWorker(tag)
     undo.push(f"thread in {tag}", worker.close)
     ns = Netlink(worker)
