@@ -23,8 +23,8 @@ def cmd_bench_case(args: argparse.Namespace) -> int:
     if not source.is_file():
         raise UsageError(f"bench case: {source} is not a file")
     modes = args.modes.split(",")
-    if not modes or any(m not in bench.MODES for m in modes):
-        raise UsageError(f"bench case --modes {args.modes}: a comma-separated list of {', '.join(bench.MODES)}")
+    if not modes or any(m not in bench.boot_modes() for m in modes):
+        raise UsageError(f"bench case --modes {args.modes}: a comma-separated list of {', '.join(bench.boot_modes())}")
     out = bench.case_modes(source, args.runs, modes, err, iperf=args.iperf, keep=args.keep)
     if args.out:
         Path(args.out).parent.mkdir(parents=True, exist_ok=True)

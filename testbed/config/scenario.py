@@ -21,6 +21,7 @@ from testbed.config.strict import Parse, from_dict, load_yaml
 from testbed.config.topology import Topology, load_topology, topology_path
 from testbed.errors import ConfigError
 from testbed.faults import FaultSpec
+from testbed import nas as nas_backends
 from testbed.kernels import ref as kernel_ref
 from testbed.storage import StorageSpec
 from testbed.workload import COMM_LEN, WORKLOADS, bad_placeholder, expected_victim
@@ -55,10 +56,10 @@ class ClientSpec:
 
 @dataclass(frozen=True)
 class NasSpec:
-    # vm: kernel servers (nfsd, LIO, vblade) in a NAS VM; netns: userspace servers (nfs-ganesha, tgt,
-    # vblade) on the host in a namespace of the run (testbed/nas/host.py); docker: the same servers in a
-    # Docker container of ours (testbed/nas/container.py)
-    backend: Literal["vm", "netns", "docker"] = "vm"
+    backend: Annotated[str, Parse(nas_backends.parse)] = field(default="vm", metadata={"doc": (
+        "vm: kernel servers (nfsd, LIO, vblade) in a NAS VM; netns: userspace servers (nfs-ganesha, tgt, vblade) "
+        "on the host in a namespace of the run; docker: the same servers in a Docker container of ours "
+        "(testbed/nas/<backend>.py)")})
     mem_mb: int = 256  # the NAS VM's RAM (at least 160)
     vcpus: int = 1  # the NAS VM's vCPUs
     data_disk_mb: int = 2048  # the NAS's own data disk: exports, LUN files, AoE images
@@ -67,13 +68,14 @@ class NasSpec:
 
     def validate(self, source: str, path: str) -> None:
         kernel_ref.parse(self.kernel, source, f"{path}.kernel", check_folder=False)
-        if self.backend != "vm" and self.kernel != "default":
+        own_kernel = nas_backends.traits(self.backend).own_kernel
+        if not own_kernel and self.kernel != "default":
             raise ConfigError(source, f"{path}.kernel", f"the {self.backend} NAS runs on the host's kernel (kernel applies to nas.backend vm)")
         if self.mem_mb < 160:
             raise ConfigError(source, f"{path}.mem_mb", "the NAS needs at least 160 MB")
         if self.data_disk_mb < 256:
             raise ConfigError(source, f"{path}.data_disk_mb", "must be at least 256 MB")
-        if self.backend != "vm" and self.boot != "restore":
+        if not own_kernel and self.boot != "restore":
             raise ConfigError(source, f"{path}.boot", f"the {self.backend} NAS has no VM to boot (boot applies to nas.backend vm)")
 
 
@@ -216,7 +218,7 @@ class Scenario:
         for i, f in enumerate(self.faults):
             f.check_storage(st.role, source, f"faults[{i}]")
             if st.role.needs_nas:
-                f.check_nas_backend(self.nas.backend, source, f"faults[{i}]")
+                f.check_nas_backend(nas_backends.traits(self.nas.backend), source, f"faults[{i}]")
 
 
 @dataclass(frozen=True)

@@ -13,6 +13,7 @@ from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
 
+from testbed import nas as nas_backends
 from testbed.config.matrix import is_matrix_file, load_matrix
 from testbed.config.scenario import LoadedScenario, load_scenario
 from testbed.images.build import build
@@ -44,13 +45,15 @@ def boot(role: str, mem: int, runs: int, accel: str, say: Callable[[str], None])
     return 0
 
 
-# bench case columns: both VMs booted; both restored; a restored client with a netns or a docker NAS
-MODES = ("cold", "restore", "netns", "docker")
+def boot_modes() -> tuple[str, ...]:
+    """bench case columns: both VMs booted; both restored; a restored client with each NAS backend that
+    has no VM to boot (netns, docker)."""
+    return ("cold", "restore", *(n for n in nas_backends.names() if not nas_backends.traits(n).own_kernel))
 
 
 def with_boot(loaded: LoadedScenario, mode: str) -> LoadedScenario:
     sc = loaded.scenario
-    if mode in ("netns", "docker"):
+    if mode not in ("cold", "restore"):  # a NAS backend
         nas = replace(sc.nas, backend=mode, boot="restore")
         sc = replace(sc, client=replace(sc.client, boot="restore"), nas=nas)
         sc.validate(sc.path, "")  # its servers and faults must suit the backend, as for --set nas.backend=netns
@@ -104,13 +107,14 @@ def case_modes(source: Path, runs: int, modes: list[str], say: Callable[[str], N
 def kept_modes(run: Path) -> dict:
     """The tables of a `bench case --keep` run read back from its case folders (ids <cell>-<mode>-<n>)."""
     cells: dict[str, dict[str, list[Path]]] = {}
+    known = boot_modes()
     for d in sorted(p for p in run.iterdir() if p.is_dir() and (p / "verdict.json").exists()):
-        m = re.fullmatch(r"(.+)-(" + "|".join(MODES) + r")-(\d+)", d.name)
+        m = re.fullmatch(r"(.+)-(" + "|".join(known) + r")-(\d+)", d.name)
         if m:
             cells.setdefault(m.group(1), {}).setdefault(m.group(2), []).append(d)
-    modes = sorted({m for by in cells.values() for m in by}, key=MODES.index)
-    cols = {m: phases.summarize_dirs([d for by in cells.values() for d in by.get(m, [])]) for m in modes}
-    comps = modes_report.compare({c: {m: by.get(m, []) for m in modes} for c, by in cells.items()})
+    present = sorted({m for by in cells.values() for m in by}, key=known.index)
+    cols = {m: phases.summarize_dirs([d for by in cells.values() for d in by.get(m, [])]) for m in present}
+    comps = modes_report.compare({c: {m: by.get(m, []) for m in present} for c, by in cells.items()})
     print(f"{run}: {sum(len(v) for by in cells.values() for v in by.values())} cases")
     print(phases.render_columns(cols))
     print("per cell: failures with their interval, the interval of their difference, median figures")

@@ -39,9 +39,8 @@ from testbed.monitor.evidence import sysrq_dump
 from testbed.monitor.ping import Pinger
 from testbed.monitor.probes import NasProbe, ProbeError
 from testbed.monitor.timeline import Timeline
-from testbed.nas import container as nas_container
-from testbed.nas import host as nas_host
-from testbed.nas import vm as nas_vm
+from testbed import nas as nas_backends
+from testbed.nas.base import Backend as NasBackend, Nas, NasSetup
 from testbed.net.build import BuiltNet
 from testbed.net.build import build as build_net
 from testbed.images.cache import Image
@@ -73,14 +72,12 @@ class _Setup:
 
     undo: Cleanup
     client_img: Image | None = None
-    nas_img: Image | None = None
-    vm_nas: bool = False
+    backend: NasBackend | None = None  # None: the storage has no NAS
     accel: str = ""
     rundir: Path | None = None
     client_node: str = ""
     nas_node: str = ""
     client_ip: str = ""
-    contained: tuple[Any, int] | None = None  # a docker NAS's container and its pid
     net: BuiltNet | None = None
     ends: storage.Ends | None = None
     export: Future[dict[str, Any]] | None = None
@@ -103,7 +100,7 @@ class Case:
                                 expected_victims=wl.expected_oom_victims)
         self.facts: dict[str, Any] = {"tag": self.tag}
         self.client: VM | None = None
-        self.nas: VM | None = None
+        self.nas: Nas | None = None
         self.timeline: Timeline | None = None
         self.scheduler: Scheduler | None = None
         self.nas_ip = ""
@@ -187,9 +184,8 @@ class Case:
         # already for every scenario: here it is a cache lookup).
         kernels = kernel_preflight.prepare(sc, sc.path, self._say)
         s.client_img = ensure("client", kernel_ref.parse(sc.client.kernel, sc.path, "client.kernel"), say=self._say)
-        s.vm_nas = sc.storage.role.needs_nas and sc.nas.backend == "vm"
-        nas_img = ensure("nas", kernel_ref.parse(sc.nas.kernel, sc.path, "nas.kernel"), say=self._say) if s.vm_nas else None
-        s.nas_img = nas_img
+        s.backend = nas_backends.make(sc, self.tag) if sc.storage.role.needs_nas else None
+        nas_img = s.backend.image(self._say) if s.backend else None
         asked = {"client": sc.client.kernel, "nas": sc.nas.kernel}  # the image may have been built for another ref
         self.facts["images"] = {i.name: {"hash": i.hash, "kernel": i.kernel_version, "package": i.kernel_package,
                                          "kernel_ref": asked[i.name], "packages_hash": i.packages_hash}
@@ -210,13 +206,14 @@ class Case:
 
     def _network(self, s: _Setup) -> None:
         """The run's namespace, bridges and taps (and a userspace NAS's namespace or container)."""
-        sc, undo = self.sc, s.undo
+        undo = s.undo
         self.phase("network", self.topo.name)
         s.rundir = make_rundir(self.tag, undo)
         s.client_node, s.nas_node = self.topo.node_for("client"), self.topo.node_for("nas")
-        hosted = {s.nas_node: nas_host.netns_name(self.tag)} if sc.storage.role.needs_nas and not s.vm_nas else {}
-        if hosted and sc.nas.backend == "docker":  # its namespace must be there for the NAS's veth end
-            s.contained = nas_container.start_container(self.tag, undo, say=self._say)
+        hosted_in = s.backend.netns() if s.backend else None
+        hosted = {s.nas_node: hosted_in} if hosted_in else {}
+        if s.backend:  # e.g. a container, whose namespace must be there for the NAS's veth end
+            s.backend.before_network(undo, self._say)
         s.net = build_net(self.topo, self.tag, undo, hosted=hosted)
         self.history.add("fact", "network", **s.net.describe())
         s.client_ip, nas_ip = s.net.address_of(s.client_node), s.net.address_of(s.nas_node)
@@ -226,22 +223,15 @@ class Case:
     def _nas(self, s: _Setup) -> None:
         """The NAS (VM, namespace or container), then its export, which overlaps the client's boot."""
         sc, undo, store = self.sc, s.undo, self.sc.storage.role
-        if not store.needs_nas:
+        if s.backend is None:
             return
         assert s.net is not None and s.rundir is not None and s.ends is not None
-        if s.nas_img is not None:
-            self.phase("nas", f"{sc.nas.mem_mb} MB, {sc.storage.protocol} export")
-            self.nas = nas_vm.start(sc, s.nas_img, s.net, s.nas_node, self.tag, s.accel, s.rundir, self.dir.path, undo,
-                                    say=self._say)
-            self._watch(self.nas, "nas", undo)
-        elif s.contained is not None:
-            self.phase("nas", f"docker: userspace servers in container {s.contained[0].name}")
-            self.nas = nas_container.start(self.tag, *s.contained, undo)  # type: ignore[assignment]
-        else:
-            self.phase("nas", f"{sc.nas.backend}: userspace servers in namespace {s.net.hosted[s.nas_node]}")
-            self.nas = nas_host.start(self.tag, s.rundir, undo)  # type: ignore[assignment]
-        assert self.nas is not None
-        self._booted("nas", self.nas)
+        self.phase("nas", s.backend.describe())
+        self.nas = s.backend.start(NasSetup(s.net, s.nas_node, s.accel, s.rundir, self.dir.path, undo, self._say))
+        vm = self.nas.machine()
+        if vm is not None:
+            self._watch(vm, "nas", undo)
+        self._booted("nas", self.nas.boot)
         exporting = ThreadPoolExecutor(1, thread_name_prefix=f"export-{self.tag}")
         undo.push("export thread", exporting.shutdown, False)
         s.export = exporting.submit(store.export, self.nas, sc, s.ends)
@@ -256,7 +246,7 @@ class Case:
                                   mem_mb=sc.client.mem_mb, vcpus=sc.client.vcpus, accel=s.accel, rundir=s.rundir,
                                   logdir=self.dir.path, undo=undo, boot_s=sc.deadlines.boot_s, disks=disks,
                                   mode=sc.client.boot, say=self._say)
-        self._booted("client", self.client)
+        self._booted("client", self.client.boot)
         self._watch(self.client, "client", undo)
         self.history.add("fact", "client-ready", boot_s=round(self.client.ready_at - self.client.started_at, 2),
                          memtotal_kb=(self.client.agent.telemetry or {}).get("meminfo", {}).get("MemTotal"))
@@ -321,10 +311,10 @@ class Case:
             self.scheduler.setup()
         self.history.add("fact", "path-helpers", helpers=helpers.states(self.client, sc.path_processes()))
 
-    def _booted(self, role: str, vm: VM) -> None:
+    def _booted(self, role: str, boot: dict[str, Any]) -> None:
         """How the guest came up (restored from its ready snapshot, or booted cold and why): in the verdict."""
-        self.facts.setdefault("boot", {})[role] = vm.boot
-        self.history.add("fact", f"{role}-boot", **vm.boot)
+        self.facts.setdefault("boot", {})[role] = boot
+        self.history.add("fact", f"{role}-boot", **boot)
 
     def _watch(self, vm: VM, role: str, undo: Cleanup) -> None:
         w = ConsoleWatcher(role, vm.spec.console, self.history)

@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
 
-from testbed.errors import ConfigError
+from testbed.errors import ConfigError, TestbedError
 from testbed.kernels.kconfig import Need
 
 if TYPE_CHECKING:  # types only: the scenario holds the fault specs (importing it here would be a cycle),
@@ -21,6 +21,7 @@ if TYPE_CHECKING:  # types only: the scenario holds the fault specs (importing i
     from testbed.store.history import History
     from testbed.net.build import BuiltNet
     from testbed.storage.base import Ends, Storage
+    from testbed.nas.base import Nas, Traits
     from testbed.vm.machine import VM
 
 
@@ -44,7 +45,7 @@ class FaultSpec:
     def check_storage(self, storage: Storage, source: str, path: str) -> None:
         """ConfigError (at `path`.kind) when this fault cannot act on this protocol."""
 
-    def check_nas_backend(self, backend: str, source: str, path: str) -> None:
+    def check_nas_backend(self, nas: Traits, source: str, path: str) -> None:
         """ConfigError when this fault needs what the NAS backend lacks (a NAS kernel of its own)."""
 
     def check_topology(self, topology: str, nodes: list[str], source: str, path: str) -> None:
@@ -117,7 +118,7 @@ class FaultContext:
     """Everything a fault may act on. Helpers it starts register their undo on `undo` where they start."""
 
     client: VM
-    nas: VM | None
+    nas: Nas | None
     history: History
     sc: Scenario
     storage: Storage
@@ -125,6 +126,14 @@ class FaultContext:
     ends: Ends
     case_dir: Path
     undo: Cleanup
+
+    def nas_vm(self, what: str = "this fault") -> VM:
+        """The NAS's VM, for what only a guest kernel has (QMP, xfrm, charon): the scenario check refuses
+        such a fault on a NAS without one before anything runs."""
+        vm = self.nas.machine() if self.nas is not None else None
+        if vm is None:
+            raise TestbedError(f"{what} needs a NAS with a kernel of its own (nas.backend {self.sc.nas.backend} has none)")
+        return vm
 
 
 class BaseFault:

@@ -147,7 +147,7 @@ class Ikev2:
 
     def setup(self, ctx: FaultContext) -> dict[str, object]:
         """charon started in both guests; nothing loaded yet (the storage path is untouched)."""
-        for role, vm in (("client", ctx.client), ("nas", ctx.nas)):
+        for role, vm in (("client", ctx.client), ("nas", ctx.nas_vm())):
             assert vm is not None
             write_file(vm, LOGCONF, LOG_CONF)
             vm.exec(["modprobe", "-a", "esp4", "xfrm_user"], 30, check=True)
@@ -156,7 +156,7 @@ class Ikev2:
             self.jobs.append(job)
             if len(self.jobs) == 1:
                 ctx.undo.push("charon in the guests", self.stop, ctx)
-        for vm in (ctx.client, ctx.nas):
+        for vm in (ctx.client, ctx.nas_vm()):
             assert vm is not None
             res = vm.sh("for i in $(seq 50); do [ -S /var/run/charon.vici ] && exit 0; sleep 0.2; done; exit 1", 30, check=False)
             if not res.ok:
@@ -187,9 +187,8 @@ class Ikev2:
         psk = secrets.token_hex(32)
         rekey = self.spec.rekey_s or 3600
         trap = self.spec.trap
-        assert ctx.nas is not None
-        write_file(ctx.nas, CONF, swanctl_conf(n, c, psk, rekey, self.ike_rekey_s, initiator=False, trap=False))
-        ctx.nas.exec(["swanctl", "--load-all", "--noprompt"], 30, check=True)
+        write_file(ctx.nas_vm(), CONF, swanctl_conf(n, c, psk, rekey, self.ike_rekey_s, initiator=False, trap=False))
+        ctx.nas_vm().exec(["swanctl", "--load-all", "--noprompt"], 30, check=True)
         write_file(ctx.client, CONF, swanctl_conf(c, n, psk, rekey, self.ike_rekey_s, initiator=True, trap=trap))
         out: dict[str, object] = {"mode": "ikev2", "trap": trap}
         t0 = ctx.history.now()

@@ -17,6 +17,7 @@ from testbed.errors import ConfigError, GuestError
 from testbed.faults.base import BaseFault, Effect, FaultContext, FaultSpec, Step
 from testbed.faults.ike import Ikev2
 from testbed.kernels.kconfig import Need
+from testbed.nas import Traits, names as backend_names, traits as backend_traits
 from testbed.storage.base import Storage
 from testbed.vm.machine import VM
 
@@ -81,13 +82,17 @@ class IpsecSpec(FaultSpec):
             raise ConfigError(source, f"{path}.kind", f"ipsec cannot cover {storage.title}: {storage.title} is not IP "
                               "(no ESP for Ethernet frames)")
 
-    def check_nas_backend(self, backend: str, source: str, path: str) -> None:
-        if backend != "vm":
+    def check_nas_backend(self, nas: Traits, source: str, path: str) -> None:
+        if not nas.own_kernel:
             raise ConfigError(source, f"{path}.kind", f"ipsec needs the NAS's own kernel (xfrm, ESP): with nas.backend "
-                              f"{backend} the NAS's kernel is the host's; use nas.backend vm")
+                              f"{nas.name} the NAS's kernel is the host's; use {own_kernel_backends()}")
 
     def path_processes(self) -> tuple[str, ...]:
         return ("charon",) if self.mode == "ikev2" else ()
+
+
+def own_kernel_backends() -> str:
+    return " or ".join(f"nas.backend {n}" for n in backend_names() if backend_traits(n).own_kernel)
 
 
 def sa_commands(src: str, dst: str, spi_fwd: int, spi_back: int, key_fwd: str, key_back: str) -> list[list[str]]:
@@ -158,19 +163,18 @@ class Ipsec(BaseFault):
         fwd, back = 0x1000 + 2 * self.generation, 0x1001 + 2 * self.generation
         kf, kb = secrets.token_hex(20), secrets.token_hex(20)
         to_nas, to_client = sa_commands(c, n, fwd, back, kf, kb)
-        assert ctx.nas is not None
         # The kernel sends on the newest SA the moment it exists: each end first learns to receive
         # on the new SPIs, and only then do both start sending on them (as IKE does), so a rekey
         # loses no packet to an SPI the peer does not know yet.
-        ctx.nas.run_all(to_nas, timeout=30)
+        ctx.nas_vm().run_all(to_nas, timeout=30)
         ctx.client.run_all(to_client, timeout=30)
         ctx.client.run_all(to_nas, timeout=30)
-        ctx.nas.run_all(to_client, timeout=30)
+        ctx.nas_vm().run_all(to_client, timeout=30)
         return fwd, back
 
     def _remove(self, ctx: FaultContext, spis: tuple[int, int]) -> None:
         c, n = ctx.ends.client_ip, ctx.ends.nas_ip
-        for vm in (ctx.client, ctx.nas):
+        for vm in (ctx.client, ctx.nas_vm()):
             assert vm is not None
             vm.exec(["ip", "xfrm", "state", "delete", "src", c, "dst", n, "proto", "esp", "spi", hex(spis[0])], 15)
             vm.exec(["ip", "xfrm", "state", "delete", "src", n, "dst", c, "proto", "esp", "spi", hex(spis[1])], 15)
@@ -178,7 +182,7 @@ class Ipsec(BaseFault):
     def setup(self, ctx: FaultContext) -> Step:
         if self.ike:
             return split_stuck(self.ike.setup(ctx))
-        for vm in (ctx.client, ctx.nas):
+        for vm in (ctx.client, ctx.nas_vm()):
             assert vm is not None
             vm.exec(["modprobe", "-a", "esp4", "xfrm_user"], 30, check=True)
         return Step({"mode": "static", "aead": AEAD, "ike": "not used: static keys, no IKE daemon"})
@@ -192,9 +196,8 @@ class Ipsec(BaseFault):
         c, n = ctx.ends.client_ip, ctx.ends.nas_ip
         # Both ends start sending ESP (out policies) before either refuses clear packets (in
         # policies): an ESP packet is taken by its SA with or without an in policy.
-        assert ctx.nas is not None
         (out_c, in_c), (out_n, in_n) = policy_commands(c, n), policy_commands(n, c)
-        for vm, cmd in ((ctx.client, out_c), (ctx.nas, out_n), (ctx.client, in_c), (ctx.nas, in_n)):
+        for vm, cmd in ((ctx.client, out_c), (ctx.nas_vm(), out_n), (ctx.client, in_c), (ctx.nas_vm(), in_n)):
             vm.run_all(cmd, timeout=30)
         if self.spec.rekey_s:
             self.thread = threading.Thread(target=self._rekeyer, args=(ctx,), daemon=True)
@@ -252,15 +255,14 @@ class Ipsec(BaseFault):
 
     def heal(self, ctx: FaultContext) -> Step:
         self._stop_rekeys()
-        assert ctx.nas is not None
         out: dict[str, Any] = self.ike.heal(ctx) if self.ike else {"rekeys": len(self.spis) - 1}
         client_bytes = sa_bytes(ctx.client)
-        out["sa_bytes_nas"] = sa_bytes(ctx.nas)
-        for role, vm in (("client", ctx.client), ("nas", ctx.nas)):
+        out["sa_bytes_nas"] = sa_bytes(ctx.nas_vm())
+        for role, vm in (("client", ctx.client), ("nas", ctx.nas_vm())):
             out.update({f"{k}_{role}": v for k, v in xfrm_evidence(vm, role, ctx.case_dir).items()})
         if self.ike:
             self.ike.stop(ctx)
-        for vm in (ctx.client, ctx.nas):
+        for vm in (ctx.client, ctx.nas_vm()):
             try:
                 vm.exec(["ip", "xfrm", "policy", "flush"], 15)
                 vm.exec(["ip", "xfrm", "state", "flush"], 15)

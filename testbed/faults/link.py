@@ -172,9 +172,9 @@ class Link(BaseFault):
         except NetlinkError as e:
             if e.code not in (errno.ENOENT, errno.EOPNOTSUPP):  # anything but "no sch_netem here" is real
                 raise TestbedError(f"link delay: netem on host tap {tap} failed: {e}") from None
-        if ctx.nas is None or ctx.nas.backend != "vm":
+        if ctx.nas is None or not ctx.nas.traits.own_kernel:
             raise TestbedError("link delay: the host has no netem and there is no NAS VM to shape in"
-                               + (" (a netns NAS shares the host's kernel)" if ctx.nas is not None else ""))
+                               + (f" (a {ctx.nas.traits.name} NAS shares the host's kernel)" if ctx.nas is not None else ""))
         if self.target != ctx.ends.nas_ip:  # the NAS's link is shaped instead: its round trips are the measure
             self.target = ctx.ends.nas_ip
             self.rtt_before = ping_times(net.netns, self.target, PINGS, 1.0)

@@ -11,6 +11,7 @@ from typing import Literal
 
 from testbed.errors import ConfigError, TestbedError
 from testbed.faults.base import BaseFault, FaultContext, FaultSpec, Step
+from testbed.nas.base import Traits
 from testbed.storage.base import Storage
 
 
@@ -21,13 +22,13 @@ class NasOutageSpec(FaultSpec):
     duration_s: float | None = None
     mode: Literal["freeze", "restart-service", "service-freeze"] = "freeze"
 
-    def check_nas_backend(self, backend: str, source: str, path: str) -> None:
-        if self.mode == "freeze" and backend != "vm":
-            raise ConfigError(source, f"{path}.mode", f"freeze stops the NAS VM (QMP); with nas.backend {backend} there is "
+    def check_nas_backend(self, nas: Traits, source: str, path: str) -> None:
+        if self.mode == "freeze" and not nas.own_kernel:
+            raise ConfigError(source, f"{path}.mode", f"freeze stops the NAS VM (QMP); with nas.backend {nas.name} there is "
                               "none: use service-freeze (SIGSTOP of its servers; the host's TCP stack still answers)")
-        if self.mode == "service-freeze" and backend == "vm":
-            raise ConfigError(source, f"{path}.mode", "service-freeze stops userspace servers: the vm backend's servers "
-                              "are in its kernel; use freeze (the whole NAS VM) or restart-service")
+        if self.mode == "service-freeze" and nas.own_kernel:
+            raise ConfigError(source, f"{path}.mode", f"service-freeze stops userspace servers: the {nas.name} backend's "
+                              "servers are in its kernel; use freeze (the whole NAS VM) or restart-service")
 
     def check_storage(self, storage: Storage, source: str, path: str) -> None:
         if not storage.needs_nas:
@@ -42,8 +43,9 @@ class NasOutage(BaseFault):
         if ctx.nas is None:
             raise TestbedError("nas-outage needs a NAS VM (this scenario's storage has none)")
         if self.spec.mode == "freeze":
-            ctx.nas.qmp.stop()
-            return Step({"mode": "freeze", "nas_status": ctx.nas.qmp.status()}, path_down=True)
+            vm = ctx.nas_vm("nas-outage freeze")
+            vm.qmp.stop()
+            return Step({"mode": "freeze", "nas_status": vm.qmp.status()}, path_down=True)
         if self.spec.mode == "service-freeze":
             return Step({"mode": "service-freeze", "action": ctx.nas.signal_servers(signal.SIGSTOP),
                          "nas_status": ctx.nas.qmp.status()}, path_down=True)
@@ -53,8 +55,9 @@ class NasOutage(BaseFault):
     def heal(self, ctx: FaultContext) -> Step:
         assert ctx.nas is not None
         if self.spec.mode == "freeze":
-            ctx.nas.qmp.cont()
-            return Step({"mode": "freeze", "nas_status": ctx.nas.qmp.status()})
+            vm = ctx.nas_vm("nas-outage freeze")
+            vm.qmp.cont()
+            return Step({"mode": "freeze", "nas_status": vm.qmp.status()})
         if self.spec.mode == "service-freeze":
             return Step({"mode": "service-freeze", "action": ctx.nas.signal_servers(signal.SIGCONT),
                          "nas_status": ctx.nas.qmp.status()})

@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING
 
 from testbed.images.build import kernel_for
 from testbed.images.recipe import load_recipe
+from testbed import nas as nas_backends
 from testbed.kernels import kconfig
 from testbed.kernels.kconfig import Need
 from testbed.kernels.ref import parse, release_moddir
@@ -56,6 +57,6 @@ def prepare(sc: Scenario, source: str, say: Say) -> Kernels:
     """The scenario's kernels, prepared and checked (KernelError naming the field and the option)."""
     client = _checked("client", "client.kernel", sc.client.kernel, client_needs(sc), source, say)
     nas = None
-    if sc.storage.role.needs_nas and sc.nas.backend == "vm":
+    if sc.storage.role.needs_nas and nas_backends.traits(sc.nas.backend).own_kernel:
         nas = _checked("nas", "nas.kernel", sc.nas.kernel, nas_needs(sc), source, say)
     return Kernels(client, nas)

@@ -31,8 +31,7 @@ from testbed.errors import GuestError, ProbeError
 from testbed.net.netns import socket_at
 from testbed.storage import PROTOCOLS
 from testbed.storage.base import SERVICE_TIMEOUT_S, Ends, LinkProbe, ServiceState, Storage
-from testbed.vm.agent import Job
-from testbed.vm.machine import VM
+from testbed.nas.base import Nas, NasJob
 
 if TYPE_CHECKING:  # type only: the scenario imports the storage package
     from testbed.config.scenario import Scenario
@@ -97,7 +96,7 @@ class NasProbe:
         has every column, empty where the case's protocol has no such probe)."""
         return (*NasProbe.COMMON, *dict.fromkeys(s.link_probe_column for s in PROTOCOLS.values() if s.link_probe_column))
 
-    def __init__(self, nas: VM, storage: Storage, sc: Scenario, ends: Ends, net: BuiltNet, *,
+    def __init__(self, nas: Nas, storage: Storage, sc: Scenario, ends: Ends, net: BuiltNet, *,
                  timeout_s: float = 0.25, budget_s: float = 0.6):
         if not storage.needs_nas:
             raise ProbeError(f"{storage.name} storage has no NAS to probe")
@@ -106,7 +105,7 @@ class NasProbe:
             raise ProbeError(f"no port of namespace {net.netns} has the NAS address {ends.nas_ip}")
         self.nas, self.storage, self.netns = nas, storage, net.netns
         self.timeout_s, self.budget_s = timeout_s, budget_s
-        self.argv = storage.service_argv(sc, ends)
+        self.argv = storage.service_argv(nas, sc, ends)
         ports = storage.service_ports(sc)
         self.target = (ends.nas_ip, ports[0]) if storage.is_ip and ports else None
         self.link: LinkProbe | None = storage.link_probe(net.netns, net.bridges[port.switch], port.mac, sc)
@@ -114,7 +113,7 @@ class NasProbe:
         self.columns += ["nas_connect_ms", "nas_connect_error"] if self.target else []
         self.columns += [self.link.column] if self.link else []
         self.last_service = ServiceState(None, "not asked yet")
-        self._job: Job | None = None
+        self._job: NasJob | None = None
         self._job_t = 0.0
         self._broken: dict[str, str] = {}
 
@@ -176,7 +175,7 @@ class NasProbe:
 
     def facts(self) -> dict[str, Any]:
         """What each column measures, for the case history."""
-        vm = getattr(self.nas, "backend", "vm") == "vm"
+        vm = self.nas.traits.own_kernel
         f: dict[str, Any] = {
             "nas_agent_ms": (f"ping through the NAS agent (virtio-serial, no network): round trip; empty after {self.timeout_s} s"
                              if vm else "a userspace NAS has no guest to ping: time to see its server processes "

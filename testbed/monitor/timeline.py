@@ -16,6 +16,7 @@ from testbed.errors import GuestError
 from testbed.store.history import History
 from testbed.monitor.ping import Pinger
 from testbed.monitor.probes import NasProbe, ProbeError
+from testbed.nas.base import Nas
 from testbed.vm.machine import VM
 
 _BEFORE_NAS = ["t", "phase", "progress", "total", "agent_age_s", "ping_ms", "client_status", "nas_status", "client_cpu_s",
@@ -65,7 +66,7 @@ def telemetry_row(tel: dict[str, Any]) -> dict[str, Any]:
 
 
 class Timeline:
-    def __init__(self, path: Path, history: History, client: VM, nas: VM | None, pinger: Pinger | None,
+    def __init__(self, path: Path, history: History, client: VM, nas: Nas | None, pinger: Pinger | None,
                  nas_probe: NasProbe | None = None):
         self.path, self.history, self.client, self.nas, self.pinger = path, history, client, nas, pinger
         self.nas_probe = nas_probe
@@ -108,7 +109,7 @@ class Timeline:
         self._thread.join(30)  # one sample can take two QMP timeouts and a ping
         self._file.close()
 
-    def _status(self, vm: VM | None) -> str:
+    def _status(self, vm: VM | Nas | None) -> str:
         if vm is None:
             return ""
         if not vm.alive():

@@ -14,20 +14,22 @@ from __future__ import annotations
 
 import hashlib
 import os
-import shutil
 import subprocess
-import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import yaml
 
 from testbed.host import proc
 from testbed.host.cleanup import Cleanup
 from testbed.errors import TestbedError
-from testbed.nas.host import HostNas, netns_name
+from testbed.nas.base import Backend, NasSetup, Say, Traits
+from testbed.nas.host import HostNas, make_root, netns_name
 from testbed.host.paths import data_dir, repo_root
+
+if TYPE_CHECKING:
+    from testbed.config.scenario import Scenario
 
 LABEL = "org.netswap.tag"
 REPO = "netswap-nas"
@@ -92,9 +94,7 @@ def start_container(tag: str, undo: Cleanup, say: Callable[[str], None]) -> tupl
     """The run's NAS container (no network), its namespace named <tag>-nas for the network builder."""
     dk = client()
     image = ensure_image(dk, say)
-    root = data_dir() / tag
-    (root / "srv").mkdir(parents=True, exist_ok=True)
-    undo.push(f"docker NAS data {root}", shutil.rmtree, root, True)
+    root = make_root(tag, undo, "docker")
     c = dk.containers.create(image, ["sleep", "infinity"], name=netns_name(tag), network_mode="none",
                              cap_drop=["ALL"], cap_add=CAPS, labels={LABEL: tag}, init=True,
                              volumes={str(root): {"bind": str(root), "mode": "rw"}})
@@ -140,7 +140,7 @@ def remove_by_label(dead: Callable[[str], bool], dry_run: bool = False) -> list[
 
 
 class DockerNas(HostNas):
-    backend = "docker"
+    traits = Traits("docker", "container", own_kernel=False, detached_servers=False, shares_host_run=False)
 
     def __init__(self, tag: str, container: Any, pid: int, undo: Cleanup):
         super().__init__(tag, data_dir() / tag, undo)
@@ -180,7 +180,7 @@ class DockerNas(HostNas):
     def leader(self, name: str, p: subprocess.Popen[bytes]) -> int | None:
         return self.host_pid(name)
 
-    def host_path(self, path: str | Path) -> Path:
+    def host_path(self, path: str) -> Path:
         # /var/run is an absolute link to /run in Debian: through /proc/PID/root it would resolve on the host
         inside = str(path).replace("/var/run/", "/run/", 1) if str(path).startswith("/var/run/") else str(path)
         return Path(f"/proc/{self.pid}/root{inside}")
@@ -215,5 +215,25 @@ class DockerNas(HostNas):
         return None
 
 
-def start(tag: str, container: Any, pid: int, undo: Cleanup) -> DockerNas:
-    return DockerNas(tag, container, pid, undo)
+class DockerBackend(Backend):
+    """The container comes first: the network builder puts the NAS's veth end in its namespace."""
+
+    traits = DockerNas.traits
+
+    def __init__(self, sc: Scenario, tag: str):
+        super().__init__(sc, tag)
+        self._made: tuple[Any, int] | None = None
+
+    def netns(self) -> str:
+        return netns_name(self.tag)
+
+    def before_network(self, undo: Cleanup, say: Say) -> None:
+        self._made = start_container(self.tag, undo, say)
+
+    def describe(self) -> str:
+        return f"docker: userspace servers in container {netns_name(self.tag)}"
+
+    def start(self, s: NasSetup) -> DockerNas:
+        if self._made is None:
+            raise TestbedError("docker NAS: started before its container was made (before_network)")
+        return DockerNas(self.tag, *self._made, s.undo)

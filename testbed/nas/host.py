@@ -3,10 +3,11 @@ a network namespace of the run (`<tag>-nas`) joined to the switch by a veth whos
 the name the NAS's tap would have. Its data lives in the run's folder (`nas-srv/`), as the VM NAS's
 data disk does.
 
-`HostNas` answers what storage modules, probes and faults ask of a NAS VM: `exec`, `sh`,
-`run_all`, `agent.start` (a job), `agent.ping` and `qmp.status` (whether its servers run, or are
-stopped), `net_devs`, `srv`. What only a VM has (a guest kernel to freeze, a console, sysrq) it
-does not pretend to have: faults that need it are refused when the scenario is checked.
+`HostNas` is the `Nas` face (testbed/nas/base.py) of it: `exec`, `sh`, `run_all`, `agent.start` (a job),
+`agent.ping` and `qmp.status` (whether its servers run, or are stopped), `serve` (a server as a
+process group of ours), `net_devs`, `srv`. What only a VM has (a guest kernel to freeze, a console,
+sysrq) it does not pretend to have (`machine()` is None): faults that need it are refused when the
+scenario is checked.
 """
 
 from __future__ import annotations
@@ -26,8 +27,10 @@ from testbed.host import proc
 from testbed.host.cleanup import Cleanup, wait_result
 from testbed.errors import GuestError
 from testbed.host.paths import data_dir
+from testbed.nas.base import PROCS_HEADER, Backend, NasSetup, Traits
 from testbed.vm import shell
 from testbed.vm.agent import ExecResult
+from testbed.vm.machine import VM
 
 IFACE = "eth0"
 
@@ -149,10 +152,20 @@ def group_members(pgid: int) -> list[int]:
     return out
 
 
+def processes_argv(tag: str, comm: str) -> list[str]:
+    """The NAS's own processes named `comm` with their state letter, one `pid state` a line, run on the
+    host. They are found by `ip netns pids`, not pgrep: another run's servers are on the same host."""
+    return ["/bin/sh", "-c", f'echo "{PROCS_HEADER} $2"; for p in $(ip netns pids "$1"); do '
+            '[ "$(cat /proc/$p/comm 2>/dev/null)" = "$2" ] && '
+            'echo "$p $(cut -d")" -f2 /proc/$p/stat | cut -d" " -f2)"; done; true', "sh", netns_name(tag), comm]
+
+
 class HostNas:
-    backend = "netns"
+    traits = Traits("netns", "host, in the NAS namespace", own_kernel=False, detached_servers=False,
+                    shares_host_run=True)
 
     def __init__(self, tag: str, root: Path, undo: Cleanup):
+        self.tag = tag
         self.name = netns_name(tag)
         self.netns = netns_name(tag)
         self.root = root
@@ -162,9 +175,8 @@ class HostNas:
         self.agent = HostAgent(self)
         self.qmp = HostStatus(self)
         self.boot: dict[str, Any] = {"mode": "netns"}
+        self.scratch: dict[str, Any] = {}
         self.servers: dict[str, subprocess.Popen[bytes]] = {}  # name -> daemon started by serve()
-        self.spec = None  # no QEMU spec, console or sysrq
-        self.tgt_port: int | None = None  # tgtd's control socket number, once chosen (testbed/storage/iscsi.py)
         # Servers are started from this one thread, which lives until teardown: their parent-death signal
         # (die_with_parent) fires when the *thread* that started them ends, and a heal runs on a fault
         # thread that ends right after it.
@@ -183,8 +195,20 @@ class HostNas:
         """How a probe's command (the service check) runs: here as any command."""
         return self.prefix(argv)
 
-    def host_path(self, path: str | Path) -> Path:
+    def host_path(self, path: str) -> Path:
         return Path(path)
+
+    def host_dir(self) -> Path:
+        return self.root
+
+    def machine(self) -> VM | None:
+        return None
+
+    def on_undo(self, what: str, fn: Callable[..., Any], *args: Any) -> None:
+        self.undo.push(what, fn, *args)
+
+    def processes_argv(self, comm: str) -> list[str]:
+        return processes_argv(self.tag, comm)
 
     def launch(self, name: str, argv: list[str], log: Path) -> subprocess.Popen[bytes]:
         with open(log, "ab") as out:
@@ -213,27 +237,35 @@ class HostNas:
     def run_all(self, *steps: shell.Step, timeout: float = 60, check: bool = True) -> ExecResult:
         return self.sh(shell.script(*steps), timeout, check)
 
-    def serve(self, name: str, argv: list[str], log: Path, ready: Callable[[], bool], timeout: float = 20) -> None:
+    def serve(self, name: str, argv: list[str], *, ready: Callable[[], bool] | None = None, timeout: float = 20,
+              settle_s: float = 0.0, log: Path | None = None) -> None:
         """Start a daemon in the foreground in the NAS's namespace (its process group is ours to end),
-        and wait until `ready()`; GuestError with its log's tail when it exits or never gets there."""
+        and wait until `ready()`, then `settle_s`; GuestError with its log's tail when it exits before
+        or never gets there."""
         self.stop_server(name)
-
+        log = log or self.root / f"{name}.log"
         p = wait_result(self._spawner.submit(self.launch, name, argv, log))
         self.servers[name] = p
         self.undo.push(f"NAS server {name} (pid {p.pid})", self.stop_server, name)
         deadline = time.monotonic() + timeout
-        while not ready():
+        while not (ready is None or ready()):
             if p.poll() is not None or time.monotonic() > deadline:
-                text = log.read_text(errors="replace").strip().splitlines()[-4:] if log.exists() else []
-                why = f"exited {p.returncode}" if p.poll() is not None else f"not ready after {timeout:.0f} s"
-                raise GuestError(f"{self.name}: {name} {why}: {' | '.join(text)}")
+                raise self._failed(name, log, p, f"not ready after {timeout:.0f} s")
             time.sleep(0.1)
+        time.sleep(settle_s)
+        if settle_s and self.server_state() != "running":
+            raise self._failed(name, log, p, "stopped")
 
-    def stop_server(self, name: str) -> None:
+    def _failed(self, name: str, log: Path, p: subprocess.Popen[bytes], otherwise: str) -> GuestError:
+        text = log.read_text(errors="replace").strip().splitlines()[-4:] if log.exists() else []
+        why = f"exited {p.returncode}" if p.poll() is not None else otherwise
+        return GuestError(f"{self.name}: {name} {why}: {' | '.join(text)}")
+
+    def stop_server(self, name: str) -> str:
         """End a server's whole process group (ganesha's includes its rpcbind): SIGTERM, then SIGKILL."""
         p = self.servers.pop(name, None)
         if p is None:
-            return
+            return f"{name}: not running"
         for sig, wait in ((signal.SIGCONT, 0.0), (signal.SIGTERM, 3.0), (signal.SIGKILL, 5.0)):
             if not self.members(name, p):
                 break
@@ -243,6 +275,7 @@ class HostNas:
                 p.poll()  # reaps our own child; its orphans are init's to reap
                 time.sleep(0.05)
         p.poll()
+        return f"{name} stopped (SIGTERM, then SIGKILL)"
 
     def signal_servers(self, sig: int) -> str:
         """Send sig to every server's process group (SIGSTOP/SIGCONT: a service freeze); what was done."""
@@ -272,11 +305,25 @@ class HostNas:
         return "running"
 
 
-def start(tag: str, rundir: Path, undo: Cleanup) -> HostNas:
+def make_root(tag: str, undo: Cleanup, what: str) -> Path:
     """The NAS's data folder (on disk: the runtime folder may be a tmpfs, where a swap file or LUN
-    would pin host memory), made for the run and removed with it; its namespace and veth are made by
-    the network builder."""
+    would pin host memory), made for the run and removed with it."""
     root = data_dir() / tag
     (root / "srv").mkdir(parents=True, exist_ok=True)
-    undo.push(f"netns NAS data {root}", shutil.rmtree, root, True)
-    return HostNas(tag, root, undo)
+    undo.push(f"{what} NAS data {root}", shutil.rmtree, root, True)
+    return root
+
+
+class NetnsBackend(Backend):
+    """Its namespace and veth are made by the network builder (`netns`)."""
+
+    traits = HostNas.traits
+
+    def netns(self) -> str:
+        return netns_name(self.tag)
+
+    def describe(self) -> str:
+        return f"netns: userspace servers in namespace {self.netns()}"
+
+    def start(self, s: NasSetup) -> HostNas:
+        return HostNas(self.tag, make_root(self.tag, s.undo, "netns"), s.undo)

@@ -20,8 +20,8 @@ from testbed.check.frames import FrameClass
 from testbed.errors import ConfigError, GuestError, ProbeError
 from testbed.net.netns import socket_at
 from testbed.kernels.kconfig import Need
-from testbed.storage.base import (Ends, ServiceState, Storage, parse_pgrep, is_netns_service, netns_service_argv,
-                                  parse_netns_service, use_block_device)
+from testbed.nas.base import Nas
+from testbed.storage.base import Ends, ServiceState, Storage, parse_pgrep, is_processes, parse_processes, use_block_device
 from testbed.vm.machine import VM
 
 if TYPE_CHECKING:  # type only: see testbed/storage/base.py
@@ -89,47 +89,29 @@ class Aoe(Storage):
     def client_kernel_needs(self, sc: Scenario) -> tuple[Need, ...]:
         return (Need("CONFIG_ATA_OVER_ETH", "the AoE initiator"),)
 
-    def export(self, nas: VM, sc: Scenario, ends: Ends) -> dict[str, Any]:
+    def export(self, nas: Nas, sc: Scenario, ends: Ends) -> dict[str, Any]:
         a = sc.storage.aoe
         size = sc.backing_mb()
         nas.exec(["fallocate", "-l", f"{size}M", f"{nas.srv}/{BACKING}"], 60, check=True)
         self.start_service(nas, sc, ends)
         return {"target": f"e{a.shelf}.{a.slot}", "iface": nas.net_devs[0], "backing_mb": size, "note": NOTE,
-                "server": f"vblade ({ {'vm': 'NAS VM', 'netns': 'host, in the NAS namespace'}.get(nas.backend, 'container')})"}
+                "server": f"vblade ({nas.traits.where})"}
 
-    def start_service(self, nas: VM, sc: Scenario, ends: Ends) -> str:
+    def start_service(self, nas: Nas, sc: Scenario, ends: Ends) -> str:
         a = sc.storage.aoe
-        iface = nas.net_devs[0]
-        argv = ["vblade", str(a.shelf), str(a.slot), iface, f"{nas.srv}/{BACKING}"]
-        if nas.backend != "vm":  # on the host: a server of the NAS's, ended with it
-            host = nas  # type: Any
-            host.serve("vblade", argv, host.root / "vblade.log", lambda: True, timeout=5)
-            time.sleep(0.5)
-            if host.server_state() != "running":
-                raise GuestError(f"NAS: {' '.join(argv)} exited: {(host.root / 'vblade.log').read_text()[-300:]}")
-            return " ".join(argv)
-        lines: list[str] = []
-        # vblade runs for the whole case as an agent job (it dies with the VM).
-        nas.agent.start(argv, on_line=lines.append)
-        time.sleep(0.5)
-        if not nas.exec(["pgrep", "-x", "vblade"], 10).ok:
-            raise GuestError(f"NAS: vblade {a.shelf} {a.slot} {iface} exited: {' | '.join(lines[-3:])}")
+        argv = ["vblade", str(a.shelf), str(a.slot), nas.net_devs[0], f"{nas.srv}/{BACKING}"]
+        # For the whole case, ended with the NAS; it opens its raw socket at once, or exits.
+        nas.serve("vblade", argv, timeout=5, settle_s=0.5)
         return " ".join(argv)
 
-    def stop_service(self, nas: VM, sc: Scenario, ends: Ends) -> str:
-        if nas.backend != "vm":
-            nas.stop_server("vblade")  # type: ignore[attr-defined]
-            return "vblade stopped (SIGTERM)"
-        nas.exec(["pkill", "-x", "vblade"], 10)
-        return "pkill -x vblade"
+    def stop_service(self, nas: Nas, sc: Scenario, ends: Ends) -> str:
+        return nas.stop_server("vblade")
 
-    def service_argv(self, sc: Scenario, ends: Ends) -> list[str] | None:
-        if sc.nas.backend != "vm":
-            return netns_service_argv(ends.tag, "vblade")
-        return ["pgrep", "-x", "vblade"]
+    def service_argv(self, nas: Nas, sc: Scenario, ends: Ends) -> list[str] | None:
+        return nas.processes_argv("vblade")
 
     def parse_service(self, text: str) -> ServiceState:
-        return parse_netns_service(text) if is_netns_service(text) else parse_vblade_pids(text)
+        return parse_processes(text) if is_processes(text) else parse_vblade_pids(text)
 
     def attach(self, client: VM, sc: Scenario, ends: Ends) -> dict[str, Any]:
         a = sc.storage.aoe

@@ -12,6 +12,8 @@ from testbed.check.frames import FrameClass, ProtocolFrames
 from testbed.host.cleanup import Cleanup
 from testbed.errors import ConfigError, GuestError, TestbedError
 from testbed.kernels.kconfig import Need
+from testbed.nas import traits as backend_traits
+from testbed.nas.base import PROCS_HEADER, Nas
 from testbed.vm.agent import ExecResult
 from testbed.vm.argv import Disk
 from testbed.vm.machine import VM
@@ -66,30 +68,20 @@ def parse_pgrep(text: str, comm: str) -> ServiceState:
 
 
 SERVER_NAMES = {"kernel": "kernel nfsd", "ganesha": "nfs-ganesha", "lio": "LIO", "tgt": "tgt"}
-USERSPACE = ("netns", "docker")  # NAS backends whose servers are userspace ones on the host's kernel
 
 
-def netns_service_argv(tag: str, comm: str) -> list[str]:
-    """For a userspace NAS (in a namespace of the host, or a container whose namespace we named): its own
-    processes named `comm` with their state letter, one `pid state` a line, run on the host. They are found
-    by `ip netns pids`, not pgrep: another run's servers are on the same host."""
-    from testbed.nas.host import netns_name  # the host NAS imports this module
-
-    return ["/bin/sh", "-c", 'echo "netns $2"; for p in $(ip netns pids "$1"); do [ "$(cat /proc/$p/comm 2>/dev/null)" = "$2" ] && '
-            'echo "$p $(cut -d")" -f2 /proc/$p/stat | cut -d" " -f2)"; done; true', "sh", netns_name(tag), comm]
+def is_processes(text: str) -> bool:
+    """Whether `text` is what a NAS's `processes_argv` printed."""
+    return text.startswith(PROCS_HEADER + " ")
 
 
-def is_netns_service(text: str) -> bool:
-    return text.startswith("netns ")
-
-
-def parse_netns_service(text: str) -> ServiceState:
-    """'netns COMM' then `pid state` lines -> alive when one runs, not when all are stopped (SIGSTOP)
-    or none is there."""
-    comm = text.splitlines()[0].split(" ", 1)[1].strip() if is_netns_service(text) else "server"
+def parse_processes(text: str) -> ServiceState:
+    """'procs COMM' then `pid state` lines (Nas.processes_argv) -> alive when one runs, not when all are
+    stopped (SIGSTOP) or none is there."""
+    comm = text.splitlines()[0].split(" ", 1)[1].strip() if is_processes(text) else "server"
     procs = [ln.split() for ln in text.splitlines() if len(ln.split()) == 2 and ln.split()[0].isdigit()]
     if not procs:
-        return ServiceState(False, f"no {comm} process in the NAS's namespace")
+        return ServiceState(False, f"no {comm} process in the NAS")
     running = [p for p, state in procs if state not in ("T", "t")]
     if running:
         return ServiceState(True, f"{comm} pid {','.join(running)}")
@@ -137,7 +129,8 @@ class Storage:
     # A NAS probe of its own where a TCP connect cannot say whether the server answers (a protocol that is no
     # IP): `link_probe` makes it for a case, and its round trips fill the timeline column it names.
     link_probe_column: ClassVar[str | None] = None
-    # Host tools a userspace NAS (nas.backend netns/docker) runs for it: (tool, Debian package, needed for).
+    # Host tools a NAS without a kernel of its own (nas.backend netns/docker) runs for it: (tool, Debian
+    # package, needed for).
     host_tools: ClassVar[tuple[tuple[str, str, str], ...]] = ()
     storage_kind: ClassVar[str] = "block device"
     frame_classes: ClassVar[tuple[FrameClass, ...]] = ()
@@ -181,21 +174,27 @@ class Storage:
         """ConfigError when the NAS backend cannot run this protocol's chosen server."""
 
     @staticmethod
-    def check_server(sc: Scenario, source: str, field: str, server: str, by_backend: dict[str, str]) -> None:
+    def default_server(sc: Scenario, kernel: str, userspace: str) -> str:
+        """The server a NAS backend runs by default: the kernel one where it has a kernel of its own."""
+        return kernel if backend_traits(sc.nas.backend).own_kernel else userspace
+
+    @staticmethod
+    def check_server(sc: Scenario, source: str, field: str, server: str, kernel: str, userspace: str) -> None:
         """A server (`field`'s value) must be the one its NAS backend runs: kernel servers live in the
         NAS VM's kernel, userspace ones on the host (where a kernel server would be the host's)."""
-        backend = sc.nas.backend
-        if server != by_backend[backend]:
+        backend = backend_traits(sc.nas.backend)
+        want = kernel if backend.own_kernel else userspace
+        if server != want:
             names = SERVER_NAMES
-            why = (f"the NAS image has {names[by_backend['vm']]}, not {names.get(server, server)}" if backend == "vm" else
-                   f"{names.get(server, server)} in a {backend} NAS would be the host's kernel's: use {by_backend[backend]}")
-            raise ConfigError(source, field, f"{server} cannot run on nas.backend {backend} ({why})")
+            why = (f"the NAS image has {names[kernel]}, not {names.get(server, server)}" if backend.own_kernel else
+                   f"{names.get(server, server)} in a {backend.name} NAS would be the host's kernel's: use {want}")
+            raise ConfigError(source, field, f"{server} cannot run on nas.backend {backend.name} ({why})")
 
     def client_disks(self, sc: Scenario, rundir: Path, undo: Cleanup) -> tuple[Disk, ...]:
         """Extra disks the client boots with (only local storage has any)."""
         return ()
 
-    def export(self, nas: VM, sc: Scenario, ends: Ends) -> dict[str, Any]:
+    def export(self, nas: Nas, sc: Scenario, ends: Ends) -> dict[str, Any]:
         """Prepare the NAS side; returns facts for the history."""
         return {}
 
@@ -207,14 +206,14 @@ class Storage:
         """The protocol's own error counters (retransmits, session errors), read from the client."""
         return {}
 
-    def stop_service(self, nas: VM, sc: Scenario, ends: Ends) -> str:
+    def stop_service(self, nas: Nas, sc: Scenario, ends: Ends) -> str:
         """Stop serving (the NAS stays up); returns what was done."""
         raise TestbedError(f"{self.name} storage has no service to stop")
 
-    def start_service(self, nas: VM, sc: Scenario, ends: Ends) -> str:
+    def start_service(self, nas: Nas, sc: Scenario, ends: Ends) -> str:
         raise TestbedError(f"{self.name} storage has no service to start")
 
-    def service_argv(self, sc: Scenario, ends: Ends) -> list[str] | None:
+    def service_argv(self, nas: Nas, sc: Scenario, ends: Ends) -> list[str] | None:
         """The one NAS command (argv, or /bin/sh -c with a constant script) whose stdout says whether
         the service is up; None when the protocol has no service on a NAS."""
         return None
@@ -232,11 +231,11 @@ class Storage:
             return ServiceState(None, f"`{what}` could not run (status {res.status}): {res.stderr.strip()[:120]}")
         return self.parse_service(res.stdout)
 
-    def service_check(self, nas: VM, sc: Scenario, ends: Ends,
+    def service_check(self, nas: Nas, sc: Scenario, ends: Ends,
                       timeout: float = SERVICE_TIMEOUT_S) -> ServiceState | None:
         """Ask the NAS whether it serves; None when there is no service. Waits at most `timeout` (+0.5 s
         for the channel): nas.exec would wait 15 s more for a stuck agent."""
-        argv = self.service_argv(sc, ends)
+        argv = self.service_argv(nas, sc, ends)
         if argv is None:
             return None
         try:

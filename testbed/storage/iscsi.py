@@ -14,15 +14,15 @@ from typing import TYPE_CHECKING, Any, Literal
 from testbed.check.frames import FrameClass
 from testbed.errors import ConfigError, GuestError
 from testbed.kernels.kconfig import Need
-from testbed.storage.base import (Ends, ServiceState, Storage, is_netns_service, netns_service_argv,
-                                  parse_netns_service, use_block_device)
+from testbed.nas.base import Nas
+from testbed.storage.base import Ends, ServiceState, Storage, is_processes, parse_processes, use_block_device
 from testbed.vm.machine import VM
 
 if TYPE_CHECKING:  # type only: see testbed/storage/base.py
     from testbed.config.scenario import Scenario
 
 LUN_FILE = "iscsi-lun0.img"  # under the NAS's srv
-TARGETS = {"vm": "lio", "netns": "tgt", "docker": "tgt"}  # what each NAS backend runs, and so its default
+KERNEL_TARGET, USERSPACE_TARGET = "lio", "tgt"  # what a NAS with a kernel of its own runs, and one without
 # iscsid locks ~10 MB of memory: below this the client OOM-kills it before swap exists.
 MIN_ISCSI_CLIENT_MB = 128
 # iscsid is on the path that must not fail: it locks itself in memory (mlockall) and we take it out
@@ -40,7 +40,7 @@ class IscsiSpec:
     lun_mb: int | None = None  # default: swap_mb for swap, the workload's file plus room for ext4
     max_recv_data_segment_length: int = 262144  # node.conn[0].iscsi.MaxRecvDataSegmentLength, bytes
     replacement_timeout: int = 120  # node.session.timeo.replacement_timeout, seconds
-    target: Literal["lio", "tgt"] | None = None  # default: what the NAS backend runs (TARGETS)
+    target: Literal["lio", "tgt"] | None = None  # default: what the NAS backend runs (LIO in a NAS VM, else tgt)
 
     def validate(self, source: str, path: str) -> None:
         if not 512 <= self.max_recv_data_segment_length <= 16777215:
@@ -83,8 +83,16 @@ def tgt_control_port(tag: str) -> int:
     return 1000 + int(tag[2:], 16) % 30000  # tgtd takes -C 0..32767
 
 
+TGT_PORT = "iscsi.tgt_port"  # in Nas.scratch: tgtd's control port for the case
+
+
 def tgt_socket(port: int) -> Path:
     return Path(f"/var/run/tgtd/socket.{port}")
+
+
+def _unlink_socket(sock: Path) -> None:
+    for p in (sock, sock.with_name(sock.name + ".lock")):
+        p.unlink(missing_ok=True)
 
 
 def free_tgt_port(tag: str) -> int:
@@ -129,10 +137,10 @@ class Iscsi(Storage):
         return sc.storage.iscsi.lun_mb if sc.storage.iscsi.lun_mb is not None else super().backing_mb(sc)
 
     def target(self, sc: Scenario) -> str:
-        return sc.storage.iscsi.target or TARGETS[sc.nas.backend]
+        return sc.storage.iscsi.target or self.default_server(sc, KERNEL_TARGET, USERSPACE_TARGET)
 
     def check_backend(self, sc: Scenario, source: str) -> None:
-        self.check_server(sc, source, "storage.iscsi.target", self.target(sc), TARGETS)
+        self.check_server(sc, source, "storage.iscsi.target", self.target(sc), KERNEL_TARGET, USERSPACE_TARGET)
 
     def client_kernel_needs(self, sc: Scenario) -> tuple[Need, ...]:
         return (Need("CONFIG_ISCSI_TCP", "the iSCSI initiator (open-iscsi's kernel half)"),
@@ -144,7 +152,7 @@ class Iscsi(Storage):
                 Need("CONFIG_ISCSI_TARGET", "LIO's iSCSI fabric"),
                 Need("CONFIG_TCM_FILEIO", "LIO's file backstore"))
 
-    def export(self, nas: VM, sc: Scenario, ends: Ends) -> dict[str, Any]:
+    def export(self, nas: Nas, sc: Scenario, ends: Ends) -> dict[str, Any]:
         size = sc.backing_mb()
         backing = f"{nas.srv}/{LUN_FILE}"
         params = [f"MaxRecvDataSegmentLength={sc.storage.iscsi.max_recv_data_segment_length}"]
@@ -152,7 +160,7 @@ class Iscsi(Storage):
             nas.exec(["fallocate", "-l", f"{size}M", backing], 60, check=True)
             started = self._start_tgt(nas, sc, ends)
             return {"target_server": "tgt", "target": ends.target_iqn, "lun_mb": size, "params": params,
-                    "control": str(tgt_socket(nas.tgt_port)), "tgt": started}  # type: ignore[attr-defined]
+                    "control": str(tgt_socket(nas.scratch[TGT_PORT])), "tgt": started}
         nas.exec(["modprobe", "-a", "target_core_mod", "target_core_file", "iscsi_target_mod"], 60, check=True)
         nas.sh("mountpoint -q /sys/kernel/config || mount -t configfs configfs /sys/kernel/config", 30)
         nas.exec(["fallocate", "-l", f"{size}M", backing], 60, check=True)
@@ -166,20 +174,18 @@ class Iscsi(Storage):
         return {"target_server": "lio", "configured_with": "rtslib-fb (targetcli's library)", "target": ends.target_iqn,
                 "lun_mb": size, "acls": acls, "params": params, "lio_config": config}
 
-    def _start_tgt(self, nas: Any, sc: Scenario, ends: Ends) -> str:
+    def _start_tgt(self, nas: Nas, sc: Scenario, ends: Ends) -> str:
         """tgtd in the NAS's namespace, listening on the NAS's address only; the target, its LUN and
         the ACL for the client's initiator set through its control socket."""
-        if nas.tgt_port is None:  # chosen once per case: a restart reuses it
-            nas.tgt_port = free_tgt_port(ends.tag)
-            sock = nas.host_path(tgt_socket(nas.tgt_port))
-            nas.undo.push(f"tgtd control socket {sock}", lambda: [p.unlink(missing_ok=True) for p in
-                                                                  (sock, sock.with_name(sock.name + ".lock"))])
-        port = str(nas.tgt_port)
-        sock = nas.host_path(tgt_socket(nas.tgt_port))  # in a container: seen through its root
-        for stale in (sock, sock.with_name(sock.name + ".lock")):  # ours, from before a restart (no live tgtd)
-            stale.unlink(missing_ok=True)
-        nas.serve("tgtd", ["tgtd", "-f", "-C", port, "--iscsi", f"portal={ends.nas_ip}:3260"],
-                  nas.root / "tgtd.log", sock.exists, timeout=20)
+        if TGT_PORT not in nas.scratch:  # chosen once per case: a restart reuses it
+            nas.scratch[TGT_PORT] = free_tgt_port(ends.tag)
+            made = nas.host_path(str(tgt_socket(nas.scratch[TGT_PORT])))
+            nas.on_undo(f"tgtd control socket {made}", _unlink_socket, made)
+        port = str(nas.scratch[TGT_PORT])
+        sock = nas.host_path(str(tgt_socket(nas.scratch[TGT_PORT])))  # in a container: seen through its root
+        _unlink_socket(sock)  # ours, from before a restart (no live tgtd)
+        nas.serve("tgtd", ["tgtd", "-f", "-C", port, "--iscsi", f"portal={ends.nas_ip}:3260"], ready=sock.exists,
+                  timeout=20)
         adm = ["tgtadm", "-C", port, "--lld", "iscsi"]
         mrdsl = str(sc.storage.iscsi.max_recv_data_segment_length)
         nas.run_all([*adm, "--op", "new", "--mode", "target", "--tid", "1", "-T", ends.target_iqn],
@@ -214,26 +220,25 @@ class Iscsi(Storage):
     def counters(self, client: VM) -> dict[str, Any]:
         return parse_session_stats(client.exec(["iscsiadm", "-m", "session", "-s"], 10, check=True).stdout)
 
-    def _tpg_enable(self, nas: VM, ends: Ends, value: str) -> str:
+    def _tpg_enable(self, nas: Nas, ends: Ends, value: str) -> str:
         path = tpg_enable_path(ends)
         nas.sh('echo "$1" > "$2"', 30, args=[value, path])
         return f"echo {value} > {path}"
 
-    def stop_service(self, nas: VM, sc: Scenario, ends: Ends) -> str:
+    def stop_service(self, nas: Nas, sc: Scenario, ends: Ends) -> str:
         if self.target(sc) == "tgt":  # tgtd's target states do not refuse logins: the daemon goes, as a restart
-            nas.stop_server("tgtd")  # type: ignore[attr-defined]
-            return "tgtd stopped (SIGTERM, then SIGKILL)"
+            return nas.stop_server("tgtd")
         return self._tpg_enable(nas, ends, "0")
 
-    def start_service(self, nas: VM, sc: Scenario, ends: Ends) -> str:
+    def start_service(self, nas: Nas, sc: Scenario, ends: Ends) -> str:
         if self.target(sc) == "tgt":
             return self._start_tgt(nas, sc, ends)
         return self._tpg_enable(nas, ends, "1")
 
-    def service_argv(self, sc: Scenario, ends: Ends) -> list[str] | None:
+    def service_argv(self, nas: Nas, sc: Scenario, ends: Ends) -> list[str] | None:
         if self.target(sc) == "tgt":
-            return netns_service_argv(ends.tag, "tgtd")
+            return nas.processes_argv("tgtd")
         return ["cat", tpg_enable_path(ends)]
 
     def parse_service(self, text: str) -> ServiceState:
-        return parse_netns_service(text) if is_netns_service(text) else parse_tpg_enable(text)
+        return parse_processes(text) if is_processes(text) else parse_tpg_enable(text)

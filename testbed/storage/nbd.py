@@ -18,7 +18,9 @@ from typing import TYPE_CHECKING, Any
 from testbed.check.frames import FrameClass, HelperLock
 from testbed.errors import ConfigError, GuestError
 from testbed.kernels.kconfig import Need
-from testbed.storage.base import Ends, ServiceState, Storage, parse_pgrep, use_block_device
+from testbed.nas import names as backend_names, traits as backend_traits
+from testbed.nas.base import Nas
+from testbed.storage.base import Ends, ServiceState, Storage, is_processes, parse_pgrep, parse_processes, use_block_device
 from testbed.vm.machine import VM
 
 if TYPE_CHECKING:  # type only: see testbed/storage/base.py
@@ -90,11 +92,12 @@ class Nbd(Storage):
         return (sc.storage.nbd.port,)
 
     def check_backend(self, sc: Scenario, source: str) -> None:
-        if sc.nas.backend != "vm":
-            raise ConfigError(source, "nas.backend", f"nbd needs nas.backend vm (nbd-server forks per connection; "
+        if not backend_traits(sc.nas.backend).detached_servers:
+            able = ", ".join(n for n in backend_names() if backend_traits(n).detached_servers)
+            raise ConfigError(source, "nas.backend", f"nbd needs nas.backend {able} (nbd-server forks per connection; "
                               f"its one foreground mode serves a single connection): not {sc.nas.backend}")
 
-    def export(self, nas: VM, sc: Scenario, ends: Ends) -> dict[str, Any]:
+    def export(self, nas: Nas, sc: Scenario, ends: Ends) -> dict[str, Any]:
         n = sc.storage.nbd
         size = sc.backing_mb()
         backing = f"{nas.srv}/{BACKING}"
@@ -104,7 +107,7 @@ class Nbd(Storage):
         self.start_service(nas, sc, ends)
         return {"export": n.export, "port": n.port, "backing_mb": size, "config": conf}
 
-    def start_service(self, nas: VM, sc: Scenario, ends: Ends) -> str:
+    def start_service(self, nas: Nas, sc: Scenario, ends: Ends) -> str:
         res = nas.exec(["nbd-server", "-C", CONF], 30)
         for _ in range(50):
             if nas.exec(["pgrep", "-x", "nbd-server"], 10).ok:
@@ -112,15 +115,15 @@ class Nbd(Storage):
             time.sleep(0.1)
         raise GuestError(f"NAS: nbd-server -C {CONF} is not running: {(res.stderr or res.stdout).strip()[-300:]}")
 
-    def stop_service(self, nas: VM, sc: Scenario, ends: Ends) -> str:
+    def stop_service(self, nas: Nas, sc: Scenario, ends: Ends) -> str:
         nas.exec(["pkill", "-x", "nbd-server"], 10)
         return "pkill -x nbd-server"
 
-    def service_argv(self, sc: Scenario, ends: Ends) -> list[str] | None:
-        return ["pgrep", "-x", "nbd-server"]
+    def service_argv(self, nas: Nas, sc: Scenario, ends: Ends) -> list[str] | None:
+        return nas.processes_argv("nbd-server")
 
     def parse_service(self, text: str) -> ServiceState:
-        return parse_server_pids(text)
+        return parse_processes(text) if is_processes(text) else parse_server_pids(text)
 
     def attach(self, client: VM, sc: Scenario, ends: Ends) -> dict[str, Any]:
         n = sc.storage.nbd

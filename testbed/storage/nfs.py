@@ -8,13 +8,14 @@ from __future__ import annotations
 import re
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
 from testbed.check.frames import FrameClass
-from testbed.errors import ConfigError, GuestError
+from testbed.errors import ConfigError, GuestError, TestbedError
 from testbed.kernels.kconfig import Need
-from testbed.storage.base import (MOUNT, Ends, ServiceState, Storage, is_netns_service, mounted,
-                                  netns_service_argv, parse_netns_service)
+from testbed.nas.base import Nas
+from testbed.storage.base import MOUNT, Ends, ServiceState, Storage, is_processes, mounted, parse_processes
 from testbed.vm.machine import VM
 
 if TYPE_CHECKING:  # type only: see testbed/storage/base.py
@@ -44,7 +45,16 @@ GANESHA = ('exec 3<"$4" && mount -t tmpfs tmpfs /run && mkdir -p "$4" /run/rpcbi
 GANESHA_CONTAINED = ('mkdir -p /run/rpcbind && trap : TERM && { rpcbind -f -w & } && r=$! && '
                      'for i in $(seq 100); do [ -S /run/rpcbind.sock ] && break; sleep 0.05; done && '
                      '{ ganesha.nfsd -F -f "$1" -L "$2" -p "$3" & } && wait $!; s=$?; kill $r 2>/dev/null; wait; exit $s')
-SERVERS = {"vm": "kernel", "netns": "ganesha", "docker": "ganesha"}  # what each NAS backend runs, and so its default
+KERNEL_SERVER, USERSPACE_SERVER = "kernel", "ganesha"  # what a NAS with a kernel of its own runs, and one without
+
+
+def ganesha_root(nas: Nas) -> Path:
+    """Where ganesha's configuration, log and recovery state go: a host folder the NAS sees at the same path."""
+    root = nas.host_dir()
+    if root is None:
+        raise TestbedError(f"{nas.name}: ganesha needs a NAS that shares a folder with the host (nas.backend "
+                           f"{nas.traits.name} has none; the scenario check chooses kernel nfsd there)")
+    return root
 
 
 def ganesha_conf(export_dir: str, recovery: str, nas_ip: str, client_ip: str, versions: str) -> str:
@@ -86,7 +96,7 @@ class NfsSpec:
     wsize: int | None = None  # the mount's wsize= (default: the server's choice)
     timeo: int = 100  # tenths of a second before an RPC retransmission
     hard: bool = True  # hard (retry for ever) or soft (give up: an I/O error) mount
-    server: Literal["kernel", "ganesha"] | None = None  # default: what the NAS backend runs (SERVERS)
+    server: Literal["kernel", "ganesha"] | None = None  # default: what the NAS backend runs (kernel nfsd in a NAS VM, else ganesha)
 
     def validate(self, source: str, path: str) -> None:
         if self.transport == "udp":
@@ -162,7 +172,7 @@ class Nfs(Storage):
         return f"nfs{value('storage.nfs.version') or '3'}"
 
     def server(self, sc: Scenario) -> str:
-        return sc.storage.nfs.server or SERVERS[sc.nas.backend]
+        return sc.storage.nfs.server or self.default_server(sc, KERNEL_SERVER, USERSPACE_SERVER)
 
     def client_kernel_needs(self, sc: Scenario) -> tuple[Need, ...]:
         version = sc.storage.nfs.version
@@ -185,9 +195,9 @@ class Nfs(Storage):
         return tuple(needs)
 
     def check_backend(self, sc: Scenario, source: str) -> None:
-        self.check_server(sc, source, "storage.nfs.server", self.server(sc), SERVERS)
+        self.check_server(sc, source, "storage.nfs.server", self.server(sc), KERNEL_SERVER, USERSPACE_SERVER)
 
-    def export(self, nas: VM, sc: Scenario, ends: Ends) -> dict[str, Any]:
+    def export(self, nas: Nas, sc: Scenario, ends: Ends) -> dict[str, Any]:
         facts: dict[str, Any] = {"server": self.server(sc)}
         export_dir = f"{nas.srv}/nfs"
         nas.exec(["mkdir", "-p", export_dir], 10, check=True)
@@ -207,8 +217,8 @@ class Nfs(Storage):
             raise GuestError(f"NAS nfsd does not serve NFS version {want} (serves: {versions})")
         return {"export": line, "nfsd_versions": versions, **facts}
 
-    def _ganesha(self, nas: Any, sc: Scenario, ends: Ends, export_dir: str) -> dict[str, Any]:
-        root = nas.root
+    def _ganesha(self, nas: Nas, sc: Scenario, ends: Ends, export_dir: str) -> dict[str, Any]:
+        root = ganesha_root(nas)
         (root / "ganesha-recovery").mkdir(exist_ok=True)
         versions = "3, 4" if sc.storage.nfs.version == "3" else "4"
         conf = root / "ganesha.conf"
@@ -217,10 +227,10 @@ class Nfs(Storage):
         return {"export": f"{export_dir} as {EXPORT} for {ends.client_ip}", "ganesha_conf": str(conf),
                 "ganesha_protocols": versions, "rpcbind": "private (own /run in ganesha's mount namespace)"}
 
-    def _start_ganesha(self, nas: Any) -> str:
-        root = nas.root
+    def _start_ganesha(self, nas: Nas) -> str:
+        root = ganesha_root(nas)
         log = root / "ganesha.log"
-        script = GANESHA if nas.backend == "netns" else GANESHA_CONTAINED
+        script = GANESHA if nas.traits.shares_host_run else GANESHA_CONTAINED
         argv = ["/bin/sh", "-c", script, "sh", str(root / "ganesha.conf"), str(log), str(root / "ganesha.pid"),
                 str(root)]
         started = log.stat().st_size if log.exists() else 0
@@ -230,7 +240,7 @@ class Nfs(Storage):
                 f.seek(started)
                 return b"NFS SERVER INITIALIZED" in f.read()
 
-        nas.serve("ganesha", argv, log, ready, timeout=30)
+        nas.serve("ganesha", argv, ready=ready, timeout=30, log=log)
         return "ganesha.nfsd (and its rpcbind) started"
 
     def attach(self, client: VM, sc: Scenario, ends: Ends) -> dict[str, Any]:
@@ -248,25 +258,24 @@ class Nfs(Storage):
     def counters(self, client: VM) -> dict[str, Any]:
         return parse_mountstats(client.exec(["cat", "/proc/self/mountstats"], 10, check=True).stdout)
 
-    def stop_service(self, nas: VM, sc: Scenario, ends: Ends) -> str:
+    def stop_service(self, nas: Nas, sc: Scenario, ends: Ends) -> str:
         if self.server(sc) == "ganesha":
-            nas.stop_server("ganesha")  # type: ignore[attr-defined]
-            return "ganesha.nfsd and its rpcbind stopped (SIGTERM)"
+            return f"{nas.stop_server('ganesha')}: ganesha.nfsd and its rpcbind"
         nas.exec(["rpc.nfsd", "0"], 30, check=True)
         return "rpc.nfsd 0 (all nfsd threads stopped)"
 
-    def start_service(self, nas: VM, sc: Scenario, ends: Ends) -> str:
+    def start_service(self, nas: Nas, sc: Scenario, ends: Ends) -> str:
         if self.server(sc) == "ganesha":
             return self._start_ganesha(nas)
         nas.exec(["rpc.nfsd", "8"], 30, check=True)
         return "rpc.nfsd 8"
 
-    def service_argv(self, sc: Scenario, ends: Ends) -> list[str] | None:
+    def service_argv(self, nas: Nas, sc: Scenario, ends: Ends) -> list[str] | None:
         if self.server(sc) == "ganesha":
-            return netns_service_argv(ends.tag, "ganesha.nfsd")
+            return nas.processes_argv("ganesha.nfsd")
         return ["/bin/sh", "-c", SERVICE]
 
     def parse_service(self, text: str) -> ServiceState:
-        if is_netns_service(text):
-            return parse_netns_service(text)
+        if is_processes(text):
+            return parse_processes(text)
         return parse_service(text)

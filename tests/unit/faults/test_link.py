@@ -6,6 +6,8 @@ from types import SimpleNamespace
 import pytest
 from pyroute2 import NetlinkError
 
+from testbed import nas
+
 import testbed.faults.link as link
 from testbed.host.cleanup import Cleanup
 from testbed import errors
@@ -75,7 +77,7 @@ def test_the_nas_image_has_the_shaping_modules() -> None:
 
 class Nas:
     net_devs = ["eth0"]
-    backend = "vm"  # a NAS VM: netem can go inside it
+    traits = nas.traits("vm")  # a NAS VM: netem can go inside it
 
     def __init__(self):
         self.calls: list[tuple] = []
@@ -232,7 +234,7 @@ def test_total_loss_takes_the_path_down(monkeypatch) -> None:
 
 def test_a_netns_nas_is_no_place_for_netem() -> None:
     class HostNas(Nas):
-        backend = "netns"
+        traits = nas.traits("netns")
 
     with pytest.raises(errors.TestbedError, match="shares the host's kernel"):
         Link(LinkSpec(kind="link", at_s=10, duration_s=30, mode="delay", node="nas", delay_ms=50)).inject(

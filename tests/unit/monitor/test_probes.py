@@ -21,6 +21,7 @@ from testbed.config.scenario import load_scenario
 from testbed.errors import GuestError
 from testbed.monitor import probes
 from testbed.monitor.probes import NasProbe, ProbeError, loss_window, tcp_connect
+from testbed.nas import vm as nas_vm
 from testbed.net.build import Port
 from testbed.storage import aoe
 from testbed.storage.aoe import (AOE_CMD_CONFIG, ETH_P_AOE, Aoe, AoeQuerier, build_aoe_query, is_reply, parse_aoe_frame,
@@ -90,9 +91,38 @@ def test_tpg_enable() -> None:
     assert parse_tpg_enable("-1\n").alive is None
 
 
+def vm_processes_argv(comm: str) -> list[str]:
+    return nas_vm.VmNas.processes_argv(None, comm)  # type: ignore[arg-type]  # it reads nothing of the NAS
+
+
 def test_iscsi_service_argv_names_the_target() -> None:
-    assert Iscsi().service_argv(SC, ENDS) == [  # type: ignore[arg-type]
+    nas = SimpleNamespace(processes_argv=vm_processes_argv)
+    assert Iscsi().service_argv(nas, SC, ENDS) == [  # type: ignore[arg-type]
         "cat", "/sys/kernel/config/target/iscsi/iqn.2026-11.org.netswap:tb3bf120-target/tpgt_1/enable"]
+    assert Aoe().service_argv(nas, SC, ENDS) == vm_processes_argv("vblade")  # type: ignore[arg-type]
+
+
+def test_a_nas_vms_process_list_says_running_and_stopped(tmp_path: Path) -> None:
+    """The NAS VM's process listing (a guest's sh and pgrep, run here on the host's) and its parser: a
+    server that runs, one stopped by SIGSTOP, none."""
+    exe = tmp_path / "tbprocsvblade"
+    shutil.copy("/bin/sleep", exe)
+    argv = vm_processes_argv(exe.name)
+    aoe_ = Aoe()
+    assert aoe_.parse_service(subprocess.run(argv, capture_output=True, text=True).stdout) == \
+        ServiceState(False, "no tbprocsvblade process in the NAS")
+    p = subprocess.Popen([str(exe), "30"])
+    try:
+        time.sleep(0.2)
+        got = aoe_.parse_service(subprocess.run(argv, capture_output=True, text=True).stdout)
+        assert got == ServiceState(True, f"tbprocsvblade pid {p.pid}")
+        p.send_signal(19)  # SIGSTOP
+        time.sleep(0.2)
+        got = aoe_.parse_service(subprocess.run(argv, capture_output=True, text=True).stdout)
+        assert got.alive is False and got.detail == f"tbprocsvblade pid {p.pid} stopped (SIGSTOP)"
+    finally:
+        p.kill()
+        p.wait()
 
 
 def test_vblade_pgrep() -> None:
@@ -151,18 +181,19 @@ class FakeAgent:
 
 def test_service_check_runs_one_short_command() -> None:
     agent = FakeAgent("1\n")
-    st = Iscsi().service_check(SimpleNamespace(agent=agent), SC, ENDS)  # type: ignore[arg-type]
+    st = Iscsi().service_check(SimpleNamespace(agent=agent, processes_argv=vm_processes_argv), SC, ENDS)  # type: ignore[arg-type]
     assert st == ServiceState(True, "LIO TPG 1 enabled")
     assert len(agent.started) == 1 and agent.started[0][1] == 2.0
 
 
 def test_service_check_closed_agent_is_unknown() -> None:
-    st = Aoe().service_check(SimpleNamespace(agent=FakeAgent(closed=True)), SC, ENDS)  # type: ignore[arg-type]
+    nas = SimpleNamespace(agent=FakeAgent(closed=True), processes_argv=vm_processes_argv)
+    st = Aoe().service_check(nas, SC, ENDS)  # type: ignore[arg-type]
     assert st is not None and st.alive is None and "channel is closed" in st.detail
 
 
 def test_local_has_no_service() -> None:
-    assert Local().service_argv(SC, ENDS) is None  # type: ignore[arg-type]
+    assert Local().service_argv(None, SC, ENDS) is None  # type: ignore[arg-type]
     assert Local().service_check(None, SC, ENDS) is None  # type: ignore[arg-type]
 
 
@@ -337,7 +368,7 @@ def probe_for(port: int, agent: FakeAgent, **kw: Any) -> NasProbe:
     nas_port = Port("nas", "storage", "tbtap1", NAS_MAC, 1500, ipaddress.IPv4Interface("127.0.0.1/8"))
     net = SimpleNamespace(netns=None, bridges={"storage": "tbs0"}, ports=[nas_port])
     ends = Ends("tb3bf120", "127.0.0.3", "127.0.0.1")
-    return NasProbe(SimpleNamespace(agent=agent), LoopbackNfs(), SC, ends, net, **kw)  # type: ignore[arg-type]
+    return NasProbe(SimpleNamespace(agent=agent, traits=nas_vm.VmNas.traits, processes_argv=vm_processes_argv), LoopbackNfs(), SC, ends, net, **kw)  # type: ignore[arg-type]
 
 
 def test_sample_of_a_serving_nas(listener: socket.socket) -> None:

@@ -7,7 +7,8 @@ import pytest
 
 from testbed.config.scenario import load_scenario
 from testbed.errors import ConfigError
-from testbed.storage import base, iscsi, nfs
+from testbed.nas import host as nas_host
+from testbed.storage import iscsi, nfs
 
 REPO = Path(__file__).parents[3]
 
@@ -54,15 +55,15 @@ def test_service_freeze_and_restart_validate_on_netns() -> None:
 
 
 def test_netns_service_is_read_from_the_nas_namespace_only() -> None:
-    argv = base.netns_service_argv("tb0a1b2c", "tgtd")
+    argv = nas_host.processes_argv("tb0a1b2c", "tgtd")
     assert argv[:2] == ["/bin/sh", "-c"] and argv[-2:] == ["tb0a1b2c-nas", "tgtd"] and "ip netns pids" in argv[2]
     s = iscsi.Iscsi()
-    assert s.parse_service("netns tgtd\n812 S\n").alive is True
-    assert s.parse_service("netns tgtd\n812 T\n").detail == "tgtd pid 812 stopped (SIGSTOP)"
-    assert s.parse_service("netns tgtd\n").alive is False
+    assert s.parse_service("procs tgtd\n812 S\n").alive is True
+    assert s.parse_service("procs tgtd\n812 T\n").detail == "tgtd pid 812 stopped (SIGSTOP)"
+    assert s.parse_service("procs tgtd\n").alive is False
     assert s.parse_service("1\n").alive is True  # LIO's TPG enable, as before
     n = nfs.Nfs()
-    assert n.parse_service("netns ganesha.nfsd\n77 S\n").alive is True
+    assert n.parse_service("procs ganesha.nfsd\n77 S\n").alive is True
     assert n.parse_service("threads 8\nmountd 412\n").alive is True
 
 
