@@ -64,9 +64,9 @@ class BlockedTask:
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> BlockedTask:
         task = cls(name=d["name"], pid=int(d["pid"]), state=d.get("state", "D"), workqueue=d.get("workqueue"),
-                   frames=tuple(d.get("frames", ())), classes=tuple(d.get("classes", ())), ppid=d.get("ppid"))
-        # a file written without classes gets today's rules; one written with them keeps what it says
-        return task if "classes" in d else replace(task, classes=classify(task))
+                   frames=tuple(d.get("frames", ())), ppid=d.get("ppid"))
+        # The classes are recomputed from the frames by today's rules: stored ones are a cache, never an input.
+        return replace(task, classes=classify(task))
 
 
 @dataclass
@@ -147,12 +147,9 @@ class ClassRule:
     cls: str
     frames: tuple[str, ...]  # regular expressions, each matched against a whole function name
     description: str
-    task_name: str | None = None  # or the task's name matches this
     workqueue: str | None = None  # or its `Workqueue:` line contains this
 
     def matches(self, task: BlockedTask) -> bool:
-        if self.task_name and re.fullmatch(self.task_name, task.name):
-            return True
         if self.workqueue and task.workqueue and self.workqueue in task.workqueue:
             return True
         return any(re.fullmatch(p, f) for p in self.frames for f in task.frames)
@@ -167,7 +164,8 @@ _BEFORE_PROTOCOLS: tuple[ClassRule, ...] = (
               "allocating memory and reclaiming it itself"),
     ClassRule("reclaim-throttle", ("throttle_direct_reclaim", "reclaim_throttle"),
               "direct reclaim put to sleep until kswapd restores the reserves"),
-    ClassRule("kswapd", (), "the reclaim thread itself", task_name=r"kswapd\d*"),
+    ClassRule("kswapd", ("kswapd", "balance_pgdat", "kswapd_shrink_node", "kswapd_try_to_sleep"),
+              "the reclaim thread itself (by its stack, not its name)"),
     ClassRule("mempool-wait", (r"mempool_alloc(?:_noprof)?",),
               "waiting for an element of an exhausted mempool (it comes back only when I/O completes)"),
     ClassRule("swap-writeback", ("__swap_writepage", "swap_writepage", "swap_writepage_fs", r"swap_writepage_bdev\w*",
@@ -218,10 +216,14 @@ def classify(task: BlockedTask) -> tuple[str, ...]:
     return tuple(r.cls for r in class_rules() if r.matches(task))
 
 
+# The testbed's own guest processes: what they wait on is reported, never the verdict's evidence.
+TESTBED_TASKS = frozenset({"tb-agent"})
+
+
 def on_path(task: BlockedTask) -> bool:
     """The task waits in memory reclaim, swap or storage I/O itself (not only on a lock, a page lock
-    or the agent's console port); it may be a victim, not the cause."""
-    return bool(set(task.classes or classify(task)) - OFF_PATH_CLASSES)
+    or the agent's console port); it may be a victim, not the cause. The testbed's agent never counts."""
+    return task.name not in TESTBED_TASKS and bool(set(task.classes or classify(task)) - OFF_PATH_CLASSES)
 
 
 # --- memory -----------------------------------------------------------------------------------

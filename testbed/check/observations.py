@@ -4,13 +4,16 @@ what it gives (Judgement). Typed: the facts read at a stall are a StallFacts, no
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from testbed.check.evidence import Evidence
 from testbed.check.mechanism import Mechanism, StallFacts
 from testbed.config.scenario import Deadlines
 from testbed.store.history import Event
 from testbed.workload import Progress
+
+if TYPE_CHECKING:
+    from testbed.check.completeness import DeclaredFault
 
 
 def is_ok(verdict: str, expected: str | None) -> bool:
@@ -42,6 +45,11 @@ class Observations:
     # mechanism rules read (protocol, the path helpers' states at the stall).
     evidence: Evidence | None = None
     facts: StallFacts = field(default_factory=StallFacts)
+    # What the scenario declared, compared with what was recorded (testbed/check/completeness.py).
+    declared_faults: tuple[DeclaredFault, ...] = ()
+    declared_verify: bool = False
+    # What the reader found missing or cut short in the case's files (a folder read back: casefile.py).
+    incomplete: list[str] = field(default_factory=list)
 
 
 @dataclass

@@ -5,6 +5,7 @@ one question and decides nothing: the rules (testbed/check/rules.py) do."""
 from __future__ import annotations
 
 import re
+from dataclasses import dataclass
 from typing import Any
 
 from testbed.check.frames import HelperLock
@@ -14,16 +15,6 @@ from testbed.faults.outcome import FaultHistory, Remark
 from testbed.store.history import Event
 
 BUSY_CPU_FRACTION = 0.5
-
-
-def reclaim_moving(rows: list[dict[str, Any]], since: float | None) -> bool:
-    """allocstall or direct scanning still rising after `since`: reclaim is running, not waiting."""
-    window = [r for r in rows if since is None or r["t"] >= since]
-    for key in ("allocstall", "pgscan_direct"):
-        vals = [r[key] for r in window if r.get(key) is not None]
-        if len(vals) >= 2 and vals[-1] > vals[0]:
-            return True
-    return False
 
 
 STARVED_FRACTION = 0.5  # QEMU runnable but waiting for a host CPU this share of the stall: not the guest's doing
@@ -171,13 +162,19 @@ def storage_device(events: list[Event]) -> str | None:
 
 
 def our_device(line: str, device: str | None) -> bool:
-    """An I/O error counts only on the case's own device; one that names no device (swap-device,
-    SIGBUS) counts. `I/O error, dev sr0` on a case swapping to a network filesystem is not the case's."""
+    """An I/O error line that names the case's own device. One that names no device, or another
+    (`I/O error, dev sr0` on a case swapping to a network filesystem), is not the case's."""
     m = re.search(r"(?:dev|on device) ([A-Za-z0-9!._-]+)", line)
     if not m:
-        return True
+        return False
     named = m.group(1).replace("!", "/").rsplit("/", 1)[-1].rstrip(",")
     return device is not None and named.startswith(device)
+
+
+def names_process(line: str, processes: tuple[str, ...]) -> bool:
+    """A console line that names one of `processes` (a name, or a prefix such as `rpc.`) as a word."""
+    words = re.findall(r"[A-Za-z0-9_.:/-]+", line)
+    return any(w.startswith(p) for w in words for p in processes if p)
 
 
 def during(e: Event, obs: Observations) -> bool:
@@ -205,6 +202,46 @@ def time_to_recover(obs: Observations) -> float | None:
             wait = round(after[0] - healed, 1)
             worst = wait if worst is None else max(worst, wait)
     return worst
+
+
+# A livelock is reclaim that keeps running: judged on the stall's last seconds, where the CPU must be busy
+# and allocstall or direct scanning rise in most sample intervals (one increment is not a spin).
+SUSTAINED_S = 10.0
+SUSTAINED_SHARE = 0.6
+
+
+@dataclass(frozen=True)
+class Spin:
+    """Reclaim over the stall's last SUSTAINED_S: the client's CPU and how often reclaim moved."""
+
+    busy: float  # CPU seconds per second
+    rising: float  # share of sample intervals in which allocstall or pgscan_direct rose
+    intervals: int
+
+    @property
+    def sustained(self) -> bool:
+        return self.busy >= BUSY_CPU_FRACTION and self.rising >= SUSTAINED_SHARE
+
+    def text(self) -> str:
+        return (f"client CPU busy {self.busy:.0%} of a core with allocstall/pgscan rising in {self.rising:.0%} of "
+                f"the last {self.intervals} sample intervals")
+
+
+def reclaim_spin(rows: list[dict[str, Any]], since: float | None, end: float | None) -> Spin | None:
+    """Reclaim in the last SUSTAINED_S of the stall window (from `since` to `end`); None with fewer than
+    three samples there."""
+    window = [r for r in rows if (since is None or r["t"] >= since) and (end is None or r["t"] <= end + 1.0)
+              and r.get("client_cpu_s") is not None]
+    if not window:
+        return None
+    tail = [r for r in window if r["t"] >= window[-1]["t"] - SUSTAINED_S]
+    if len(tail) < 3 or tail[-1]["t"] <= tail[0]["t"]:
+        return None
+    busy = (tail[-1]["client_cpu_s"] - tail[0]["client_cpu_s"]) / (tail[-1]["t"] - tail[0]["t"])
+    pairs = list(zip(tail, tail[1:]))
+    rose = sum(1 for a, b in pairs if any(a.get(k) is not None and b.get(k) is not None and b[k] > a[k]
+                                          for k in ("allocstall", "pgscan_direct")))
+    return Spin(busy, rose / len(pairs), len(pairs))
 
 
 def cpu_busy_fraction(rows: list[dict[str, Any]], since: float | None) -> float | None:

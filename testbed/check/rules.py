@@ -13,6 +13,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from functools import cached_property
 
+from testbed.check import completeness
 from testbed.check import readings as r
 from testbed.check.mechanism import name_mechanism
 from testbed.check.observations import Judgement, Observations
@@ -48,11 +49,11 @@ class Case:
     # -- OOM kills ---------------------------------------------------------------------------------
     @cached_property
     def _kills(self) -> tuple[list[Event], list[Event]]:
-        """(kills up to the stall, kills after it): a kill after the case had already stalled (while
-        evidence was taken) did not end the workload."""
+        """(kills up to the end of the pressure, kills after it): a kill after the workload had already ended
+        or stalled (while evidence was taken) did not end it."""
         every = r.console(self.events, "oom-kill")
-        stalled_at = self.obs.pressure_end if self.obs.ended_by == "stall" else None
-        before = [k for k in every if stalled_at is None or k.t <= stalled_at + 1.0]
+        end = self.obs.pressure_end
+        before = [k for k in every if end is None or k.t <= end + 1.0]
         return before, [k for k in every if k not in before]
 
     @cached_property
@@ -75,7 +76,7 @@ class Case:
         out = []
         late = [r.oom_victim(k) for k in self._kills[1]]
         if late:
-            out.append(f"after the stall, the OOM killer killed {', '.join(late)}")
+            out.append(f"after the {'stall' if self.stalled else 'pressure ended'}, the OOM killer killed {', '.join(late)}")
         out += self.remarks + r.nas_console(self.events)
         victims = [r.oom_victim(k) for k in self.unexpected_kills]
         if victims:
@@ -98,6 +99,16 @@ class Case:
     @cached_property
     def busy(self) -> float | None:
         return r.cpu_busy_fraction(self.obs.rows, self.since)
+
+    @cached_property
+    def spin(self) -> r.Spin | None:
+        return r.reclaim_spin(self.obs.rows, self.since, self.obs.pressure_end)
+
+    @cached_property
+    def named_deadlock(self) -> bool:
+        """Blocked tasks on the memory/storage path in the dump, with a mechanism rule naming it."""
+        ev = self.obs.evidence
+        return bool(ev is not None and ev.on_path and name_mechanism(ev, self.obs.facts))
 
     def context(self) -> str:
         healed = self.faults.healed()
@@ -136,6 +147,13 @@ def vm_lost(c: Case) -> Judgement | None:
     return Judgement("unknown", [lost]) if lost else None
 
 
+def history_incomplete(c: Case) -> Judgement | None:
+    gaps = completeness.missing(c.obs)
+    if not gaps:  # what the scenario declared is all recorded: the rules below may read it
+        return None
+    return Judgement("unknown", c.remarks + [f"incomplete: {g}" for g in gaps])
+
+
 def verification_failed(c: Case) -> Judgement | None:
     m = c.obs.progress.mismatch
     if not (m and "verify" in m):  # the command's own verification said its data is wrong
@@ -155,8 +173,12 @@ def data_differs(c: Case) -> Judgement | None:
 
 def io_failed(c: Case) -> Judgement | None:
     device = r.storage_device(c.events)
-    io = [e for e in r.console(c.events, "swap-write-error", "swap-read-error", "io-error", "sigbus")
-          if r.during(e, c.obs) and r.our_device(e.data.get("line", ""), device)]
+    during = [e for e in r.console(c.events, "swap-write-error", "swap-read-error", "io-error", "sigbus")
+              if r.during(e, c.obs)]
+    line = lambda e: str(e.data.get("line", ""))  # noqa: E731
+    io = [e for e in during if e.name in ("swap-write-error", "swap-read-error")  # the swap device: the case's own
+          or (e.name == "io-error" and r.our_device(line(e), device))
+          or (e.name == "sigbus" and r.names_process(line(e), c.obs.path_processes))]
     if not io and c.obs.workload_status != -7:
         return None
     why = io[0].data.get("line", "") if io else "workload killed by SIGBUS"
@@ -244,11 +266,13 @@ def nas_vm_not_running(c: Case) -> Judgement | None:
 
 
 def reclaim_spinning(c: Case) -> Judgement | None:
-    busy = c.busy
-    if not (c.stalled and busy is not None and busy >= r.BUSY_CPU_FRACTION and r.reclaim_moving(c.obs.rows, c.since)):
+    spin = c.spin
+    if not (c.stalled and spin is not None and spin.sustained):
         return None
-    j = Judgement("livelocked", c.reasons + [c.context(), f"client CPU busy {busy:.0%} of a core with allocstall/pgscan "
-                                             "still rising (reclaim spinning)"], {"client_cpu_busy": round(busy, 2)})
+    if c.named_deadlock:  # blocked tasks on the path name a mechanism: that deadlock wins, the spin is reported
+        return None
+    j = Judgement("livelocked", c.reasons + [c.context(), f"{spin.text()} (reclaim spinning)"],
+                  {"client_cpu_busy": round(spin.busy, 2)})
     j.mechanism = name_mechanism(c.obs.evidence, c.obs.facts) if c.obs.evidence else None
     return j
 
@@ -259,7 +283,9 @@ def blocked_task(c: Case) -> Judgement | None:
     busy = c.busy
     cpu = ([f"client CPU {busy:.0%} of a core" + ("" if busy >= r.BUSY_CPU_FRACTION else " (waiting, not spinning)")]
            if busy is not None else [])
-    j = blocked_on_path(c.obs, c.reasons + [c.context()] + cpu)
+    spin = c.spin
+    also = [f"{spin.text()}: reclaim spinning too, while blocked tasks name the mechanism"] if c.named_deadlock and spin and spin.sustained else []
+    j = blocked_on_path(c.obs, c.reasons + [c.context()] + cpu + also)
     j.figures.update({"client_cpu_busy": round(busy, 2) if busy is not None else None})
     return j
 
@@ -294,8 +320,10 @@ def total_deadline(c: Case) -> Judgement | None:
 
 
 def died_after_kills(c: Case) -> Judgement | None:
-    if c.unexpected_kills and c.obs.workload_status not in (0, None):
-        return Judgement("oom", c.reasons + ["the workload died after OOM kills"])
+    if c.unexpected_kills and c.obs.workload_status not in (0, None):  # the kills are in c.reasons
+        return Judgement("unknown", c.reasons + [f"the workload failed (status {c.obs.workload_status}) after OOM "
+                                                 "kills of processes off the storage path: which of them broke it, "
+                                                 "if any, is not known"])
     return None
 
 
@@ -321,11 +349,16 @@ RULES: tuple[Rule, ...] = (
     Rule("setup failed", "an error before the workload began", "unknown", setup_failed),
     Rule("a VM lost under the case", "a `vm exited` record: a VM's QEMU killed by a signal, or the NAS's ended",
          "unknown", vm_lost),
+    Rule("history incomplete", "every declared fault's injection (and heal, when it declares a duration), how "
+         "the pressure ended, the whole timeline and events, the workload's own lines; after an exit 0: the "
+         "argv's pages x passes verified, a declared verification, the client's answer after the pressure",
+         "unknown", history_incomplete),
     Rule("verification failed", "a command workload's verification command exited non-zero", "corrupted",
          verification_failed),
     Rule("data read back differs", "tb-work's mismatch record (page, pass, word)", "corrupted", data_differs),
-    Rule("I/O error", "an I/O error on the case's own device (or swap, or SIGBUS) on the client's console "
-         "during the workload", "io-error", io_failed),
+    Rule("I/O error", "during the workload, a console line of an I/O error naming the case's own device, a swap "
+         "I/O error, or a SIGBUS naming a process on the path; or the workload killed by SIGBUS", "io-error",
+         io_failed),
     Rule("fault operation failed", "a fault's `*-failed` record", "unknown", fault_failed),
     Rule("fault without effect", "a fault whose intended mechanism was measured and not seen", "unknown",
          mechanism_unseen),
@@ -343,7 +376,9 @@ RULES: tuple[Rule, ...] = (
          "stalled", path_down_fault),
     Rule("stall: NAS VM not running", "the NAS VM's QMP status not running at the end", "stalled",
          nas_vm_not_running),
-    Rule("stall: reclaim spinning", "client CPU >= 50 % of a core with allocstall/pgscan rising", "livelocked",
+    Rule("stall: reclaim spinning", "over the stall's last 10 s: client CPU >= 50 % of a core and allocstall or "
+         "pgscan_direct rising in >= 60 % of the sample intervals; not when blocked tasks on the path name a "
+         "mechanism (then the next row's `deadlocked` wins and says the reclaim spins too)", "livelocked",
          reclaim_spinning),
     Rule("stall: blocked on the path", "a blocked task on the memory/storage path in the sysrq dump (else: "
          "stalled without evidence)", "deadlocked or unknown", blocked_task),
@@ -352,7 +387,8 @@ RULES: tuple[Rule, ...] = (
     Rule("client died", "the client's QEMU ended (panic, oops, poweroff): under an emulator, not a product verdict",
          "unknown", client_died),
     Rule("total deadline", "the workload still progressing at deadlines.total_s", "unknown", total_deadline),
-    Rule("died after OOM kills", "OOM kills and the workload's non-zero exit", "oom", died_after_kills),
+    Rule("died after OOM kills", "OOM kills of processes off the path (not expected victims) and the workload's "
+         "non-zero exit: the kills are named, the cause is not known", "unknown", died_after_kills),
     Rule("last resort", "nothing above", "unknown", last_resort),
 )
 

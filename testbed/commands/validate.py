@@ -39,6 +39,8 @@ def cmd_validate(args: argparse.Namespace) -> int:
                     else f"{wl.kind} {wl.total_mb(sc.client.mem_mb)} MB")
             print(f"{f}: ok ({sc.name}: {sc.storage.protocol}, client {sc.client.mem_mb} MB, "
                   f"workload {what}, topology {loaded.topology.name})")
+            for w in sc.warnings():
+                print(f"{f}: warning: {w}", file=sys.stderr)
         except ConfigError as e:
             bad += 1
             print(f"testbed: error: {e}", file=sys.stderr)

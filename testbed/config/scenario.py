@@ -188,6 +188,10 @@ class Scenario:
         """Size of what the NAS serves (the protocol decides: the swap file, a LUN, room for a file)."""
         return self.storage.role.backing_mb(self)
 
+    def warnings(self) -> tuple[str, ...]:
+        """What to expect of a scenario that runs but is expected to fail (its roles say)."""
+        return self.storage.role.warnings(self)
+
     def path_processes(self) -> tuple[str, ...]:
         """The client processes the workload and its storage path depend on (OOM victims that break
         the path), as each role declares them."""

@@ -19,7 +19,7 @@ from testbed import storage, workload
 from testbed.vm import guests
 
 from testbed.store import index
-from testbed.check import casefile
+from testbed.check import casefile, completeness
 from testbed.check.evidence import parse_zoneinfo, read_evidence
 from testbed.check.mechanism import StallFacts
 from testbed.check.verdict import Judgement, Observations, fault_windows, is_ok, judge
@@ -97,7 +97,9 @@ class Case:
         wl = self.sc.workload
         self.obs = Observations(deadlines=self.sc.deadlines, progress=workload.get(wl.kind).new_progress(wl),
                                 events=self.history.events, rows=[], path_processes=self.sc.path_processes(),
-                                expected_victims=wl.expected_oom_victims)
+                                expected_victims=wl.expected_oom_victims,
+                                declared_faults=completeness.declared_faults(self.sc),
+                                declared_verify=completeness.declared_verify(self.sc))
         self.facts: dict[str, Any] = {"tag": self.tag}
         self.client: VM | None = None
         self.nas: Nas | None = None
@@ -146,6 +148,7 @@ class Case:
                         self.obs.setup_error = str(e)
                     elif self.client is not None and not self.client.alive():
                         self.obs.ended_by = "client-died"
+                        self.history.add("workload", "client-gone", qemu=self.client.exit_info())
                     else:
                         self.obs.setup_error = str(e)
                 finally:
@@ -179,6 +182,10 @@ class Case:
         """Kernels, images, the accelerator and the host's slowdown (which scales the deadlines)."""
         sc = self.sc
         self.phase("images")
+        self.history.add("fact", "format", version=casefile.FORMAT)  # what this folder holds: casefile.FORMATS
+        for w in sc.warnings():  # runs, and its verdict is the answer: said before it starts
+            self._say(f"warning: {w}")
+            self.history.add("fact", "scenario-warning", message=w)
         self.history.add("fact", "process", **process_facts())  # how a stop request reaches us (docs/ci.md: Stopping)
         # The kernels are prepared and their configs checked before anything boots (the commands did it
         # already for every scenario: here it is a cache lookup).
@@ -454,6 +461,7 @@ class Case:
                 break
             if not self.client.alive():
                 obs.ended_by = "client-died"
+                self.history.add("workload", "client-gone", qemu=self.client.exit_info())
                 break
             if self._stalled(now):
                 obs.ended_by, obs.stall_since = "stall", tl.last_activity_t
@@ -462,6 +470,8 @@ class Case:
                 break
             if now - obs.pressure_start > self.deadlines.total_s:
                 obs.ended_by = "total-deadline"
+                self.history.add("workload", "total-deadline", total_s=round(self.deadlines.total_s, 1),
+                                 progress=obs.progress.done)
                 break
 
     def _evidence(self) -> None:

@@ -25,6 +25,7 @@ class Scheduler:
         self._thread = threading.Thread(target=self._run, name="faults", daemon=True)
         self._lock = threading.Lock()
         self._set_up: list[BaseFault] = []
+        self._injected: set[int] = set()  # indexes of the faults whose injection ran (done or failed)
         self.t_start = 0.0
 
     def setup(self) -> None:
@@ -67,6 +68,8 @@ class Scheduler:
             try:
                 step: Step = fault.inject(self.ctx) if op == "inject" else fault.heal(self.ctx)
             except Exception as e:  # recorded: the checker must know the fault did not happen as planned
+                if op == "inject":
+                    self._injected.add(index)
                 late = {"teardown": True} if teardown else {}  # at the case's end: it decides nothing
                 h.add("fault", f"{fault.spec.kind}:{op}-failed", error=str(e), scheduled_s=scheduled, index=index, **late)
                 if op == "inject":  # half-applied: undo what may be in place
@@ -84,6 +87,7 @@ class Scheduler:
                   started_t=round(begun, 3), took_s=round(h.now() - begun, 3), **info)
             if op == "inject":
                 self.active.append(fault)
+                self._injected.add(fault.index)
             else:
                 self.active.remove(fault)
 
@@ -95,6 +99,14 @@ class Scheduler:
             self._thread.join(10)
         with self._lock:  # an operation that outlived the join may not start anything new
             active = list(self.active)
+            # A fault whose time never came is said, never dropped: the checker compares the declared
+            # faults with the recorded ones (testbed/check/completeness.py).
+            ended = self.ctx.history.now() - self.t_start
+            for f in self.faults if self.t_start else ():  # (none: the pressure never began)
+                if f.index not in self._injected:
+                    self.ctx.history.add("fault", f"{f.spec.kind}:not-started", index=f.index, at_s=f.spec.at_s,
+                                         reason=f"the case ended {ended:.1f} s into the pressure, before its time "
+                                                f"({f.spec.at_s:g} s)")
         for f in active:
             self._do("heal", f, self.ctx.history.now() - self.t_start, teardown=True)
         for f in reversed(self._set_up):

@@ -156,6 +156,11 @@ class Storage:
     def validate(self, sc: Scenario, source: str) -> None:
         """Checks of the whole scenario that only this protocol knows (ConfigError naming the field)."""
 
+    def warnings(self, sc: Scenario) -> tuple[str, ...]:
+        """What to expect of a scenario that runs but is expected to fail (validation refuses only what
+        cannot be set up): printed by `validate` and `run`, and recorded in the case's history."""
+        return ()
+
     def client_kernel_needs(self, sc: Scenario) -> tuple[Need, ...]:
         """Kernel options the client needs for this protocol (testbed/kernels/kconfig.py checks them)."""
         return ()

@@ -23,7 +23,8 @@ if TYPE_CHECKING:  # type only: see testbed/storage/base.py
 
 LUN_FILE = "iscsi-lun0.img"  # under the NAS's srv
 KERNEL_TARGET, USERSPACE_TARGET = "lio", "tgt"  # what a NAS with a kernel of its own runs, and one without
-# iscsid locks ~10 MB of memory: below this the client OOM-kills it before swap exists.
+# iscsid locks ~10 MB of memory: below this the client OOM-kills it before swap exists (a case runs,
+# and that kill is its answer: a warning says what to expect).
 MIN_ISCSI_CLIENT_MB = 128
 # iscsid is on the path that must not fail: it locks itself in memory (mlockall) and we take it out
 # of the OOM killer's reach.
@@ -125,13 +126,17 @@ class Iscsi(Storage):
     def validate(self, sc: Scenario, source: str) -> None:
         st, wl = sc.storage, sc.workload
         lun = st.iscsi.lun_mb
-        if sc.client.mem_mb < MIN_ISCSI_CLIENT_MB:
-            raise ConfigError(source, "client.mem_mb", f"iSCSI needs a client of at least {MIN_ISCSI_CLIENT_MB} MB: iscsid locks ~10 MB and is OOM-killed below that")
         if lun is not None and wl.uses_swap and lun < st.swap_mb:
             raise ConfigError(source, "storage.iscsi.lun_mb", f"the LUN ({lun} MB) is smaller than the requested swap ({st.swap_mb} MB)")
         size = wl.total_mb(sc.client.mem_mb)
         if lun is not None and not wl.uses_swap and lun < size * 9 // 8 + 32:
             raise ConfigError(source, "storage.iscsi.lun_mb", f"the LUN ({lun} MB) cannot hold the workload's {size} MB file and ext4")
+
+    def warnings(self, sc: Scenario) -> tuple[str, ...]:
+        if sc.client.mem_mb < MIN_ISCSI_CLIENT_MB:
+            return (f"client.mem_mb {sc.client.mem_mb}: below {MIN_ISCSI_CLIENT_MB} MB iscsid (which locks ~10 MB) "
+                    "is expected to be OOM-killed (verdict oom, iscsid the victim)",)
+        return ()
 
     def backing_mb(self, sc: Scenario) -> int:
         return sc.storage.iscsi.lun_mb if sc.storage.iscsi.lun_mb is not None else super().backing_mb(sc)

@@ -18,7 +18,7 @@ def test_every_committed_case_is_judged_again_as_stored(folder: Path) -> None:
     j = judge(cf.observations)
     assert j.verdict == cf.stored["verdict"], j.reasons
     kept = (folder / "workload.jsonl").exists()
-    assert kept != any("workload.jsonl" in n for n in cf.notes)  # folders from before it say so
+    assert kept != any(n.startswith("no workload.jsonl") for n in cf.notes)  # folders from before it say so
     if cf.observations.ended_by == "stall":  # evidence is taken at a stall; a finished case has none
         no_dump = any(e.kind == "evidence" and e.name == "no-dump" for e in cf.observations.events)  # a paused client prints none
         assert (folder / "evidence.json").exists() or no_dump or any("evidence.json" in n for n in cf.notes)
@@ -31,7 +31,7 @@ def test_the_workloads_own_lines_decide_when_kept(tmp_path: Path) -> None:
     (case / "workload.jsonl").write_text('{"progress": 10, "total": 200, "pass": 0, "phase": "write"}\n'
                                         '{"mismatch": {"page": 9, "pass": 1, "word": 4}}\n')
     cf = casefile.load(case)
-    assert not any("workload.jsonl" in n for n in cf.notes)
+    assert not any(n.startswith("no workload.jsonl") for n in cf.notes)
     j = judge(cf.observations)
     assert j.verdict == "corrupted" and "page 9 (pass 1, word 4)" in j.reasons[0] and v["verdict"] == "deadlocked"
 

@@ -6,6 +6,7 @@ from pathlib import Path
 import pytest
 
 from testbed.check import rules
+from testbed.check.completeness import DeclaredFault
 from testbed.check.evidence import Evidence, read_evidence
 from testbed.check.verdict import Observations, judge
 from testbed.config.scenario import Deadlines
@@ -50,12 +51,14 @@ verify_failed.mismatch = {"verify": ["fio", "--verify_only"], "status": 1, "outp
 TABLE = [
     ("setup failed", dict(setup_error="QEMU would not start", progress=mismatch, events=[FAILED, SWAP_ERR]), "unknown", "before a verdict"),
     ("a VM lost under the case", dict(progress=mismatch, events=[KILLED, FAILED, SWAP_ERR], ended_by="client-died"), "unknown", "killed by SIGKILL"),
-    ("verification failed", dict(progress=verify_failed, events=[FAILED, SWAP_ERR, kill("tb-work")], ended_by="finished", workload_status=0), "corrupted", "crc32c: verify failed"),
+    ("history incomplete", dict(declared_faults=(DeclaredFault(3, "dhcp", 5.0, None),), progress=mismatch,
+                                events=[FAILED, SWAP_ERR, kill("tb-work")], ended_by="workload-failed"), "unknown", "no record of its injection"),
+    ("verification failed", dict(progress=verify_failed, events=[FAILED, SWAP_ERR, kill("tb-work")], ended_by="finished", workload_status=0, client_answers=True), "corrupted", "crc32c: verify failed"),
     ("data read back differs", dict(progress=mismatch, events=[FAILED, SWAP_ERR, kill("tb-work")], ended_by="workload-failed"), "corrupted", "data read back differs"),
     ("I/O error", dict(events=[FAILED, SWAP_ERR, kill("tb-work")], ended_by="workload-failed", workload_status=1), "io-error", "swap or file I/O failed"),
-    ("fault operation failed", dict(events=[FAILED, kill("tb-work"), DOWN], progress=finished(), ended_by="finished", workload_status=0), "unknown", "inject-failed"),
-    ("fault without effect", dict(events=[UNSEEN, kill("tb-work"), DOWN], progress=finished(), ended_by="finished", workload_status=0), "unknown", "intended mechanism was not seen"),
-    ("path process OOM-killed", dict(events=[kill("tb-work"), DOWN], progress=finished(), ended_by="finished", workload_status=0), "oom", "on the workload/storage path"),
+    ("fault operation failed", dict(events=[FAILED, kill("tb-work"), DOWN], progress=finished(), ended_by="finished", workload_status=0, client_answers=True), "unknown", "inject-failed"),
+    ("fault without effect", dict(events=[UNSEEN, kill("tb-work"), DOWN], progress=finished(), ended_by="finished", workload_status=0, client_answers=True), "unknown", "intended mechanism was not seen"),
+    ("path process OOM-killed", dict(events=[kill("tb-work"), DOWN], progress=finished(), ended_by="finished", workload_status=0, client_answers=True), "oom", "on the workload/storage path"),
     ("finished", dict(events=[kill("tb-work-child")], expected_victims=("tb-work-child",), progress=finished(), ended_by="finished", workload_status=0, client_answers=True), "recovered", "as the scenario expects"),
     ("finished", dict(events=[kill("sleep")], progress=finished(), ended_by="finished", workload_status=0, client_answers=True), "recovered", "client answered"),
     ("stall: client paused", dict(events=[DOWN], rows=rows(60, 30, client_status="paused", nas_service=0, client_wait_s=0.0), **stall), "unknown", "client VM was paused"),
@@ -64,13 +67,13 @@ TABLE = [
     ("stall: NAS side failed", dict(events=[DOWN], rows=rows(60, 30, nas_probed=1, nas_service=0, client_wait_s=0.0, client_run_s=0.0), **stall), "stalled", "service probe"),
     ("stall: path-down fault in place", dict(events=[DOWN], rows=rows(60, 30, nas_probed=1, nas_service=1, nas_agent_ms=2.0), **stall), "stalled", "never healed"),
     ("stall: NAS VM not running", dict(rows=rows(60, 30, nas_status="paused"), **stall), "stalled", "NAS was still paused"),
-    ("stall: reclaim spinning", dict(rows=[{**r, "client_cpu_s": r["t"] * 0.9} for r in rows(60, 30)], **stall), "livelocked", "reclaim spinning"),
+    ("stall: reclaim spinning", dict(rows=[{**r, "client_cpu_s": r["t"] * 0.9} for r in rows(60, 30)], evidence=Evidence(), **stall), "livelocked", "reclaim spinning"),
     ("stall: blocked on the path", dict(rows=rows(60, 30), evidence=ON_PATH, **stall), "deadlocked", "mechanism"),
     ("stall: blocked on the path", dict(rows=rows(60, 30), evidence=Evidence(), **stall), "unknown", "stalled without evidence"),
     ("client died: out of memory", dict(events=[NO_VICTIM, OOPS, kill("sleep")], ended_by="client-died", workload_status=1), "oom", "nothing left to kill"),
     ("client died", dict(events=[OOPS, kill("sleep")], ended_by="client-died", workload_status=1), "unknown", "the client VM died"),
     ("total deadline", dict(ended_by="total-deadline", events=[kill("sleep")], workload_status=1), "unknown", "raise it"),
-    ("died after OOM kills", dict(events=[kill("sleep")], ended_by="workload-failed", workload_status=1), "oom", "died after OOM kills"),
+    ("died after OOM kills", dict(events=[kill("sleep")], ended_by="workload-failed", workload_status=1), "unknown", "off the storage path: which of them broke it"),
     ("last resort", dict(ended_by="workload-failed", workload_status=1), "unknown", "without a recognised cause"),
 ]
 

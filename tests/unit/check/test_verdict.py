@@ -67,9 +67,22 @@ def test_stall_while_nas_healthy_and_idle_cpu_is_deadlocked() -> None:
     assert j.verdict == "deadlocked"
 
 
-def test_stall_with_busy_cpu_is_livelocked() -> None:
+def test_stall_with_busy_cpu_and_reclaim_rising_is_livelocked() -> None:
+    j = judge(obs(ended_by="stall", stall_since=10.0, rows=rows(60, 10, cpu_per_s=0.95), evidence=Evidence()))
+    assert j.verdict == "livelocked" and "rising in 100% of the last 10 sample intervals" in j.reasons[-1], j.reasons
+
+
+def test_a_named_deadlock_wins_over_a_spin_and_both_are_said() -> None:
+    """NeilBrown's r1 shape: reclaim busy while blocked tasks on the path name a mechanism."""
     j = judge(obs(ended_by="stall", stall_since=10.0, rows=rows(60, 10, cpu_per_s=0.95)))
-    assert j.verdict == "livelocked"
+    assert j.verdict == "deadlocked" and j.mechanism is not None
+    assert any("reclaim spinning too, while blocked tasks name the mechanism" in r for r in j.reasons), j.reasons
+
+
+def test_one_allocstall_increment_is_no_livelock() -> None:
+    once = [{**r, "allocstall": 5 + (r["t"] >= 50), "pgscan_direct": 5} for r in rows(60, 10, cpu_per_s=0.95)]
+    j = judge(obs(ended_by="stall", stall_since=10.0, rows=once, evidence=Evidence()))
+    assert j.verdict == "unknown" and "stalled without evidence" in j.reasons[-1], j.reasons
 
 
 def test_stall_while_nas_paused_is_stalled_even_without_fault_events() -> None:

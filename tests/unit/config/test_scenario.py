@@ -78,9 +78,12 @@ def test_unknown_fault_kind() -> None:
         load_scenario(REPO / "scenarios/nfs-swap.yaml", ["faults=[{kind: meteor, at_s: 1}]"])
 
 
-def test_iscsi_needs_enough_client_memory() -> None:
-    with pytest.raises(ConfigError, match="client.mem_mb: iSCSI needs a client of at least 128 MB"):
-        load_scenario(REPO / "scenarios/iscsi-swap.yaml", ["client.mem_mb=96"])
+def test_iscsi_below_128_mb_runs_with_a_warning() -> None:
+    """Refuse only what cannot be set up: iscsid's OOM kill below 128 MB is the answer such a case gives."""
+    sc = load_scenario(REPO / "scenarios/iscsi-swap.yaml", ["client.mem_mb=96"]).scenario
+    assert sc.warnings() == ("client.mem_mb 96: below 128 MB iscsid (which locks ~10 MB) is expected to be OOM-killed "
+                             "(verdict oom, iscsid the victim)",)
+    assert load_scenario(REPO / "scenarios/iscsi-swap.yaml").scenario.warnings() == ()
 
 
 def test_file_workloads_need_network_storage() -> None:

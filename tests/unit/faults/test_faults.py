@@ -143,6 +143,26 @@ def test_stop_before_injection_injects_nothing(monkeypatch) -> None:
     s.start()
     s.close()
     assert [op for op, _ in log] == []
+    # ... and says so: the checker compares the declared faults with the recorded ones
+    (rec,) = [e for e in h.events if e.name == "link:not-started"]
+    assert rec.data["index"] == 0 and rec.data["at_s"] == 30 and "before its time (30 s)" in rec.data["reason"]
+
+
+def test_a_case_that_never_reached_the_pressure_records_no_fault_as_not_started(monkeypatch) -> None:
+    log: list = []
+    s, h, undo = scheduler([LinkSpec(kind="link", at_s=30, duration_s=5)], log, monkeypatch)
+    s.close()
+    assert not [e for e in h.events if e.name.endswith(":not-started")]
+
+
+def test_an_injected_fault_is_not_reported_as_not_started(monkeypatch) -> None:
+    log: list = []
+    s, h, undo = scheduler([LinkSpec(kind="link", at_s=0.0)], log, monkeypatch)
+    s.start()
+    time.sleep(0.3)
+    s.close()
+    assert [e.name for e in h.events if e.name.startswith("link:")][:1] == ["link:inject"]
+    assert not [e for e in h.events if e.name.endswith(":not-started")]
 
 
 @pytest.mark.parametrize("override,message", [

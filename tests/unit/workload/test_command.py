@@ -173,7 +173,8 @@ def test_losing_the_command_itself_is_oom() -> None:
     assert j.verdict == "oom" and "stress-ng" in j.reasons[0]
     # the same kills with nothing declared: the workers are on the path too
     bare = load(NEILBROWN, "workload.expected_oom_victims=[]")
-    assert judge(command_obs(bare, events=events[:1], ended_by="finished", workload_status=0)).verdict == "oom"
+    assert judge(command_obs(bare, events=events[:1], ended_by="finished", workload_status=0,
+                             client_answers=True)).verdict == "oom"
 
 
 def test_a_failed_verification_is_corrupted() -> None:
