@@ -58,3 +58,4 @@ class Judgement:
     reasons: list[str] = field(default_factory=list)
     figures: dict[str, Any] = field(default_factory=dict)
     mechanism: Mechanism | None = None
+    rule: str = ""  # the row of the rule table that decided (testbed/check/rules.py)

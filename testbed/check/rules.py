@@ -399,6 +399,7 @@ def decide(obs: Observations) -> Judgement:
     for rule in RULES:
         j = rule.decide(c)
         if j is not None:
+            j.rule = rule.name
             return j
     raise AssertionError("the last rule always decides")
 

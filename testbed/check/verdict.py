@@ -22,7 +22,7 @@ def judge(obs: Observations) -> Judgement:
         if not obs.setup_error:
             j.reasons += readings.path_locks(obs.events)
     except Exception as e:  # a checker that throws yields unknown, never a product verdict
-        return Judgement("unknown", [f"checker failed: {e!r}"])
+        return Judgement("unknown", [f"checker failed: {e!r}"], rule="checker failed")
     try:
         j.figures = {**figures(obs), **j.figures}
     except Exception as e:

@@ -41,12 +41,13 @@ def cmd_judge(args: argparse.Namespace) -> int:
         j = judge(cf.observations)
         old = cf.stored.get("verdict")
         row = {"case": str(folder), "stored": old, "verdict": j.verdict, "changed": j.verdict != old,
-               "reasons": j.reasons, "mechanism": j.mechanism.to_dict() if j.mechanism else None, "notes": cf.notes}
+               "rule": j.rule, "reasons": j.reasons, "mechanism": j.mechanism.to_dict() if j.mechanism else None,
+               "notes": cf.notes}
         out.append(row)
         if args.write:
             expected = cf.stored.get("expected")
             figures = {**cf.stored.get("figures", {}), **j.figures}
-            new = {**cf.stored, "verdict": j.verdict, "reasons": j.reasons, "figures": figures,
+            new = {**cf.stored, "verdict": j.verdict, "rule": j.rule, "reasons": j.reasons, "figures": figures,
                    "mechanism": j.mechanism.to_dict() if j.mechanism else None,
                    "as_expected": is_ok(j.verdict, expected),
                    "rejudged": {"at": datetime.now(timezone.utc).isoformat(timespec="seconds"), "testbed": __version__,

@@ -531,6 +531,7 @@ class Case:
             "scenario": self.sc.name,
             "axes": self.axes,
             "verdict": j.verdict,
+            "rule": j.rule,  # the row of the rule table that decided
             "expected": self.sc.expect,
             "as_expected": ok,
             "reasons": j.reasons,
