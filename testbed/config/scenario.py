@@ -80,6 +80,15 @@ class NasSpec:
 
 
 @dataclass(frozen=True)
+class EvidenceSpec:
+    # A memory dump of the client taken from the host (QMP dump-guest-memory, kdump-zlib) where failure
+    # evidence is collected: at a stall, after the sysrq dump, and when the client stops answering. always:
+    # also at the end of a workload that finished (to compare with). Kept in the cache, read with drgn into
+    # the case's forensics.json.
+    dump: Literal["on-failure", "always", "never"] = "on-failure"
+
+
+@dataclass(frozen=True)
 class WorkloadSpec:
     kind: Literal["anon", "mmap-shared", "write", "readers", "command"] = "anon"  # testbed/workload
     size_mb: int | None = None  # how much memory (or file) the workload uses, in MB; or:
@@ -179,6 +188,7 @@ class Scenario:
     storage: StorageSpec = field(default_factory=StorageSpec)
     workload: WorkloadSpec = field(default_factory=WorkloadSpec)
     deadlines: Deadlines = field(default_factory=Deadlines)
+    evidence: EvidenceSpec = field(default_factory=EvidenceSpec)
     faults: tuple[Annotated[FaultSpec, Parse(faults.parse_spec)], ...] = ()  # the kind picks the spec
     expect: Verdict | None = None  # a control's verdict (default: recovered); a miss fails the night
     repeat: int = 1  # runs of this scenario per `testbed run` (--repeat overrides)

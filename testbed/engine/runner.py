@@ -39,7 +39,9 @@ from testbed.monitor.evidence import sysrq_dump
 from testbed.monitor.ping import Pinger
 from testbed.monitor.probes import NasProbe, ProbeError
 from testbed.monitor.timeline import Timeline
+from testbed import forensics
 from testbed import nas as nas_backends
+from testbed.vm import dump as guest_dump
 from testbed.nas.base import Backend as NasBackend, Nas, NasSetup
 from testbed.net.build import BuiltNet
 from testbed.net.build import build as build_net
@@ -103,6 +105,7 @@ class Case:
         self.facts: dict[str, Any] = {"tag": self.tag}
         self.client: VM | None = None
         self.nas: Nas | None = None
+        self.dumps: list[guest_dump.Dump] = []
         self.timeline: Timeline | None = None
         self.scheduler: Scheduler | None = None
         self.nas_ip = ""
@@ -396,6 +399,8 @@ class Case:
             self.history.add("probe", "client-answers", ok=obs.client_answers)
             if obs.client_answers:
                 self._counters("after")
+                if self.sc.evidence.dump == "always":  # one to compare the failures' with
+                    self._memory_dump("finished")
             else:
                 self._evidence()
 
@@ -484,6 +489,8 @@ class Case:
         if dump.exists():  # from a stall that was withdrawn: kept under its time, never read as this one
             dump.rename(dump.with_name(f"sysrq-client-withdrawn-{int(taken)}.txt"))
         sysrq_dump(self.client, "wm", dump, self.history)
+        if self.sc.evidence.dump != "never":
+            self._memory_dump("stall" if self.obs.ended_by == "stall" else "no-answer")
         at_stall = helpers.states(self.client, self.sc.path_processes())
         self.history.add("fact", "path-helpers-at-stall", helpers=at_stall)
         text = dump.read_text() if dump.exists() else ""
@@ -498,6 +505,20 @@ class Case:
         self.dir.write_json(casefile.EVIDENCE, {"evidence": ev.to_dict(), "facts": facts.to_dict(),
                                                 "telemetry": tel or "stale (the agent stopped answering)"})
         self.obs.evidence = ev
+
+    def _memory_dump(self, why: str) -> None:
+        """The client's memory, from the host (testbed/vm/dump.py), read into forensics.json where drgn is
+        installed (testbed/forensics). A dump or a reading that fails is recorded, never a verdict change."""
+        assert self.client
+        self.phase("evidence", f"memory dump ({why})")
+        d = guest_dump.take(self.client.qmp, guest_dump.dumps_dir(self.tag, self.case_id) / f"client-{why}.kdump")
+        self.history.add("evidence", "memory-dump", vm="client", why=why, **d.record())
+        self.dumps.append(d)
+        if d.path is not None:
+            self.phase("evidence", "reading the dump (drgn)")
+            got = forensics.read_dump(d.path, self.facts.get("kernel_source", {}).get("running"))
+            self.dir.write_json(forensics.FILE, {**got, "dump": d.record(), "why": why})
+            self.history.add("evidence", "forensics", why=why, **forensics.summary(got))
 
     def _counters(self, when: str) -> None:
         """The protocol's own counters; a stuck client may not answer, which is recorded, not fatal."""
@@ -526,6 +547,9 @@ class Case:
     def _finish(self, j: Judgement, wall: float) -> CaseResult:
         ok = is_ok(j.verdict, self.sc.expect)
         j.figures["case_wall_s"] = round(wall, 1)
+        if self.dumps:  # what the dumps cost (the guest is stopped while QEMU copies its memory)
+            j.figures["dump_s"] = round(sum(d.seconds for d in self.dumps), 1)
+            j.figures["dump_mb"] = round(sum(d.mb or 0 for d in self.dumps), 1)
         data = {
             "case": self.case_id,
             "scenario": self.sc.name,

@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from testbed.errors import UsageError
+from testbed.forensics import show as forensics_show
 from testbed.store.index import CaseRecord, read_case, read_run
 from testbed.host.paths import results_dir
 from testbed.report.stats import (CONFIDENCE, CORRECTION_NAMES, CORRECTIONS, CellRate, agreement, figure,
@@ -175,6 +176,12 @@ def show_lines(rec: CaseRecord) -> list[str]:
         out.append(f"  mechanism: {v['mechanism']['sentence']}")
     for k, val in v.get("figures", {}).items():
         out.append(f"  {k}: {_fmt(val)}")
+    state = rec.path / forensics_show.FILE
+    if state.exists():
+        try:
+            out += forensics_show.state_lines(json.loads(state.read_text()))
+        except (ValueError, KeyError, TypeError) as e:
+            out.append(f"state: {state.name} unreadable ({type(e).__name__})")
     out.append("evidence:")
     out += [f"  {p}" for p in sorted(rec.path.iterdir())]
     return out

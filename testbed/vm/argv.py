@@ -75,6 +75,9 @@ def machine_args(spec: VMSpec) -> list[str]:
         "-no-user-config",
         "-display", "none",
         "-no-reboot",  # a guest panic (panic=-1) or poweroff ends QEMU instead of rebooting
+        # The guest's VMCOREINFO (release, KASLR offset, kallsyms) reaches QEMU's memory dumps through
+        # this device once the guest's qemu_fw_cfg module is loaded (tb-init): testbed/vm/dump.py.
+        "-device", "vmcoreinfo",
     ]
 
 

@@ -1,0 +1,212 @@
+"""Reading a kdump-compressed dump of a guest with drgn, without the kernel's DWARF: symbols from the
+kallsyms the guest's VMCOREINFO points at (kernels >= 6.0), struct layouts from the kernel's own BTF in
+the dump (testbed/forensics/btf.py), stacks unwound by drgn from the kernel's ORC data. Each part of the
+state is read by a function of its own; a part that cannot be read says why in `unread`, and the others
+are still read.
+
+Read so far: every task (state, PF_MEMALLOC* / PF_KSWAPD flags, its stack for a task not on a CPU) and
+memory (per zone free pages against min/low/high, managed pages, totalreserve_pages, swap pages, whether
+any socket has SOCK_MEMALLOC: `memalloc_socks_key`). Not yet: sockets, NIC rings, protocol queues, the
+gfp_mask of a failing allocation (they need struct walks per protocol, or DWARF)."""
+
+from __future__ import annotations
+
+import struct
+from pathlib import Path
+from typing import Any
+
+from testbed.check.evidence import BlockedTask, classify
+from testbed.forensics.btf import Btf, BtfError
+
+FILE = "forensics.json"
+FORMAT = 1
+PAGE_KB = 4
+# include/linux/sched.h (6.x)
+PF_FLAGS = {0x00000800: "PF_MEMALLOC", 0x00020000: "PF_KSWAPD", 0x00040000: "PF_MEMALLOC_NOFS",
+            0x00080000: "PF_MEMALLOC_NOIO"}
+TASK_UNINTERRUPTIBLE, TASK_NOLOAD = 0x2, 0x400
+# struct inactive_task_frame (x86-64): what switch_to pushed, from thread.sp up
+INACTIVE_FRAME = "<7Q"  # r15 r14 r13 r12 bx bp ret_addr
+PT_REGS_SIZE = 168  # struct pt_regs (x86-64), read by drgn at fixed offsets
+
+
+class Unreadable(Exception):
+    pass
+
+
+def state_letter(state: int, exit_state: int = 0) -> str:
+    """/proc's letter for a task's __state and exit_state (fs/proc/array.c task_state_array)."""
+    if exit_state & 0x10:
+        return "Z"
+    if exit_state & 0x20:
+        return "X"
+    if state == TASK_UNINTERRUPTIBLE | TASK_NOLOAD:
+        return "I"
+    for bit, letter in ((0x1, "S"), (0x2, "D"), (0x4, "T"), (0x8, "t"), (0x40, "P"), (0x400, "N")):
+        if state & bit:
+            return letter
+    return "R"
+
+
+def flag_names(flags: int) -> list[str]:
+    return [name for bit, name in PF_FLAGS.items() if flags & bit]
+
+
+class Dump:
+    """An opened dump: drgn's Program with kallsyms and the kernel's address range, and its BTF."""
+
+    def __init__(self, path: Path):
+        import drgn
+        from drgn.helpers.linux.kallsyms import load_vmlinux_kallsyms
+
+        self.drgn = drgn
+        platform = drgn.Platform(drgn.Architecture.X86_64,
+                                 drgn.PlatformFlags.IS_64_BIT | drgn.PlatformFlags.IS_LITTLE_ENDIAN)
+        self.prog = drgn.Program(platform)  # QEMU's kdump files name no architecture: drgn needs it given
+        try:
+            self.prog.set_core_dump(str(path))
+            self.prog.register_symbol_finder("kallsyms", load_vmlinux_kallsyms(self.prog), enable_index=0)
+            kernel = self.prog.main_module("kernel", create=True)
+            kernel.address_range = (self.sym("_text"), self.sym("_end"))
+            start, stop = self.sym("__start_BTF"), self.sym("__stop_BTF")
+            self.btf = Btf(self.prog.read(start, stop - start))
+        except (drgn.FaultError, LookupError, ValueError, BtfError, OSError) as e:
+            raise Unreadable(f"{type(e).__name__}: {e} (kallsyms in VMCOREINFO need a kernel >= 6.0; "
+                             "struct layouts need CONFIG_DEBUG_INFO_BTF)") from None
+        self.pt_regs = self.prog.struct_type("pt_regs", PT_REGS_SIZE, [])
+
+    def sym(self, name: str) -> int:
+        return int(self.prog.symbol(name).address)
+
+    def off(self, struct_name: str, path: str) -> int:
+        return self.btf.offsetof(struct_name, path)
+
+    def u64(self, addr: int) -> int:
+        return int(self.prog.read_u64(addr))
+
+    def u32(self, addr: int) -> int:
+        return int(self.prog.read_u32(addr))
+
+    def cstr(self, addr: int, n: int) -> str:
+        return bytes(self.prog.read(addr, n)).split(b"\0")[0].decode(errors="replace")
+
+    def stack(self, sp: int) -> list[str]:
+        """Frames of a task switched out at `sp` (innermost first): names, or addresses in module code."""
+        r15, r14, r13, r12, bx, bp, ret = struct.unpack(INACTIVE_FRAME, bytes(self.prog.read(sp, 56)))
+        regs = [0] * 21  # pt_regs: r15 r14 r13 r12 bp bx r11..r8 ax cx dx si di orig_ax ip cs flags sp ss
+        regs[0:6] = [r15, r14, r13, r12, bp, bx]
+        regs[16], regs[19] = ret, sp + 56
+        trace = self.prog.stack_trace(self.drgn.Object.from_bytes_(self.prog, self.pt_regs, struct.pack("<21Q", *regs)))
+        return [f.name or f"{f.pc:#x}" for f in trace]
+
+
+def release(d: Dump) -> str:
+    return d.cstr(d.sym("init_uts_ns") + d.off("uts_namespace", "name.release"), 65)
+
+
+def tasks(d: Dump) -> list[dict[str, Any]]:
+    """Every task: pid, name, state letter, PF_* flags, whether on a CPU, and its stack when it is not."""
+    o = {k: d.off("task_struct", k) for k in ("tasks", "pid", "comm", "__state", "exit_state", "flags", "on_cpu",
+                                              "thread.sp", "thread_group")}
+    init = d.sym("init_task")
+    leaders, node = [init], d.u64(init + o["tasks"])
+    while node != init + o["tasks"] and len(leaders) < 100_000:
+        leaders.append(node - o["tasks"])
+        node = d.u64(node)
+    out = []
+    for leader in leaders:
+        group, node = [leader], d.u64(leader + o["thread_group"])
+        while node != leader + o["thread_group"] and len(group) < 10_000:
+            group.append(node - o["thread_group"])
+            node = d.u64(node)
+        for t in group:
+            out.append(_task(d, t, o))
+    return out
+
+
+def _task(d: Dump, t: int, o: dict[str, int]) -> dict[str, Any]:
+    flags = d.u32(t + o["flags"])
+    task: dict[str, Any] = {"pid": d.u32(t + o["pid"]), "name": d.cstr(t + o["comm"], 16),
+                            "state": state_letter(d.u32(t + o["__state"]), d.u32(t + o["exit_state"])),
+                            "flags": flag_names(flags), "on_cpu": bool(d.u32(t + o["on_cpu"]))}
+    if task["on_cpu"]:
+        task["stack_unread"] = "running on a CPU: its stack is in the CPU's registers (not read yet)"
+        return task
+    try:
+        task["frames"] = d.stack(d.u64(t + o["thread.sp"]))
+    except Exception as e:  # one task's stack unreadable: said, the others read
+        task["stack_unread"] = f"{type(e).__name__}: {e}"
+        return task
+    task["classes"] = list(classify(BlockedTask(task["name"], task["pid"], task["state"], frames=tuple(task["frames"]))))
+    return task
+
+
+def memory(d: Dump) -> dict[str, Any]:
+    """Per zone free pages against its watermarks; the reserves and swap; the memalloc-socket count."""
+    zone_size = d.btf.sizeof("zone")
+    o = {k: d.off("zone", k) for k in ("_watermark", "watermark_boost", "managed_pages", "vm_stat", "name",
+                                       "nr_reserved_highatomic")}
+    node_zones = d.off("pglist_data", "node_zones")
+    try:
+        node0 = d.u64(d.sym("node_data"))  # NUMA kernels: an array of pointers
+    except LookupError:
+        node0 = d.sym("contig_page_data")
+    zones = []
+    for i in range(8):
+        z = node0 + node_zones + i * zone_size
+        name_ptr = d.u64(z + o["name"])
+        if not name_ptr:
+            break
+        managed = d.u64(z + o["managed_pages"])
+        if not managed:
+            continue
+        boost = d.u64(z + o["watermark_boost"])
+        wm = [d.u64(z + o["_watermark"] + 8 * k) + boost for k in range(3)]  # min low high, as the kernel compares
+        zones.append({"zone": d.cstr(name_ptr, 16), "free_kb": d.u64(z + o["vm_stat"]) * PAGE_KB,
+                      "min_kb": wm[0] * PAGE_KB, "low_kb": wm[1] * PAGE_KB, "high_kb": wm[2] * PAGE_KB,
+                      "boost_kb": boost * PAGE_KB, "managed_kb": managed * PAGE_KB,
+                      "reserved_highatomic_kb": d.u64(z + o["nr_reserved_highatomic"]) * PAGE_KB})
+    return {"zones": zones, "totalreserve_kb": d.u64(d.sym("totalreserve_pages")) * PAGE_KB,
+            "memalloc_socks": d.u32(d.sym("memalloc_socks_key")),  # static key: sockets with SOCK_MEMALLOC
+            "swap_free_kb": d.u64(d.sym("nr_swap_pages")) * PAGE_KB,
+            "swap_total_kb": d.u64(d.sym("total_swap_pages")) * PAGE_KB}
+
+
+PARTS = {"tasks": tasks, "memory": memory}
+
+
+def read_dump(path: Path, release_expected: str | None = None) -> dict[str, Any]:
+    """forensics.json's content: what each part read, and what could not be read and why."""
+    try:
+        import drgn  # noqa: F401
+    except ImportError:
+        return {"format": FORMAT, "unread": {"all": "drgn is not installed (pip install drgn): the dump is kept, unread"}}
+    try:
+        d = Dump(path)
+    except Unreadable as e:
+        return {"format": FORMAT, "unread": {"all": str(e)}}
+    out: dict[str, Any] = {"format": FORMAT, "debug_info": "kallsyms (VMCOREINFO) + the kernel's BTF; no DWARF",
+                           "unread": {}}
+    try:
+        out["release"] = release(d)
+    except Exception as e:
+        out["unread"]["release"] = f"{type(e).__name__}: {e}"
+    if release_expected and out.get("release") not in (None, release_expected):
+        out["unread"]["release"] = f"the dump's kernel is {out.get('release')}, not {release_expected}"
+    for name, fn in PARTS.items():
+        try:
+            out[name] = fn(d)
+        except Exception as e:  # a part that fails is said; the others are still read
+            out["unread"][name] = f"{type(e).__name__}: {e}"
+    return out
+
+
+def summary(got: dict[str, Any]) -> dict[str, Any]:
+    """A few numbers for the case's history."""
+    ts = got.get("tasks") or []
+    out: dict[str, Any] = {"tasks": len(ts), "blocked": sum(1 for t in ts if t.get("state") == "D"),
+                           "memalloc": [f"{t['name']} ({t['pid']})" for t in ts if "PF_MEMALLOC" in t.get("flags", [])],
+                           "unread": sorted(got.get("unread") or {})}
+    zones = (got.get("memory") or {}).get("zones") or []
+    out["below_min"] = [z["zone"] for z in zones if z["free_kb"] < z["min_kb"]]
+    return out

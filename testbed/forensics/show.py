@@ -1,0 +1,39 @@
+"""forensics.json as `testbed show` prints it: the state at the stall, read from a memory dump."""
+
+from __future__ import annotations
+
+from typing import Any
+
+FILE = "forensics.json"
+SHOWN_FRAMES = 8
+
+
+def state_lines(f: dict[str, Any]) -> list[str]:
+    out = [f"state at the {f.get('why', 'stall')} (forensics.json: a memory dump read with drgn; "
+           f"{f.get('debug_info', 'nothing read')}):"]
+    mem = f.get("memory") or {}
+    for z in mem.get("zones", []):
+        below = " BELOW MIN" if z["free_kb"] < z["min_kb"] else (" below low" if z["free_kb"] < z["low_kb"] else "")
+        out.append(f"  zone {z['zone']}: free {z['free_kb']} kB (min {z['min_kb']}, low {z['low_kb']}, "
+                   f"high {z['high_kb']}; managed {z['managed_kb']} kB){below}")
+    if mem:
+        out.append(f"  reserves: totalreserve {mem.get('totalreserve_kb')} kB; sockets with SOCK_MEMALLOC: "
+                   f"{mem.get('memalloc_socks')}; swap free {mem.get('swap_free_kb')} of {mem.get('swap_total_kb')} kB")
+    tasks = f.get("tasks") or []
+    if tasks:
+        blocked = [t for t in tasks if t.get("state") == "D"]
+        out.append(f"  tasks: {len(tasks)}, {len(blocked)} blocked (D)")
+        shown = blocked + [t for t in tasks if t not in blocked and "PF_MEMALLOC" in t.get("flags", [])
+                           and t.get("state") != "I"]
+        for t in shown:
+            flags = f" [{' '.join(t['flags'])}]" if t.get("flags") else ""
+            classes = f" ({', '.join(t['classes'])})" if t.get("classes") else ""
+            out.append(f"    {t['name']} (pid {t['pid']}) {t['state']}{flags}{classes}")
+            frames = t.get("frames")
+            if frames:
+                out.append("      " + " < ".join(frames[:SHOWN_FRAMES]) + (" ..." if len(frames) > SHOWN_FRAMES else ""))
+            elif t.get("stack_unread"):
+                out.append(f"      stack not read: {t['stack_unread']}")
+    for part, why in (f.get("unread") or {}).items():
+        out.append(f"  not read: {part}: {why}")
+    return out

@@ -1,0 +1,79 @@
+"""Reading a dump's state: the BTF layouts it relies on (a BTF blob built here, as the kernel lays one
+out), task states and flags, and what a recorded forensics.json (an idle 6.1 guest, dumped by QEMU 7.2 and
+read with drgn 0.3.0) says."""
+
+from __future__ import annotations
+
+import json
+import struct
+from pathlib import Path
+
+import pytest
+
+from testbed.forensics import btf, summary
+from testbed.forensics.read import flag_names, state_letter
+
+IDLE = json.loads((Path(__file__).parents[2] / "fixtures/forensics/idle-6.1.json").read_text())
+
+
+def blob() -> bytes:
+    """struct outer { int a; union { long b; struct inner c; }; }; struct inner { int x; int y[4]; }"""
+    strs = b"\0int\0long\0outer\0a\0b\0c\0inner\0x\0y\0"
+    name = lambda s: strs.index(s.encode() + b"\0")  # noqa: E731
+    types = b""
+    types += struct.pack("<III", name("int"), btf.INT << 24, 4) + struct.pack("<I", 32)  # 1
+    types += struct.pack("<III", name("long"), btf.INT << 24, 8) + struct.pack("<I", 64)  # 2
+    types += struct.pack("<III", name("inner"), btf.STRUCT << 24 | 2, 20)  # 3
+    types += struct.pack("<III", name("x"), 1, 0) + struct.pack("<III", name("y"), 6, 32)
+    types += struct.pack("<III", 0, btf.UNION << 24 | 2, 20)  # 4: anonymous union
+    types += struct.pack("<III", name("b"), 2, 0) + struct.pack("<III", name("c"), 3, 0)
+    types += struct.pack("<III", name("outer"), btf.STRUCT << 24 | 2, 24)  # 5
+    types += struct.pack("<III", name("a"), 1, 0) + struct.pack("<III", 0, 4, 32)
+    types += struct.pack("<III", 0, btf.ARRAY << 24, 0) + struct.pack("<III", 1, 1, 4)  # 6: int[4]
+    header = struct.pack("<HBBIIIII", btf.MAGIC, 1, 0, 24, 0, len(types), len(types), len(strs))
+    return header + types + strs
+
+
+def test_btf_offsets_through_anonymous_unions_and_arrays() -> None:
+    b = btf.Btf(blob())
+    assert b.offsetof("outer", "a") == 0 and b.offsetof("outer", "b") == 4
+    assert b.offsetof("outer", "c.y") == 8 and b.offsetof("outer", "c.y[2]") == 16
+    assert b.sizeof("outer") == 24 and b.sizeof("inner") == 20
+    with pytest.raises(btf.BtfError, match="no member z"):
+        b.offsetof("outer", "z")
+    with pytest.raises(btf.BtfError, match="magic"):
+        btf.Btf(b"\0" * 32)
+
+
+def test_task_states_and_flags() -> None:
+    assert [state_letter(s) for s in (0, 1, 2, 0x402, 4, 8)] == ["R", "S", "D", "I", "T", "t"]
+    assert state_letter(0, 0x10) == "Z"
+    assert flag_names(0x00020800 | 0x4) == ["PF_MEMALLOC", "PF_KSWAPD"]
+    assert flag_names(0x00080000) == ["PF_MEMALLOC_NOIO"]
+
+
+def test_a_recorded_idle_guest() -> None:
+    assert IDLE["release"] == "6.1.0-50-amd64" and IDLE["unread"] == {}
+    s = summary(IDLE)
+    assert s == {"tasks": 56, "blocked": 0, "memalloc": ["kswapd0 (43)"], "unread": [], "below_min": []}
+    kswapd = next(t for t in IDLE["tasks"] if t["name"] == "kswapd0")
+    assert kswapd["classes"] == ["kswapd"] and kswapd["frames"][:3] == ["__schedule", "schedule", "kswapd"]
+    on_cpu = [t for t in IDLE["tasks"] if t["on_cpu"]]
+    assert on_cpu and all("stack_unread" in t for t in on_cpu)
+    zones = {z["zone"]: z for z in IDLE["memory"]["zones"]}
+    assert set(zones) == {"DMA", "DMA32"} and zones["DMA32"]["min_kb"] == 1628 and IDLE["memory"]["memalloc_socks"] == 0
+
+
+def test_summary_names_zones_below_their_minimum() -> None:
+    low = {**IDLE, "memory": {**IDLE["memory"], "zones": [{**z, "free_kb": 100} for z in IDLE["memory"]["zones"]]}}
+    assert summary(low)["below_min"] == ["DMA", "DMA32"]
+
+
+def test_show_prints_the_state() -> None:
+    from testbed.forensics.show import state_lines
+
+    lines = state_lines({**IDLE, "why": "stall"})
+    assert lines[0].startswith("state at the stall (forensics.json")
+    assert any(ln.startswith("  zone DMA32: free ") for ln in lines)
+    assert "    kswapd0 (pid 43) S [PF_MEMALLOC PF_KSWAPD] (kswapd)" in lines
+    assert "      __schedule < schedule < kswapd < kthread < ret_from_fork" in lines

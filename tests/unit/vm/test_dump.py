@@ -1,0 +1,27 @@
+"""QEMU's kdump files come in makedumpfile's flattened form: rewritten as the plain file drgn seeks in."""
+
+from __future__ import annotations
+
+import struct
+from pathlib import Path
+
+from testbed.vm.dump import FLATTENED, reassemble
+
+
+def test_a_flattened_dump_is_reassembled(tmp_path: Path) -> None:
+    header = FLATTENED.ljust(16, b"\0") + struct.pack(">qq", 1, 4096)
+    records = [(0, b"KDUMP   hello"), (8192, b"page two"), (4096, b"block")]
+    body = b"".join(struct.pack(">qq", off, len(data)) + data for off, data in records)
+    p = tmp_path / "client.kdump"
+    p.write_bytes(header.ljust(4096, b"\0") + body + struct.pack(">qq", -1, -1))
+    reassemble(p)
+    got = p.read_bytes()
+    assert got[:13] == b"KDUMP   hello" and got[4096:4101] == b"block" and got[8192:8200] == b"page two"
+    assert len(got) == 8200
+
+
+def test_a_plain_file_is_left_alone(tmp_path: Path) -> None:
+    p = tmp_path / "client.kdump"
+    p.write_bytes(b"KDUMP   " + b"x" * 100)
+    reassemble(p)
+    assert p.read_bytes() == b"KDUMP   " + b"x" * 100
