@@ -57,8 +57,16 @@ def test_controls(results: dict[str, str]) -> None:
     # Each control is decided by its evidence: the client's QMP status, the NAS's service read-back.
     paused = cases["control-client-frozen"]
     assert paused["verdict"] == "unknown" and "client VM was paused" in paused["reasons"][-1], paused["reasons"]
-    dump = Path(json.loads(cp.stdout)["path"]) / "control-nas-frozen" / "sysrq-client.txt"
-    assert "Show Blocked State" in dump.read_text()
+    folder = Path(json.loads(cp.stdout)["path"]) / "control-nas-frozen"
+    assert "Show Blocked State" in (folder / "sysrq-client.txt").read_text()
+    # The memory dump at the stall, read with drgn (kallsyms + BTF): tasks with stacks, zones, reserves.
+    state = json.loads((folder / "forensics.json").read_text())
+    assert state["unread"] == {} and state["why"] == "stall" and state["dump"]["mb"] > 10, state["unread"]
+    blocked = [t for t in state["tasks"] if t["state"] == "D"]
+    assert blocked and all(t.get("frames") for t in blocked), blocked
+    assert {z["zone"] for z in state["memory"]["zones"]} >= {"DMA32"} and state["memory"]["memalloc_socks"] >= 1
+    shown = cli("show", str(folder), env=results).stdout
+    assert "state at the stall" in shown and "zone DMA32: free" in shown
     down = cases["control-nas-service-down"]
     assert down["verdict"] == "stalled" and "service probe" in down["reasons"][-1], down["reasons"]
     thawed = cases["control-nas-frozen-60s"]

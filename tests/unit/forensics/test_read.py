@@ -77,3 +77,17 @@ def test_show_prints_the_state() -> None:
     assert any(ln.startswith("  zone DMA32: free ") for ln in lines)
     assert "    kswapd0 (pid 43) S [PF_MEMALLOC PF_KSWAPD] (kswapd)" in lines
     assert "      __schedule < schedule < kswapd < kthread < ret_from_fork" in lines
+
+
+def test_a_recorded_stall_the_nas_frozen() -> None:
+    """controls/nas-frozen.yaml on 6.1.0-50 (TCG, 2026-12-07): the client's reclaimers wait in mempool_alloc
+    for swap writeback to a NAS that no longer answers; DMA32 below its minimum; the NFS socket is the one
+    with SOCK_MEMALLOC."""
+    f = json.loads((Path(__file__).parents[2] / "fixtures/forensics/nas-frozen-stall-6.1.json").read_text())
+    s = summary(f)
+    assert s["blocked"] == 3 and s["below_min"] == ["DMA32"] and s["unread"] == []
+    assert s["memalloc"] == ["tb-agent (1)", "kswapd0 (37)", "tb-work (146)"]
+    assert f["memory"]["memalloc_socks"] == 1
+    blocked = [t for t in f["tasks"] if t["state"] == "D"]
+    assert all("mempool_alloc" in t["frames"] and "__swap_writepage" in t["frames"] for t in blocked)
+    assert f["dump"]["format"] == "kdump-zlib" and f["why"] == "stall"
