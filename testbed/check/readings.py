@@ -171,6 +171,11 @@ def our_device(line: str, device: str | None) -> bool:
     return device is not None and named.startswith(device)
 
 
+def line(e: Event) -> str:
+    """A console finding's line."""
+    return str(e.data.get("line", ""))
+
+
 def names_process(line: str, processes: tuple[str, ...]) -> bool:
     """A console line that names one of `processes` (a name, or a prefix such as `rpc.`) as a word."""
     words = re.findall(r"[A-Za-z0-9_.:/-]+", line)

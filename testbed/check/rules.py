@@ -175,10 +175,9 @@ def io_failed(c: Case) -> Judgement | None:
     device = r.storage_device(c.events)
     during = [e for e in r.console(c.events, "swap-write-error", "swap-read-error", "io-error", "sigbus")
               if r.during(e, c.obs)]
-    line = lambda e: str(e.data.get("line", ""))  # noqa: E731
     io = [e for e in during if e.name in ("swap-write-error", "swap-read-error")  # the swap device: the case's own
-          or (e.name == "io-error" and r.our_device(line(e), device))
-          or (e.name == "sigbus" and r.names_process(line(e), c.obs.path_processes))]
+          or (e.name == "io-error" and r.our_device(r.line(e), device))
+          or (e.name == "sigbus" and r.names_process(r.line(e), c.obs.path_processes))]
     if not io and c.obs.workload_status != -7:
         return None
     why = io[0].data.get("line", "") if io else "workload killed by SIGBUS"

@@ -32,6 +32,7 @@ class FaultSpec:
     kind: str
     at_s: float  # seconds after the pressure phase starts
     duration_s: float | None  # healed after this long (omitted: never)
+    optional: bool  # the case may end before its time comes (testbed/check/completeness.py)
 
     def check_times(self, source: str, path: str) -> None:
         if self.at_s < 0:

@@ -15,6 +15,7 @@ class ClientFreezeSpec(FaultSpec):
     kind: Literal["client-freeze"]
     at_s: float
     duration_s: float | None = None
+    optional: bool = False  # the case may end before its time (else a fault that never started: unknown)
 
 
 class ClientFreeze(BaseFault):

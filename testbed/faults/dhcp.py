@@ -55,6 +55,7 @@ class DhcpSpec(FaultSpec):
     kind: Literal["dhcp"]
     at_s: float = 0
     duration_s: float | None = None
+    optional: bool = False  # the case may end before its time (else a fault that never started: unknown)
     mode: Literal["renew", "server-stop"] = "renew"
     lease_s: int = DNSMASQ_MIN_LEASE_S
     renew_s: float | None = None  # mode renew: 10 when omitted

@@ -21,6 +21,7 @@ class FragmentationSpec(FaultSpec):
     kind: Literal["fragmentation"]
     at_s: float
     duration_s: float | None = 30
+    optional: bool = False  # the case may end before its time (else a fault that never started: unknown)
     mode: Literal["mtu-change", "flood"] = "flood"
     mtu: int = 1000  # mtu-change: the client's link MTU during the fault
     rate_pps: int = 2000  # flood: incomplete fragment trains per second

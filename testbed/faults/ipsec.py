@@ -54,6 +54,7 @@ class IpsecSpec(FaultSpec):
     kind: Literal["ipsec"]
     at_s: float = 0
     duration_s: float | None = None
+    optional: bool = False  # the case may end before its time (else a fault that never started: unknown)
     mode: Literal["static", "ikev2"] = "static"
     rekey_s: float | None = 20  # replace the SAs (new SPIs and keys) this often
     trap: bool = False  # ikev2: policies before the first exchange (no clear packet; traffic waits for IKE)

@@ -100,6 +100,7 @@ class LinkSpec(FaultSpec):
     kind: Literal["link"]
     at_s: float
     duration_s: float | None = None
+    optional: bool = False  # the case may end before its time (else a fault that never started: unknown)
     mode: Literal["cut", "loss", "delay"] = "cut"
     node: str = "client"  # whose link
     loss_pct: float = 5.0

@@ -19,6 +19,7 @@ class LinkFlapSpec(FaultSpec):
     kind: Literal["link-flap"]
     at_s: float
     duration_s: float | None = None
+    optional: bool = False  # the case may end before its time (else a fault that never started: unknown)
     node: str = "client"  # whose link
     down_s: float = 2.0  # each outage
     up_s: float = 8.0  # between outages

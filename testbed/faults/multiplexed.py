@@ -17,6 +17,7 @@ class MultiplexedSpec(FaultSpec):
     kind: Literal["multiplexed"]
     at_s: float
     duration_s: float | None = None
+    optional: bool = False  # the case may end before its time (else a fault that never started: unknown)
     size_mb: int = 64  # a file copied on the same NFS mount while the client swaps
 
     def check_storage(self, storage: Storage, source: str, path: str) -> None:

@@ -20,6 +20,7 @@ class NasOutageSpec(FaultSpec):
     kind: Literal["nas-outage"]
     at_s: float
     duration_s: float | None = None
+    optional: bool = False  # the case may end before its time (else a fault that never started: unknown)
     mode: Literal["freeze", "restart-service", "service-freeze"] = "freeze"
 
     def check_nas_backend(self, nas: Traits, source: str, path: str) -> None:

@@ -34,6 +34,7 @@ class CompetingTrafficSpec(FaultSpec):
     kind: Literal["competing-traffic"]
     at_s: float
     duration_s: float | None = 30
+    optional: bool = False  # the case may end before its time (else a fault that never started: unknown)
     mode: Literal["tcp", "udp", "udp-flood"] = "udp"
     rate_mbit: float = 200.0
     parallel: int = 2

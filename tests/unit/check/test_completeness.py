@@ -180,3 +180,18 @@ def test_fio_verification_record_deleted(tmp_path: Path) -> None:
     edit_events(case, lambda e: e["name"] != "verify")
     v, reasons = verdict(case)
     assert v == "unknown" and "no verification is recorded" in incomplete(reasons)[0]
+
+
+def test_a_fault_declared_optional_may_never_start(tmp_path: Path) -> None:
+    case = copy(FAULT, tmp_path)
+    rows = [e for e in events(case) if not e["name"].startswith("nas-outage:") or e["name"] == "nas-outage:setup"]
+    rows.insert(-1, {"t": rows[-1]["t"], "kind": "fault", "name": "nas-outage:not-started", "index": 0, "at_s": 15,
+                     "reason": "the case ended 12.0 s into the pressure, before its time (15 s)"})
+    write_events(case, rows)
+    sc = yaml.safe_load((case / "scenario.yaml").read_text())
+    sc["faults"][0]["optional"] = True
+    (case / "scenario.yaml").write_text(yaml.safe_dump(sc))
+    assert verdict(case)[0] == "recovered"
+    sc["faults"][0]["optional"] = False
+    (case / "scenario.yaml").write_text(yaml.safe_dump(sc))
+    assert verdict(case)[0] == "unknown"
