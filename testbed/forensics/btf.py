@@ -28,15 +28,19 @@ class BtfType:
     size_or_type: int
     members: list[tuple[str, int, int]] = field(default_factory=list)  # (name, type id, bit offset)
     elem: tuple[int, int, int] | None = None  # ARRAY: (element type, index type, count)
+    values: dict[str, int] = field(default_factory=dict)  # ENUM: name -> value
 
 
 class Btf:
     def __init__(self, data: bytes):
         self.types = parse(data)
         self.by_name: dict[str, int] = {}
+        self.enumerators: dict[str, int] = {}
         for i, t in enumerate(self.types[1:], 1):
             if t.kind in (STRUCT, UNION) and t.name:
                 self.by_name.setdefault(t.name, i)
+            for name, value in t.values.items():
+                self.enumerators.setdefault(name, value)
 
     def resolve(self, tid: int) -> int:
         while self.types[tid].kind in QUALIFIERS:
@@ -83,6 +87,12 @@ class Btf:
             return self.sizeof_id(t.elem[0]) * t.elem[2]
         return t.size_or_type
 
+    def enum(self, name: str) -> int:
+        """An enumerator's value (SOCK_MEMALLOC, TCP_ESTABLISHED ...)."""
+        if name not in self.enumerators:
+            raise BtfError(f"no enumerator {name} in the kernel's BTF")
+        return self.enumerators[name]
+
     def sizeof(self, struct_name: str) -> int:
         if struct_name not in self.by_name:
             raise BtfError(f"no struct {struct_name} in the kernel's BTF")
@@ -116,6 +126,11 @@ def parse(data: bytes) -> list[BtfType]:
         elif kind == ARRAY:
             t.elem = struct.unpack_from("<III", types, off)
             off += 12
+        elif kind == ENUM:
+            for _ in range(vlen):
+                vname, value = struct.unpack_from("<Ii", types, off)
+                off += 8
+                t.values[name(vname)] = value
         else:
             fixed, each = _EXTRA.get(kind, (0, 0))
             off += fixed + each * vlen

@@ -4,10 +4,11 @@ the dump (testbed/forensics/btf.py), stacks unwound by drgn from the kernel's OR
 state is read by a function of its own; a part that cannot be read says why in `unread`, and the others
 are still read.
 
-Read so far: every task (state, PF_MEMALLOC* / PF_KSWAPD flags, its stack for a task not on a CPU) and
-memory (per zone free pages against min/low/high, managed pages, totalreserve_pages, swap pages, whether
-any socket has SOCK_MEMALLOC: `memalloc_socks_key`). Not yet: sockets, NIC rings, protocol queues, the
-gfp_mask of a failing allocation (they need struct walks per protocol, or DWARF)."""
+Read so far: every task (state, PF_MEMALLOC* / PF_KSWAPD flags, its stack for a task not on a CPU),
+memory (per zone free pages against min/low/high, managed pages, totalreserve_pages, swap pages, the
+count of sockets with SOCK_MEMALLOC: `memalloc_socks_key`) and every connected TCP socket (SOCK_MEMALLOC,
+receive and send memory against the buffers, drops). Not yet: NIC rings, protocol queues, the gfp_mask of
+a failing allocation."""
 
 from __future__ import annotations
 
@@ -56,8 +57,9 @@ class Dump:
     """An opened dump: drgn's Program with kallsyms and the kernel's address range, and its BTF."""
 
     def __init__(self, path: Path):
+        # drgn only where a dump is read: a host without it keeps its dumps unread (read_dump says so)
         import drgn
-        from drgn.helpers.linux.kallsyms import load_vmlinux_kallsyms
+        from drgn.helpers.linux.kallsyms import load_vmlinux_kallsyms  # (as drgn above)
 
         self.drgn = drgn
         platform = drgn.Platform(drgn.Architecture.X86_64,
@@ -172,13 +174,60 @@ def memory(d: Dump) -> dict[str, Any]:
             "swap_total_kb": d.u64(d.sym("total_swap_pages")) * PAGE_KB}
 
 
-PARTS = {"tasks": tasks, "memory": memory}
+TCP_STATES = {1: "ESTABLISHED", 2: "SYN_SENT", 3: "SYN_RECV", 4: "FIN_WAIT1", 5: "FIN_WAIT2", 6: "TIME_WAIT",
+              7: "CLOSE", 8: "CLOSE_WAIT", 9: "LAST_ACK", 10: "LISTEN", 11: "CLOSING", 12: "NEW_SYN_RECV"}
+MINI_SOCKS = (6, 12)  # time-wait and request socks share the hash but are no struct sock
+
+
+def ip4(addr: int) -> str:
+    return ".".join(str(b) for b in addr.to_bytes(4, "little"))
+
+
+def sockets(d: Dump) -> list[dict[str, Any]]:
+    """Every connected TCP socket (the established hash): addresses, state, SOCK_MEMALLOC, receive memory
+    against its buffer, queued send memory, drops. The storage path's (NFS, iSCSI, NBD) are among them."""
+    hashinfo = d.sym("tcp_hashinfo")
+    ehash = d.u64(hashinfo + d.off("inet_hashinfo", "ehash"))
+    buckets = d.u32(hashinfo + d.off("inet_hashinfo", "ehash_mask")) + 1
+    size = d.btf.sizeof("inet_ehash_bucket")
+    heads = bytes(d.prog.read(ehash, buckets * size))
+    node_off = d.off("sock_common", "skc_nulls_node")
+    out = []
+    for i in range(buckets):
+        node = struct.unpack_from("<Q", heads, i * size)[0]
+        while node and not node & 1 and len(out) < 10_000:  # a nulls list ends in an odd marker
+            out.append(_socket(d, node - node_off))
+            node = d.u64(node)
+    return out
+
+
+def _socket(d: Dump, sk: int) -> dict[str, Any]:
+    c = {k: d.off("sock_common", k) for k in ("skc_family", "skc_state", "skc_daddr", "skc_rcv_saddr", "skc_dport",
+                                            "skc_num")}
+    state = int(d.prog.read_u8(sk + c["skc_state"]))
+    dport = int.from_bytes(bytes(d.prog.read(sk + c["skc_dport"], 2)), "big")
+    s: dict[str, Any] = {"local": f"{ip4(d.u32(sk + c['skc_rcv_saddr']))}:{int(d.prog.read_u16(sk + c['skc_num']))}",
+                         "remote": f"{ip4(d.u32(sk + c['skc_daddr']))}:{dport}",
+                         "state": TCP_STATES.get(state, str(state))}
+    if state in MINI_SOCKS:
+        return s
+    flags = d.u64(sk + d.off("sock_common", "skc_flags"))  # sk_flags is a define for it
+    s.update(memalloc=bool(flags >> d.btf.enum("SOCK_MEMALLOC") & 1),
+             rmem_alloc=d.u32(sk + d.off("sock", "sk_backlog.rmem_alloc")),
+             rcvbuf=d.u32(sk + d.off("sock", "sk_rcvbuf")),
+             wmem_queued=d.u32(sk + d.off("sock", "sk_wmem_queued")),
+             sndbuf=d.u32(sk + d.off("sock", "sk_sndbuf")),
+             drops=d.u32(sk + d.off("sock", "sk_drops")))
+    return s
+
+
+PARTS = {"tasks": tasks, "memory": memory, "sockets": sockets}
 
 
 def read_dump(path: Path, release_expected: str | None = None) -> dict[str, Any]:
     """forensics.json's content: what each part read, and what could not be read and why."""
     try:
-        import drgn  # noqa: F401
+        import drgn  # noqa: F401  # is it installed? (a dependency, but a host may lack its wheel)
     except ImportError:
         return {"format": FORMAT, "unread": {"all": "drgn is not installed (pip install drgn): the dump is kept, unread"}}
     try:
@@ -209,4 +258,5 @@ def summary(got: dict[str, Any]) -> dict[str, Any]:
                            "unread": sorted(got.get("unread") or {})}
     zones = (got.get("memory") or {}).get("zones") or []
     out["below_min"] = [z["zone"] for z in zones if z["free_kb"] < z["min_kb"]]
+    out["memalloc_sockets"] = [f"{s['local']}>{s['remote']}" for s in got.get("sockets") or [] if s.get("memalloc")]
     return out

@@ -19,6 +19,13 @@ def state_lines(f: dict[str, Any]) -> list[str]:
     if mem:
         out.append(f"  reserves: totalreserve {mem.get('totalreserve_kb')} kB; sockets with SOCK_MEMALLOC: "
                    f"{mem.get('memalloc_socks')}; swap free {mem.get('swap_free_kb')} of {mem.get('swap_total_kb')} kB")
+    for s in f.get("sockets") or []:
+        if "memalloc" not in s:
+            out.append(f"  socket {s['local']} > {s['remote']} {s['state']}")
+            continue
+        out.append(f"  socket {s['local']} > {s['remote']} {s['state']}{' SOCK_MEMALLOC' if s['memalloc'] else ''}: "
+                   f"receive {s['rmem_alloc']} of {s['rcvbuf']} B, send queued {s['wmem_queued']} of {s['sndbuf']} B, "
+                   f"drops {s['drops']}")
     tasks = f.get("tasks") or []
     if tasks:
         blocked = [t for t in tasks if t.get("state") == "D"]

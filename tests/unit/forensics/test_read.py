@@ -55,7 +55,8 @@ def test_task_states_and_flags() -> None:
 def test_a_recorded_idle_guest() -> None:
     assert IDLE["release"] == "6.1.0-50-amd64" and IDLE["unread"] == {}
     s = summary(IDLE)
-    assert s == {"tasks": 56, "blocked": 0, "memalloc": ["kswapd0 (43)"], "unread": [], "below_min": []}
+    assert s == {"tasks": 56, "blocked": 0, "memalloc": ["kswapd0 (43)"], "unread": [], "below_min": [],
+                 "memalloc_sockets": []}
     kswapd = next(t for t in IDLE["tasks"] if t["name"] == "kswapd0")
     assert kswapd["classes"] == ["kswapd"] and kswapd["frames"][:3] == ["__schedule", "schedule", "kswapd"]
     on_cpu = [t for t in IDLE["tasks"] if t["on_cpu"]]
@@ -91,3 +92,11 @@ def test_a_recorded_stall_the_nas_frozen() -> None:
     blocked = [t for t in f["tasks"] if t["state"] == "D"]
     assert all("mempool_alloc" in t["frames"] and "__swap_writepage" in t["frames"] for t in blocked)
     assert f["dump"]["format"] == "kdump-zlib" and f["why"] == "stall"
+
+
+def test_the_storage_socket_of_the_recorded_stall() -> None:
+    f = json.loads((Path(__file__).parents[2] / "fixtures/forensics/nas-frozen-stall-6.1.json").read_text())
+    (nfs,) = [s for s in f["sockets"] if s["remote"].endswith(":2049")]
+    assert nfs["state"] == "ESTABLISHED" and nfs["memalloc"] is True  # swap over NFS: the socket is a memalloc one
+    assert nfs["wmem_queued"] > nfs["sndbuf"]  # its send queue full: the NAS frozen takes nothing
+    assert summary(f)["memalloc_sockets"] == [f"{nfs['local']}>{nfs['remote']}"]
