@@ -35,6 +35,36 @@ class Unreadable(Exception):
     pass
 
 
+def cpu_registers(path: Path) -> dict[int, bytes]:
+    """Each CPU's registers at the dump (pt_regs bytes by CPU number), from the NT_PRSTATUS notes of a plain
+    kdump-compressed file (QEMU numbers them by CPU + 1 in pr_pid). Empty when the file has none."""
+    out: dict[int, bytes] = {}
+    with open(path, "rb") as f:
+        head = f.read(4096)
+        if head[:8] != b"KDUMP   ":
+            return out
+        block_size = struct.unpack_from("<i", head, 428)[0]  # struct disk_dump_header
+        f.seek(block_size)
+        sub = f.read(64)  # struct kdump_sub_header (header_version >= 4 has the notes)
+        offset_note, size_note = struct.unpack_from("<QQ", sub, 48)
+        if not offset_note or not size_note:
+            return out
+        f.seek(offset_note)
+        notes = f.read(size_note)
+    off = 0
+    while off + 12 <= len(notes):
+        namesz, descsz, kind = struct.unpack_from("<III", notes, off)
+        off += 12
+        name = notes[off:off + namesz].rstrip(b"\0")
+        off += (namesz + 3) & ~3
+        desc = notes[off:off + descsz]
+        off += (descsz + 3) & ~3
+        if name == b"CORE" and kind == 1 and len(desc) >= 112 + PT_REGS_SIZE:  # NT_PRSTATUS
+            pid = struct.unpack_from("<i", desc, 32)[0]
+            out[pid - 1] = desc[112:112 + PT_REGS_SIZE]  # elf_gregset_t begins with pt_regs' layout
+    return out
+
+
 def state_letter(state: int, exit_state: int = 0) -> str:
     """/proc's letter for a task's __state and exit_state (fs/proc/array.c task_state_array)."""
     if exit_state & 0x10:
@@ -76,6 +106,10 @@ class Dump:
             raise Unreadable(f"{type(e).__name__}: {e} (kallsyms in VMCOREINFO need a kernel >= 6.0; "
                              "struct layouts need CONFIG_DEBUG_INFO_BTF)") from None
         self.pt_regs = self.prog.struct_type("pt_regs", PT_REGS_SIZE, [])
+        try:
+            self.cpus = cpu_registers(path)
+        except (OSError, struct.error):
+            self.cpus = {}
 
     def sym(self, name: str) -> int:
         return int(self.prog.symbol(name).address)
@@ -98,7 +132,10 @@ class Dump:
         regs = [0] * 21  # pt_regs: r15 r14 r13 r12 bp bx r11..r8 ax cx dx si di orig_ax ip cs flags sp ss
         regs[0:6] = [r15, r14, r13, r12, bp, bx]
         regs[16], regs[19] = ret, sp + 56
-        trace = self.prog.stack_trace(self.drgn.Object.from_bytes_(self.prog, self.pt_regs, struct.pack("<21Q", *regs)))
+        return self.unwind(struct.pack("<21Q", *regs))
+
+    def unwind(self, regs: bytes) -> list[str]:
+        trace = self.prog.stack_trace(self.drgn.Object.from_bytes_(self.prog, self.pt_regs, regs))
         return [f.name or f"{f.pc:#x}" for f in trace]
 
 
@@ -109,7 +146,7 @@ def release(d: Dump) -> str:
 def tasks(d: Dump) -> list[dict[str, Any]]:
     """Every task: pid, name, state letter, PF_* flags, whether on a CPU, and its stack when it is not."""
     o = {k: d.off("task_struct", k) for k in ("tasks", "pid", "comm", "__state", "exit_state", "flags", "on_cpu",
-                                              "thread.sp", "thread_group")}
+                                              "thread.sp", "thread_group", "thread_info.cpu")}
     init = d.sym("init_task")
     leaders, node = [init], d.u64(init + o["tasks"])
     while node != init + o["tasks"] and len(leaders) < 100_000:
@@ -123,6 +160,18 @@ def tasks(d: Dump) -> list[dict[str, Any]]:
             node = d.u64(node)
         for t in group:
             out.append(_task(d, t, o))
+    # A CPU whose current task is not on the task list (the idle tasks of CPUs but the first): its stack still
+    seen = {t.get("cpu") for t in out}
+    for cpu, regs in sorted(d.cpus.items()):
+        if cpu not in seen:
+            try:
+                frames = d.unwind(regs)
+            except Exception as e:  # said, as for a task
+                out.append({"pid": None, "name": f"cpu{cpu}", "cpu": cpu, "on_cpu": True, "state": "R", "flags": [],
+                            "stack_unread": f"{type(e).__name__}: {e}"})
+                continue
+            out.append({"pid": None, "name": f"cpu{cpu}", "cpu": cpu, "on_cpu": True, "state": "R", "flags": [],
+                        "frames": frames, "note": "the CPU's current task is not on the task list (an idle task)"})
     return out
 
 
@@ -131,11 +180,14 @@ def _task(d: Dump, t: int, o: dict[str, int]) -> dict[str, Any]:
     task: dict[str, Any] = {"pid": d.u32(t + o["pid"]), "name": d.cstr(t + o["comm"], 16),
                             "state": state_letter(d.u32(t + o["__state"]), d.u32(t + o["exit_state"])),
                             "flags": flag_names(flags), "on_cpu": bool(d.u32(t + o["on_cpu"]))}
-    if task["on_cpu"]:
-        task["stack_unread"] = "running on a CPU: its stack is in the CPU's registers (not read yet)"
-        return task
-    try:
-        task["frames"] = d.stack(d.u64(t + o["thread.sp"]))
+    cpu = d.u32(t + o["thread_info.cpu"]) if task["on_cpu"] else None
+    if cpu is not None:
+        task["cpu"] = cpu
+        if cpu not in d.cpus:
+            task["stack_unread"] = f"running on CPU {cpu}, whose registers the dump does not hold"
+            return task
+    try:  # a task on a CPU unwinds from the CPU's registers, one switched out from its saved frame
+        task["frames"] = d.unwind(d.cpus[cpu]) if cpu is not None else d.stack(d.u64(t + o["thread.sp"]))
     except Exception as e:  # one task's stack unreadable: said, the others read
         task["stack_unread"] = f"{type(e).__name__}: {e}"
         return task
@@ -253,7 +305,7 @@ def read_dump(path: Path, release_expected: str | None = None) -> dict[str, Any]
 def summary(got: dict[str, Any]) -> dict[str, Any]:
     """A few numbers for the case's history."""
     ts = got.get("tasks") or []
-    out: dict[str, Any] = {"tasks": len(ts), "blocked": sum(1 for t in ts if t.get("state") == "D"),
+    out: dict[str, Any] = {"tasks": sum(1 for t in ts if t.get("pid") is not None), "blocked": sum(1 for t in ts if t.get("state") == "D"),
                            "memalloc": [f"{t['name']} ({t['pid']})" for t in ts if "PF_MEMALLOC" in t.get("flags", [])],
                            "unread": sorted(got.get("unread") or {})}
     zones = (got.get("memory") or {}).get("zones") or []

@@ -59,8 +59,8 @@ def test_a_recorded_idle_guest() -> None:
                  "memalloc_sockets": []}
     kswapd = next(t for t in IDLE["tasks"] if t["name"] == "kswapd0")
     assert kswapd["classes"] == ["kswapd"] and kswapd["frames"][:3] == ["__schedule", "schedule", "kswapd"]
-    on_cpu = [t for t in IDLE["tasks"] if t["on_cpu"]]
-    assert on_cpu and all("stack_unread" in t for t in on_cpu)
+    on_cpu = {t["cpu"]: t for t in IDLE["tasks"] if t["on_cpu"]}  # unwound from the CPUs' registers in the dump
+    assert set(on_cpu) == {0, 1} and all("do_idle" in t["frames"] for t in on_cpu.values())
     zones = {z["zone"]: z for z in IDLE["memory"]["zones"]}
     assert set(zones) == {"DMA", "DMA32"} and zones["DMA32"]["min_kb"] == 1628 and IDLE["memory"]["memalloc_socks"] == 0
 
