@@ -16,7 +16,7 @@ import struct
 from pathlib import Path
 from typing import Any
 
-from testbed.check.evidence import BlockedTask, classify
+from testbed.check.evidence import CLONE_SUFFIX, BlockedTask, classify
 from testbed.forensics.btf import Btf, BtfError
 
 FILE = "forensics.json"
@@ -102,6 +102,9 @@ class Dump:
             kernel.address_range = (self.sym("_text"), self.sym("_end"))
             start, stop = self.sym("__start_BTF"), self.sym("__stop_BTF")
             self.btf = Btf(self.prog.read(start, stop - start))
+            self.modules = module_symbols(self)
+            if self.modules:
+                self.prog.register_symbol_finder("module-kallsyms", self._find_module_symbol, enable_index=-1)
         except (drgn.FaultError, LookupError, ValueError, BtfError, OSError) as e:
             raise Unreadable(f"{type(e).__name__}: {e} (kallsyms in VMCOREINFO need a kernel >= 6.0; "
                              "struct layouts need CONFIG_DEBUG_INFO_BTF)") from None
@@ -110,6 +113,17 @@ class Dump:
             self.cpus = cpu_registers(path)
         except (OSError, struct.error):
             self.cpus = {}
+
+    def _find_module_symbol(self, prog: Any, name: str | None, address: int | None, one: bool) -> list[Any]:
+        """drgn's symbol finder over the loaded modules' own symbol tables (testbed/forensics/read.py
+        module_symbols): frames in module code get their names."""
+        out = []
+        for sname, start, size in self.modules:
+            if (name is None or sname == name) and (address is None or start <= address < start + max(size, 1)):
+                out.append(self.drgn.Symbol(sname, start, size, self.drgn.SymbolBinding.GLOBAL, self.drgn.SymbolKind.FUNC))
+                if one:
+                    break
+        return out
 
     def sym(self, name: str) -> int:
         return int(self.prog.symbol(name).address)
@@ -137,6 +151,32 @@ class Dump:
     def unwind(self, regs: bytes) -> list[str]:
         trace = self.prog.stack_trace(self.drgn.Object.from_bytes_(self.prog, self.pt_regs, regs))
         return [f.name or f"{f.pc:#x}" for f in trace]
+
+
+def module_symbols(d: Dump) -> list[tuple[str, int, int]]:
+    """(name, address, size) of every function symbol of every loaded module, from each module's own
+    kallsyms (struct mod_kallsyms: an Elf64_Sym table and its strings). Empty when the layout is unknown."""
+    try:
+        o = {k: d.off("module", k) for k in ("list", "kallsyms")}
+        ks = {k: d.off("mod_kallsyms", k) for k in ("symtab", "num_symtab", "strtab")}
+        head = d.sym("modules")
+    except (BtfError, LookupError):
+        return []
+    out: list[tuple[str, int, int]] = []
+    node = d.u64(head)
+    while node != head and len(out) < 500_000:
+        mod = node - o["list"]
+        kallsyms = d.u64(mod + o["kallsyms"])
+        if kallsyms:
+            symtab, count, strtab = (d.u64(kallsyms + ks["symtab"]), d.u32(kallsyms + ks["num_symtab"]),
+                                     d.u64(kallsyms + ks["strtab"]))
+            table = bytes(d.prog.read(symtab, 24 * count)) if count else b""
+            for i in range(count):  # Elf64_Sym: name, info, other, shndx, value, size
+                st_name, st_info, _other, shndx, value, size = struct.unpack_from("<IBBHQQ", table, 24 * i)
+                if st_info & 0xF == 2 and value and shndx:  # STT_FUNC, defined
+                    out.append((d.cstr(strtab + st_name, 128), value, size))
+        node = d.u64(node)
+    return out
 
 
 def release(d: Dump) -> str:
@@ -191,7 +231,8 @@ def _task(d: Dump, t: int, o: dict[str, int]) -> dict[str, Any]:
     except Exception as e:  # one task's stack unreadable: said, the others read
         task["stack_unread"] = f"{type(e).__name__}: {e}"
         return task
-    task["classes"] = list(classify(BlockedTask(task["name"], task["pid"], task["state"], frames=tuple(task["frames"]))))
+    frames = tuple(CLONE_SUFFIX.sub("", f) for f in task["frames"])  # the classes match functions, not clones
+    task["classes"] = list(classify(BlockedTask(task["name"], task["pid"], task["state"], frames=frames)))
     return task
 
 

@@ -100,3 +100,10 @@ def test_the_storage_socket_of_the_recorded_stall() -> None:
     assert nfs["state"] == "ESTABLISHED" and nfs["memalloc"] is True  # swap over NFS: the socket is a memalloc one
     assert nfs["wmem_queued"] > nfs["sndbuf"]  # its send queue full: the NAS frozen takes nothing
     assert summary(f)["memalloc_sockets"] == [f"{nfs['local']}>{nfs['remote']}"]
+
+
+def test_frames_in_module_code_are_named_from_the_modules_own_symbols() -> None:
+    f = json.loads((Path(__file__).parents[2] / "fixtures/forensics/nas-frozen-stall-6.1.json").read_text())
+    agent = next(t for t in f["tasks"] if t["name"] == "tb-agent")
+    assert agent["frames"][-1] == "alloc_buf.constprop.0"  # virtio_console's: where unwinding without its ORC ends
+    assert "direct-reclaim" in agent["classes"]  # __alloc_pages_slowpath.constprop.0 is classified as the function
