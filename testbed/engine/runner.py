@@ -489,8 +489,8 @@ class Case:
         if dump.exists():  # from a stall that was withdrawn: kept under its time, never read as this one
             dump.rename(dump.with_name(f"sysrq-client-withdrawn-{int(taken)}.txt"))
         sysrq_dump(self.client, "wm", dump, self.history)
-        if self.sc.evidence.dump != "never":
-            self._memory_dump("stall" if self.obs.ended_by == "stall" else "no-answer")
+        state = self._memory_dump("stall" if self.obs.ended_by == "stall" else "no-answer") \
+            if self.sc.evidence.dump != "never" else None
         at_stall = helpers.states(self.client, self.sc.path_processes())
         self.history.add("fact", "path-helpers-at-stall", helpers=at_stall)
         text = dump.read_text() if dump.exists() else ""
@@ -498,6 +498,12 @@ class Case:
         self.obs.facts = facts
         if "Show Blocked State" not in text:  # sysrq w never printed: there is no evidence, not an empty one
             self.history.add("evidence", "no-dump", reason="sysrq w printed nothing on the console")
+            ev_dumped = forensics.evidence_of(state, round(taken, 3)) if state else None
+            if ev_dumped is not None and ev_dumped.blocked:  # the memory dump still shows who waits where
+                self.dir.write_json(casefile.EVIDENCE, {"evidence": ev_dumped.to_dict(), "facts": facts.to_dict(),
+                                                        "telemetry": "not read (from the memory dump)"})
+                self.obs.evidence = ev_dumped
+                self.history.add("evidence", "blocked-from-memory-dump", tasks=len(ev_dumped.blocked))
             return
         zoneinfo = (self.dir.path / ZONEINFO).read_text() if (self.dir.path / ZONEINFO).exists() else None
         ev = read_evidence(text, taken_t=round(taken, 3), sources=(casefile.SYSRQ, ZONEINFO), zoneinfo=zoneinfo)
@@ -506,9 +512,10 @@ class Case:
                                                 "telemetry": tel or "stale (the agent stopped answering)"})
         self.obs.evidence = ev
 
-    def _memory_dump(self, why: str) -> None:
+    def _memory_dump(self, why: str) -> dict[str, Any] | None:
         """The client's memory, from the host (testbed/vm/dump.py), read into forensics.json where drgn is
-        installed (testbed/forensics). A dump or a reading that fails is recorded, never a verdict change."""
+        installed (testbed/forensics); what was read, or None. A dump or a reading that fails is recorded,
+        never a verdict change."""
         assert self.client
         self.phase("evidence", f"memory dump ({why})")
         d = guest_dump.take(self.client.qmp, guest_dump.dumps_dir(self.tag, self.case_id) / f"client-{why}.kdump")
@@ -519,6 +526,8 @@ class Case:
             got = forensics.read_dump(d.path, self.facts.get("kernel_source", {}).get("running"))
             self.dir.write_json(forensics.FILE, {**got, "dump": d.record(), "why": why})
             self.history.add("evidence", "forensics", why=why, **forensics.summary(got))
+            return got
+        return None
 
     def _counters(self, when: str) -> None:
         """The protocol's own counters; a stuck client may not answer, which is recorded, not fatal."""

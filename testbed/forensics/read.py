@@ -16,7 +16,7 @@ import struct
 from pathlib import Path
 from typing import Any
 
-from testbed.check.evidence import CLONE_SUFFIX, BlockedTask, classify
+from testbed.check.evidence import CLONE_SUFFIX, BlockedTask, Evidence, classify
 from testbed.forensics.btf import Btf, BtfError
 
 FILE = "forensics.json"
@@ -341,6 +341,18 @@ def read_dump(path: Path, release_expected: str | None = None) -> dict[str, Any]
         except Exception as e:  # a part that fails is said; the others are still read
             out["unread"][name] = f"{type(e).__name__}: {e}"
     return out
+
+
+def evidence_of(got: dict[str, Any], taken_t: float | None = None) -> Evidence | None:
+    """The blocked tasks a dump shows, as the checker's evidence: where the sysrq dump printed nothing, the
+    memory dump still tells who waits where. None when no task was read."""
+    ts = got.get("tasks")
+    if not ts:
+        return None
+    blocked = tuple(BlockedTask(t["name"], int(t["pid"]), "D", frames=tuple(CLONE_SUFFIX.sub("", f) for f in t["frames"]))
+                    for t in ts if t.get("state") == "D" and t.get("frames") and t.get("pid") is not None)
+    return Evidence(blocked=tuple(BlockedTask.from_dict(b.to_dict()) for b in blocked), taken_t=taken_t,
+                    sources=(FILE,))
 
 
 def summary(got: dict[str, Any]) -> dict[str, Any]:

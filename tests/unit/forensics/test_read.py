@@ -107,3 +107,15 @@ def test_frames_in_module_code_are_named_from_the_modules_own_symbols() -> None:
     agent = next(t for t in f["tasks"] if t["name"] == "tb-agent")
     assert agent["frames"][-1] == "alloc_buf.constprop.0"  # virtio_console's: where unwinding without its ORC ends
     assert "direct-reclaim" in agent["classes"]  # __alloc_pages_slowpath.constprop.0 is classified as the function
+
+
+def test_the_dumps_blocked_tasks_as_the_checkers_evidence() -> None:
+    """Where sysrq w printed nothing, the memory dump's blocked tasks are the evidence (recorded stall)."""
+    from testbed.forensics import evidence_of
+
+    f = json.loads((Path(__file__).parents[2] / "fixtures/forensics/nas-frozen-stall-6.1.json").read_text())
+    ev = evidence_of(f, 185.8)
+    assert ev is not None and [t.name for t in ev.blocked] == ["tb-agent", "kswapd0", "tb-work"]
+    assert [t.name for t in ev.on_path] == ["kswapd0", "tb-work"]  # the agent never decides
+    assert ev.sources == ("forensics.json",) and "mempool-wait" in ev.blocked[2].classes
+    assert evidence_of({"tasks": []}) is None
