@@ -5,10 +5,16 @@ from __future__ import annotations
 import argparse
 
 from testbed.host.leftovers import clean_leftovers
+from testbed.vm import dump
 
 
 def cmd_clean(args: argparse.Namespace) -> int:
     done = clean_leftovers(dry_run=args.dry_run)
+    if args.dumps:
+        kept = dump.cached()
+        done += [f"memory dumps {f} ({dump.size_mb(f):.0f} MB)" for f in kept]
+        if not args.dry_run:
+            dump.prune(0)
     verb = "would remove" if args.dry_run else "removed"
     for d in done:
         print(f"{verb} {d}")
@@ -20,4 +26,5 @@ def cmd_clean(args: argparse.Namespace) -> int:
 def add_parser(sub: argparse._SubParsersAction) -> None:
     c = sub.add_parser("clean", help="remove leftovers of earlier runs (ours only, found by tag)")
     c.add_argument("--dry-run", action="store_true")
+    c.add_argument("--dumps", action="store_true", help="also remove the kept memory dumps (docs/forensics.md)")
     c.set_defaults(func=cmd_clean)

@@ -520,6 +520,9 @@ class Case:
         self.phase("evidence", f"memory dump ({why})")
         d = guest_dump.take(self.client.qmp, guest_dump.dumps_dir(self.tag, self.case_id) / f"client-{why}.kdump")
         self.history.add("evidence", "memory-dump", vm="client", why=why, **d.record())
+        gone = guest_dump.prune(keep=d.path.parent if d.path else None)
+        if gone:  # the cache is bounded: the oldest cases' dumps went
+            self.history.add("evidence", "memory-dumps-pruned", removed=gone)
         self.dumps.append(d)
         if d.path is not None:
             self.phase("evidence", "reading the dump (drgn)")

@@ -17,6 +17,7 @@ from testbed.host.paths import cache_dir
 from testbed.vm.qmp import Qmp
 
 FORMAT = "kdump-zlib"
+KEEP_MB = 4096  # the dump cache's bound: the oldest cases' dumps go first (testbed clean --dumps: all)
 
 
 @dataclass(frozen=True)
@@ -36,6 +37,38 @@ class Dump:
 def dumps_dir(tag: str, case_id: str) -> Path:
     """Where a case's dumps are kept: in the cache, by run tag and case id (hundreds of MB: never in results/)."""
     return cache_dir() / "dumps" / tag / case_id
+
+
+def cached() -> list[Path]:
+    """Every case folder of kept dumps, oldest first."""
+    root = cache_dir() / "dumps"
+    folders = [c for t in root.iterdir() if t.is_dir() for c in t.iterdir() if c.is_dir()] if root.exists() else []
+    return sorted(folders, key=lambda p: p.stat().st_mtime)
+
+
+def size_mb(folder: Path) -> float:
+    return sum(f.stat().st_size for f in folder.iterdir() if f.is_file()) / 2**20
+
+
+def prune(keep_mb: float = KEEP_MB, keep: Path | None = None) -> list[str]:
+    """Remove the oldest cases' dumps until the cache holds at most `keep_mb` (never `keep`'s); what went."""
+    folders = cached()
+    total = sum(size_mb(f) for f in folders)
+    gone = []
+    for f in folders:
+        if total <= keep_mb:
+            break
+        if keep is not None and f == keep:
+            continue
+        mb = size_mb(f)
+        for x in f.iterdir():
+            x.unlink()
+        f.rmdir()
+        if not any(f.parent.iterdir()):
+            f.parent.rmdir()
+        total -= mb
+        gone.append(f"{f} ({mb:.0f} MB)")
+    return gone
 
 
 def take(qmp: Qmp, dest: Path, timeout: float = 300) -> Dump:

@@ -25,3 +25,21 @@ def test_a_plain_file_is_left_alone(tmp_path: Path) -> None:
     p.write_bytes(b"KDUMP   " + b"x" * 100)
     reassemble(p)
     assert p.read_bytes() == b"KDUMP   " + b"x" * 100
+
+
+def test_the_dump_cache_is_bounded_oldest_first(tmp_path: Path, monkeypatch) -> None:
+    import os
+
+    from testbed.vm import dump
+
+    monkeypatch.setenv("TESTBED_CACHE", str(tmp_path))
+    for i, case in enumerate(("a", "b", "c")):
+        d = dump.dumps_dir("tb000001", case)
+        d.mkdir(parents=True)
+        (d / "client-stall.kdump").write_bytes(b"x" * 2**20)
+        os.utime(d, (1000 + i, 1000 + i))
+    assert [p.name for p in dump.cached()] == ["a", "b", "c"]
+    gone = dump.prune(2.5, keep=dump.dumps_dir("tb000001", "a"))
+    assert [g.split("/")[-1] for g in gone] == ["b (1 MB)"] and [p.name for p in dump.cached()] == ["a", "c"]
+    dump.prune(0)
+    assert dump.cached() == [] and not (tmp_path / "dumps" / "tb000001").exists()
