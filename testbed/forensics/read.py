@@ -285,7 +285,7 @@ def sockets(d: Dump) -> list[dict[str, Any]]:
     size = d.btf.sizeof("inet_ehash_bucket")
     heads = bytes(d.prog.read(ehash, buckets * size))
     node_off = d.off("sock_common", "skc_nulls_node")
-    out = []
+    out: list[dict[str, Any]] = []
     for i in range(buckets):
         node = struct.unpack_from("<Q", heads, i * size)[0]
         while node and not node & 1 and len(out) < 10_000:  # a nulls list ends in an odd marker
