@@ -32,11 +32,17 @@ class BtfType:
 
 
 class Btf:
-    def __init__(self, data: bytes):
-        self.types = parse(data)
+    def __init__(self, data: bytes, base: Btf | None = None):
+        """The kernel's BTF, or with `base` a module's split BTF on top of it (its type ids continue the
+        kernel's, and its string offsets the kernel's string section): a module's own structs first."""
+        own, strings = parse(data, base.strings if base else b"")
+        self.strings = (base.strings if base else b"") + strings
+        self.types = (base.types if base else [BtfType("void", 0, 0)]) + own
         self.by_name: dict[str, int] = {}
         self.enumerators: dict[str, int] = {}
-        for i, t in enumerate(self.types[1:], 1):
+        first = len(self.types) - len(own)
+        for i in [*range(first, len(self.types)), *range(1, first)]:
+            t = self.types[i]
             if t.kind in (STRUCT, UNION) and t.name:
                 self.by_name.setdefault(t.name, i)
             for name, value in t.values.items():
@@ -99,7 +105,9 @@ class Btf:
         return self.types[self.by_name[struct_name]].size_or_type
 
 
-def parse(data: bytes) -> list[BtfType]:
+def parse(data: bytes, base_strings: bytes = b"") -> tuple[list[BtfType], bytes]:
+    """The types of a BTF blob (without the void type 0) and its string section. A split blob's string
+    offsets below len(base_strings) name the base's strings."""
     if len(data) < 24:
         raise BtfError("no BTF (section too small)")
     magic, _version, _flags, hdr_len, type_off, type_len, str_off, str_len = struct.unpack_from("<HBBIIIII", data, 0)
@@ -109,9 +117,11 @@ def parse(data: bytes) -> list[BtfType]:
     strs = data[hdr_len + str_off: hdr_len + str_off + str_len]
 
     def name(off: int) -> str:
-        return strs[off:strs.index(b"\0", off)].decode(errors="replace")
+        table = base_strings if off < len(base_strings) else strs
+        off -= 0 if off < len(base_strings) else len(base_strings)
+        return table[off:table.index(b"\0", off)].decode(errors="replace")
 
-    out: list[BtfType] = [BtfType("void", 0, 0)]
+    out: list[BtfType] = []
     off = 0
     while off < len(types):
         name_off, info, size_or_type = struct.unpack_from("<III", types, off)
@@ -135,4 +145,4 @@ def parse(data: bytes) -> list[BtfType]:
             fixed, each = _EXTRA.get(kind, (0, 0))
             off += fixed + each * vlen
         out.append(t)
-    return out
+    return out, strs

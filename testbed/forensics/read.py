@@ -6,9 +6,10 @@ are still read.
 
 Read so far: every task (state, PF_MEMALLOC* / PF_KSWAPD flags, its stack for a task not on a CPU),
 memory (per zone free pages against min/low/high, managed pages, totalreserve_pages, swap pages, the
-count of sockets with SOCK_MEMALLOC: `memalloc_socks_key`) and every connected TCP socket (SOCK_MEMALLOC,
-receive and send memory against the buffers, drops). Not yet: NIC rings, protocol queues, the gfp_mask of
-a failing allocation."""
+count of sockets with SOCK_MEMALLOC: `memalloc_socks_key`), every connected TCP socket (SOCK_MEMALLOC,
+receive and send memory against the buffers, drops) and every network device (virtio_net's receive rings:
+free descriptors against the ring size, the refill work pending; its layouts from the module's own BTF).
+Not yet: protocol queues, the gfp_mask of a failing allocation."""
 
 from __future__ import annotations
 
@@ -102,7 +103,10 @@ class Dump:
             kernel.address_range = (self.sym("_text"), self.sym("_end"))
             start, stop = self.sym("__start_BTF"), self.sym("__stop_BTF")
             self.btf = Btf(self.prog.read(start, stop - start))
-            self.modules = module_symbols(self)
+            symbols = module_symbols(self)
+            self.modules = [(n, a, s) for n, a, s, func in symbols if func]
+            self.module_objects = [(n, a, s) for n, a, s, func in symbols if not func]
+            self._module_btf: dict[str, Btf] = {}
             if self.modules:
                 self.prog.register_symbol_finder("module-kallsyms", self._find_module_symbol, enable_index=-1)
         except (drgn.FaultError, LookupError, ValueError, BtfError, OSError) as e:
@@ -124,6 +128,33 @@ class Dump:
                 if one:
                     break
         return out
+
+    def module_btf(self, module: str) -> Btf:
+        """A loaded module's types (its split BTF, as the kernel parsed it at load: `btf_modules`)."""
+        if module not in self._module_btf:
+            o = {k: self.off("btf_module", k) for k in ("list", "module", "btf")}
+            data_off, size_off = self.off("btf", "data"), self.off("btf", "data_size")
+            name_off = self.off("module", "name")
+            head = self.sym("btf_modules")
+            node = self.u64(head)
+            while node != head:
+                entry = node - o["list"]
+                if self.cstr(self.u64(entry + o["module"]) + name_off, 56) == module:
+                    btf = self.u64(entry + o["btf"])
+                    blob = bytes(self.prog.read(self.u64(btf + data_off), self.u32(btf + size_off)))
+                    self._module_btf[module] = Btf(blob, base=self.btf)
+                    break
+                node = self.u64(node)
+            else:
+                raise BtfError(f"no BTF for module {module} (not loaded, or built without BTF)")
+        return self._module_btf[module]
+
+    def module_object(self, name: str) -> int:
+        """A module's data object's address (its kallsyms), e.g. virtio_net's `virtnet_netdev`."""
+        for sname, start, _size in self.module_objects:
+            if sname == name:
+                return start
+        raise LookupError(f"no module object {name}")
 
     def sym(self, name: str) -> int:
         return int(self.prog.symbol(name).address)
@@ -153,16 +184,17 @@ class Dump:
         return [f.name or f"{f.pc:#x}" for f in trace]
 
 
-def module_symbols(d: Dump) -> list[tuple[str, int, int]]:
-    """(name, address, size) of every function symbol of every loaded module, from each module's own
-    kallsyms (struct mod_kallsyms: an Elf64_Sym table and its strings). Empty when the layout is unknown."""
+def module_symbols(d: Dump) -> list[tuple[str, int, int, bool]]:
+    """(name, address, size, is a function) of every function and data symbol of every loaded module, from
+    each module's own kallsyms (struct mod_kallsyms: an Elf64_Sym table and its strings). Empty when the
+    layout is unknown."""
     try:
         o = {k: d.off("module", k) for k in ("list", "kallsyms")}
         ks = {k: d.off("mod_kallsyms", k) for k in ("symtab", "num_symtab", "strtab")}
         head = d.sym("modules")
     except (BtfError, LookupError):
         return []
-    out: list[tuple[str, int, int]] = []
+    out: list[tuple[str, int, int, bool]] = []
     node = d.u64(head)
     while node != head and len(out) < 500_000:
         mod = node - o["list"]
@@ -173,8 +205,8 @@ def module_symbols(d: Dump) -> list[tuple[str, int, int]]:
             table = bytes(d.prog.read(symtab, 24 * count)) if count else b""
             for i in range(count):  # Elf64_Sym: name, info, other, shndx, value, size
                 st_name, st_info, _other, shndx, value, size = struct.unpack_from("<IBBHQQ", table, 24 * i)
-                if st_info & 0xF == 2 and value and shndx:  # STT_FUNC, defined
-                    out.append((d.cstr(strtab + st_name, 128), value, size))
+                if st_info & 0xF in (1, 2) and value and shndx:  # STT_OBJECT, STT_FUNC; defined
+                    out.append((d.cstr(strtab + st_name, 128), value, size, st_info & 0xF == 2))
         node = d.u64(node)
     return out
 
@@ -314,7 +346,48 @@ def _socket(d: Dump, sk: int) -> dict[str, Any]:
     return s
 
 
-PARTS = {"tasks": tasks, "memory": memory, "sockets": sockets}
+NETDEV_ALIGN = 32
+WORK_STRUCT_PENDING = 1
+
+
+def nics(d: Dump) -> list[dict[str, Any]]:
+    """Every network device of the initial namespace; for virtio_net ones, each receive queue's free
+    descriptors against its ring size, and whether the refill work is pending (the RX refill race: a ring
+    with no buffers receives nothing, and refilling it needs memory)."""
+    o = {k: d.off("net_device", k) for k in ("dev_list", "name", "netdev_ops")}
+    priv_off = (d.btf.sizeof("net_device") + NETDEV_ALIGN - 1) & ~(NETDEV_ALIGN - 1)  # netdev_priv()
+    head = d.sym("init_net") + d.off("net", "dev_base_head")
+    try:
+        virtnet_ops = d.module_object("virtnet_netdev")
+    except LookupError:
+        virtnet_ops = None
+    out, node = [], d.u64(head)
+    while node != head and len(out) < 1000:
+        dev = node - o["dev_list"]
+        nic: dict[str, Any] = {"name": d.cstr(dev + o["name"], 16)}
+        if virtnet_ops is not None and d.u64(dev + o["netdev_ops"]) == virtnet_ops:
+            nic.update(driver="virtio_net", **_virtnet(d, dev + priv_off))
+        out.append(nic)
+        node = d.u64(node)
+    return out
+
+
+def _virtnet(d: Dump, vi: int) -> dict[str, Any]:
+    net, ring = d.module_btf("virtio_net"), d.module_btf("virtio_ring")
+    rq_size = net.sizeof("receive_queue")
+    rqs = d.u64(vi + net.offsetof("virtnet_info", "rq"))
+    pairs = int(d.prog.read_u16(vi + net.offsetof("virtnet_info", "curr_queue_pairs")))
+    num_off = ring.offsetof("vring_virtqueue", "split.vring.num")
+    rx = []
+    for i in range(pairs):
+        vq = d.u64(rqs + i * rq_size + net.offsetof("receive_queue", "vq"))
+        rx.append({"queue": i, "free": d.u32(vq + net.offsetof("virtqueue", "num_free")),
+                   "size": d.u32(vq + num_off)})  # struct vring_virtqueue begins with its struct virtqueue
+    refill = d.u64(vi + net.offsetof("virtnet_info", "refill.work.data"))
+    return {"rx": rx, "refill_pending": bool(refill & WORK_STRUCT_PENDING)}
+
+
+PARTS = {"tasks": tasks, "memory": memory, "sockets": sockets, "nics": nics}
 
 
 def read_dump(path: Path, release_expected: str | None = None) -> dict[str, Any]:
@@ -364,4 +437,6 @@ def summary(got: dict[str, Any]) -> dict[str, Any]:
     zones = (got.get("memory") or {}).get("zones") or []
     out["below_min"] = [z["zone"] for z in zones if z["free_kb"] < z["min_kb"]]
     out["memalloc_sockets"] = [f"{s['local']}>{s['remote']}" for s in got.get("sockets") or [] if s.get("memalloc")]
+    out["rx_empty"] = [f"{n['name']}/{q['queue']}" for n in got.get("nics") or [] for q in n.get("rx", [])
+                       if q["free"] == q["size"]]
     return out

@@ -19,6 +19,11 @@ def state_lines(f: dict[str, Any]) -> list[str]:
     if mem:
         out.append(f"  reserves: totalreserve {mem.get('totalreserve_kb')} kB; sockets with SOCK_MEMALLOC: "
                    f"{mem.get('memalloc_socks')}; swap free {mem.get('swap_free_kb')} of {mem.get('swap_total_kb')} kB")
+    for n in f.get("nics") or []:
+        for q in n.get("rx", []):
+            empty = " EMPTY (nothing can be received)" if q["free"] == q["size"] else ""
+            out.append(f"  {n['name']} ({n['driver']}) rx queue {q['queue']}: {q['size'] - q['free']} of {q['size']} "
+                       f"descriptors hold buffers{empty}; refill work {'pending' if n.get('refill_pending') else 'idle'}")
     for s in f.get("sockets") or []:
         if "memalloc" not in s:
             out.append(f"  socket {s['local']} > {s['remote']} {s['state']}")

@@ -66,6 +66,7 @@ def test_controls(results: dict[str, str]) -> None:
     assert blocked and all(t.get("frames") for t in blocked), blocked
     assert {z["zone"] for z in state["memory"]["zones"]} >= {"DMA32"} and state["memory"]["memalloc_socks"] >= 1
     assert [s for s in state["sockets"] if s["remote"].endswith(":2049") and s["memalloc"]], state["sockets"]
+    assert [n for n in state["nics"] if n.get("driver") == "virtio_net" and n["rx"]], state["nics"]
     shown = cli("show", str(folder), env=results).stdout
     assert "state at the stall" in shown and "zone DMA32: free" in shown
     down = cases["control-nas-service-down"]

@@ -56,7 +56,7 @@ def test_a_recorded_idle_guest() -> None:
     assert IDLE["release"] == "6.1.0-50-amd64" and IDLE["unread"] == {}
     s = summary(IDLE)
     assert s == {"tasks": 56, "blocked": 0, "memalloc": ["kswapd0 (43)"], "unread": [], "below_min": [],
-                 "memalloc_sockets": []}
+                 "memalloc_sockets": [], "rx_empty": []}
     kswapd = next(t for t in IDLE["tasks"] if t["name"] == "kswapd0")
     assert kswapd["classes"] == ["kswapd"] and kswapd["frames"][:3] == ["__schedule", "schedule", "kswapd"]
     on_cpu = {t["cpu"]: t for t in IDLE["tasks"] if t["on_cpu"]}  # unwound from the CPUs' registers in the dump
@@ -119,3 +119,33 @@ def test_the_dumps_blocked_tasks_as_the_checkers_evidence() -> None:
     assert [t.name for t in ev.on_path] == ["kswapd0", "tb-work"]  # the agent never decides
     assert ev.sources == ("forensics.json",) and "mempool-wait" in ev.blocked[2].classes
     assert evidence_of({"tasks": []}) is None
+
+
+def test_the_receive_ring_of_the_recorded_stall() -> None:
+    """virtio_net's types come from the module's split BTF: eth0's one receive queue, 256 descriptors."""
+    f = json.loads((Path(__file__).parents[2] / "fixtures/forensics/nas-frozen-stall-6.1.json").read_text())
+    eth0 = next(n for n in f["nics"] if n["name"] == "eth0")
+    assert eth0["driver"] == "virtio_net" and [q["size"] for q in eth0["rx"]] == [256]
+    assert 0 <= eth0["rx"][0]["free"] < 256 and eth0["refill_pending"] is False  # buffers posted: not the RX race
+    assert summary(f)["rx_empty"] == []
+    empty = {**f, "nics": [{**eth0, "rx": [{"queue": 0, "free": 256, "size": 256}], "refill_pending": True}]}
+    assert summary(empty)["rx_empty"] == ["eth0/0"]
+    from testbed.forensics.show import state_lines
+
+    assert any("rx queue 0: 0 of 256 descriptors hold buffers EMPTY" in ln and "refill work pending" in ln
+               for ln in state_lines(empty))
+
+
+def test_a_modules_split_btf_continues_the_kernels_ids_and_strings() -> None:
+    base = btf.Btf(blob())
+    base_len = len(base.strings)
+    strs = b"\0modstruct\0o\0"
+    own = lambda s: base_len + strs.index(s.encode() + b"\0")  # noqa: E731
+    a_name = base.strings.index(b"a\0")  # a string of the kernel's, named by its offset there
+    types = struct.pack("<III", own("modstruct"), btf.STRUCT << 24 | 2, 32)  # id 7, after the kernel's 6
+    types += struct.pack("<III", a_name, 1, 0) + struct.pack("<III", own("o"), 5, 64)  # int a; struct outer o
+    header = struct.pack("<HBBIIIII", btf.MAGIC, 1, 0, 24, 0, len(types), len(types), len(strs))
+    mod = btf.Btf(header + types + strs, base=base)
+    assert mod.by_name["modstruct"] == 7 and mod.sizeof("modstruct") == 32
+    assert mod.offsetof("modstruct", "o.c.y[1]") == 8 + 12  # through the kernel's struct outer
+    assert mod.offsetof("modstruct", "a") == 0
