@@ -526,7 +526,7 @@ class Case:
         self.dumps.append(d)
         if d.path is not None:
             self.phase("evidence", "reading the dump (drgn)")
-            got = forensics.read_dump(d.path, self.facts.get("kernel_source", {}).get("running"))
+            got = forensics.read_dump(d.path, self.facts.get("kernel_source", {}).get("running"), self.sc.storage.role)
             self.dir.write_json(forensics.FILE, {**got, "dump": d.record(), "why": why})
             self.history.add("evidence", "forensics", why=why, **forensics.summary(got))
             return got

@@ -331,7 +331,8 @@ def _socket(d: Dump, sk: int) -> dict[str, Any]:
                                             "skc_num")}
     state = int(d.prog.read_u8(sk + c["skc_state"]))
     dport = int.from_bytes(bytes(d.prog.read(sk + c["skc_dport"], 2)), "big")
-    s: dict[str, Any] = {"local": f"{ip4(d.u32(sk + c['skc_rcv_saddr']))}:{int(d.prog.read_u16(sk + c['skc_num']))}",
+    s: dict[str, Any] = {"sk": sk,
+                         "local": f"{ip4(d.u32(sk + c['skc_rcv_saddr']))}:{int(d.prog.read_u16(sk + c['skc_num']))}",
                          "remote": f"{ip4(d.u32(sk + c['skc_daddr']))}:{dport}",
                          "state": TCP_STATES.get(state, str(state))}
     if state in MINI_SOCKS:
@@ -390,7 +391,7 @@ def _virtnet(d: Dump, vi: int) -> dict[str, Any]:
 PARTS = {"tasks": tasks, "memory": memory, "sockets": sockets, "nics": nics}
 
 
-def read_dump(path: Path, release_expected: str | None = None) -> dict[str, Any]:
+def read_dump(path: Path, release_expected: str | None = None, protocol: Any = None) -> dict[str, Any]:
     """forensics.json's content: what each part read, and what could not be read and why."""
     try:
         import drgn  # noqa: F401  # is it installed? (a dependency, but a host may lack its wheel)
@@ -413,6 +414,13 @@ def read_dump(path: Path, release_expected: str | None = None) -> dict[str, Any]
             out[name] = fn(d)
         except Exception as e:  # a part that fails is said; the others are still read
             out["unread"][name] = f"{type(e).__name__}: {e}"
+    if protocol is not None:  # the protocol's own queues, read by the reader its module declares
+        try:
+            out["protocol"] = {"name": protocol.name, **protocol.read_state(d, out.get("sockets") or [])}
+        except Exception as e:
+            out["unread"]["protocol"] = f"{protocol.name}: {type(e).__name__}: {e}"
+    for s in out.get("sockets") or []:
+        s.pop("sk", None)  # an address in the guest: for the readers, not the file
     return out
 
 

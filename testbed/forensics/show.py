@@ -31,6 +31,10 @@ def state_lines(f: dict[str, Any]) -> list[str]:
         out.append(f"  socket {s['local']} > {s['remote']} {s['state']}{' SOCK_MEMALLOC' if s['memalloc'] else ''}: "
                    f"receive {s['rmem_alloc']} of {s['rcvbuf']} B, send queued {s['wmem_queued']} of {s['sndbuf']} B, "
                    f"drops {s['drops']}")
+    for x in (f.get("protocol") or {}).get("rpc_transports", []):
+        out.append(f"  RPC transport {x['socket']}: {' '.join(x['state'])}; {x['sending_queue']} tasks waiting to send, "
+                   f"{x['pending_queue']} for a reply, {x['backlog_queue']} for a slot; {x['num_reqs']} requests, "
+                   f"cwnd {x['cwnd']}{' (swap)' if x.get('swapper') else ''}")
     tasks = f.get("tasks") or []
     if tasks:
         blocked = [t for t in tasks if t.get("state") == "D"]

@@ -150,6 +150,11 @@ class Storage:
         the protocol, and what of its options makes a variant of it (NFS: the version)."""
         return self.name
 
+    def read_state(self, dump: Any, sockets: list[dict[str, Any]]) -> dict[str, Any]:
+        """The protocol's own kernel state in a memory dump (testbed/forensics: `dump` offers symbols,
+        kernel and module struct layouts and reads), given the dump's TCP sockets; {} when it reads none."""
+        return {}
+
     def for_checker(self) -> ProtocolFrames:
         return ProtocolFrames(self.name, self.storage_kind, self.frame_classes, self.stall_helpers)
 

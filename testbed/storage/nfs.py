@@ -45,6 +45,10 @@ GANESHA = ('exec 3<"$4" && mount -t tmpfs tmpfs /run && mkdir -p "$4" /run/rpcbi
 GANESHA_CONTAINED = ('mkdir -p /run/rpcbind && trap : TERM && { rpcbind -f -w & } && r=$! && '
                      'for i in $(seq 100); do [ -S /run/rpcbind.sock ] && break; sleep 0.05; done && '
                      '{ ganesha.nfsd -F -f "$1" -L "$2" -p "$3" & } && wait $!; s=$?; kill $r 2>/dev/null; wait; exit $s')
+# include/linux/sunrpc/xprt.h: rpc_xprt.state bits
+XPRT_STATE = ((0, "LOCKED"), (1, "CONNECTED"), (2, "CONNECTING"), (3, "CLOSE_WAIT"), (4, "BOUND"), (5, "BINDING"),
+              (6, "CLOSING"), (7, "OFFLINE"), (8, "REMOVE"), (9, "CONGESTED"), (10, "CWND_WAIT"), (11, "WRITE_SPACE"),
+              (12, "SND_IS_COOKIE"))
 KERNEL_SERVER, USERSPACE_SERVER = "kernel", "ganesha"  # what a NAS with a kernel of its own runs, and one without
 
 
@@ -242,6 +246,28 @@ class Nfs(Storage):
 
         nas.serve("ganesha", argv, ready=ready, timeout=30, log=log)
         return "ganesha.nfsd (and its rpcbind) started"
+
+    def read_state(self, dump: Any, sockets: list[dict[str, Any]]) -> dict[str, Any]:
+        """Each RPC transport of an NFS socket (sk_user_data is sunrpc's struct sock_xprt): its state bits,
+        congestion window, requests in use, and how many tasks wait to send, for a reply, or for a slot."""
+        rpc = dump.module_btf("sunrpc")
+        out = []
+        for s in sockets:
+            if not s["remote"].endswith(":2049") or "sk" not in s:
+                continue
+            xprt = dump.u64(s["sk"] + dump.off("sock", "sk_user_data"))  # struct sock_xprt begins with its rpc_xprt
+            if not xprt:
+                continue
+            state = dump.u64(xprt + rpc.offsetof("rpc_xprt", "state"))
+            queues = {q: int(dump.prog.read_u16(xprt + rpc.offsetof("rpc_xprt", f"{q}.qlen")))
+                      for q in ("sending", "pending", "backlog")}
+            out.append({"socket": f"{s['local']}>{s['remote']}", "state": [n for b, n in XPRT_STATE if state >> b & 1],
+                        "cwnd": dump.u64(xprt + rpc.offsetof("rpc_xprt", "cwnd")),
+                        "cong": dump.u64(xprt + rpc.offsetof("rpc_xprt", "cong")),
+                        "num_reqs": dump.u32(xprt + rpc.offsetof("rpc_xprt", "num_reqs")),
+                        "max_reqs": dump.u32(xprt + rpc.offsetof("rpc_xprt", "max_reqs")),
+                        "swapper": dump.u32(xprt + rpc.offsetof("rpc_xprt", "swapper")), **{f"{q}_queue": n for q, n in queues.items()}})
+        return {"rpc_transports": out}
 
     def attach(self, client: VM, sc: Scenario, ends: Ends) -> dict[str, Any]:
         opts = mount_options(sc.storage.nfs)

@@ -149,3 +149,16 @@ def test_a_modules_split_btf_continues_the_kernels_ids_and_strings() -> None:
     assert mod.by_name["modstruct"] == 7 and mod.sizeof("modstruct") == 32
     assert mod.offsetof("modstruct", "o.c.y[1]") == 8 + 12  # through the kernel's struct outer
     assert mod.offsetof("modstruct", "a") == 0
+
+
+def test_the_nfs_transport_of_the_recorded_stall() -> None:
+    """NFS's own reader (Storage.read_state): the RPC transport behind the socket, from sunrpc's BTF."""
+    from testbed.forensics.show import state_lines
+
+    f = json.loads((Path(__file__).parents[2] / "fixtures/forensics/nas-frozen-stall-6.1.json").read_text())
+    (x,) = f["protocol"]["rpc_transports"]
+    assert f["protocol"]["name"] == "nfs" and "CONNECTED" in x["state"] and "WRITE_SPACE" in x["state"]
+    assert x["swapper"] == 1 and x["sending_queue"] > 100 and x["pending_queue"] == 0  # all wait to send
+    assert "sk" not in f["sockets"][0]  # guest addresses are for the readers, not the file
+    assert any(ln.startswith("  RPC transport 10.201.0.1:965>10.201.0.2:2049: CONNECTED BOUND WRITE_SPACE; ")
+               for ln in state_lines(f))
