@@ -75,6 +75,8 @@ def parse_server_pids(text: str) -> ServiceState:
     return parse_pgrep(text, "nbd-server")
 
 
+CONNECT_S = 90.0  # nbd-client's handshake and NBD_DO_IT, under TCG on a loaded host
+
 class Nbd(Storage):
     name = "nbd"
     title = "NBD"
@@ -135,15 +137,19 @@ class Nbd(Storage):
             argv += ["-timeout", str(n.timeout_s)]
         lines: list[str] = []
         job = client.agent.start(argv, on_line=lines.append)
-        for _ in range(100):  # the resident client holds the device once NBD_DO_IT runs
+        # The resident client holds the device once NBD_DO_IT runs. Waited for by the clock, not by a count
+        # of tries: on a loaded host under TCG the handshake with the NAS VM took more than 100 tries (18 s).
+        deadline = time.monotonic() + CONNECT_S
+        while True:
             size = client.exec(["cat", "/sys/block/nbd0/size"], 10).stdout.strip()
             if size.isdigit() and int(size) > 0:
                 break
             if job.done():
                 raise GuestError(f"client: {' '.join(argv)} exited: {' | '.join(lines[-3:])}")
-            time.sleep(0.1)
-        else:
-            raise GuestError(f"client: {DEVICE} has no size after nbd-client connected: {' | '.join(lines[-3:])}")
+            if time.monotonic() > deadline:
+                raise GuestError(f"client: {DEVICE} has no size {CONNECT_S:.0f} s after nbd-client started: "
+                                 f"{' | '.join(lines[-3:])}")
+            time.sleep(0.2)
         status = parse_client_status(client.sh(CLIENT_STATUS, 10).stdout)
         if not status["nbd_client_pids"]:
             raise GuestError("client: no resident nbd-client after -nonetlink (nothing holds the device)")
