@@ -88,12 +88,17 @@ def test_a_heal_deleted(tmp_path: Path) -> None:
     assert v == "unknown" and "no heal is recorded" in incomplete(reasons)[0]
 
 
+def never_started(case: Path, at_s: int) -> None:
+    """The fault's records replaced by the scheduler's `not-started` one (the case ended first)."""
+    rows = [e for e in events(case) if not e["name"].startswith("nas-outage:") or e["name"] == "nas-outage:setup"]
+    rows.insert(-1, {"t": rows[-1]["t"], "kind": "fault", "name": "nas-outage:not-started", "index": 0, "at_s": at_s,
+                     "reason": f"the case ended 12.0 s into the pressure, before its time ({at_s} s)"})
+    write_events(case, rows)
+
+
 def test_a_fault_whose_time_never_came(tmp_path: Path) -> None:
     case = copy(FAULT, tmp_path)
-    rows = [e for e in events(case) if not e["name"].startswith("nas-outage:") or e["name"] == "nas-outage:setup"]
-    rows.insert(-1, {"t": rows[-1]["t"], "kind": "fault", "name": "nas-outage:not-started", "index": 0, "at_s": 20,
-                     "reason": "the case ended 12.0 s into the pressure, before its time (20 s)"})
-    write_events(case, rows)
+    never_started(case, 20)
     v, reasons = verdict(case)
     assert v == "unknown" and incomplete(reasons) == [
         "incomplete: fault nas-outage (faults[0], at_s 15) never started: the case ended 12.0 s into the pressure, "
@@ -184,10 +189,7 @@ def test_fio_verification_record_deleted(tmp_path: Path) -> None:
 
 def test_a_fault_declared_optional_may_never_start(tmp_path: Path) -> None:
     case = copy(FAULT, tmp_path)
-    rows = [e for e in events(case) if not e["name"].startswith("nas-outage:") or e["name"] == "nas-outage:setup"]
-    rows.insert(-1, {"t": rows[-1]["t"], "kind": "fault", "name": "nas-outage:not-started", "index": 0, "at_s": 15,
-                     "reason": "the case ended 12.0 s into the pressure, before its time (15 s)"})
-    write_events(case, rows)
+    never_started(case, 15)
     sc = yaml.safe_load((case / "scenario.yaml").read_text())
     sc["faults"][0]["optional"] = True
     (case / "scenario.yaml").write_text(yaml.safe_dump(sc))
