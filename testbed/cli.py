@@ -11,12 +11,12 @@ import traceback
 from typing import NoReturn
 
 from testbed.host.cleanup import install_signal_handlers
-from testbed.commands import (bench, bisect, clean, doctor, compare, image, index, judge, matrix, merge, node, report, run, search, show, validate, vm)
+from testbed.commands import (bench, bisect, clean, doctor, compare, image, index, inspect, judge, matrix, merge, node, report, run, search, show, validate, vm)
 from testbed.commands.common import err
 from testbed.errors import TestbedError
 
 # In the order `testbed --help` lists them.
-VERBS = (doctor, image, vm, clean, validate, run, bisect, matrix, search, report, show, judge, compare, index, merge, bench, node)
+VERBS = (doctor, image, vm, clean, validate, run, bisect, matrix, search, report, show, inspect, judge, compare, index, merge, bench, node)
 
 
 class Parser(argparse.ArgumentParser):

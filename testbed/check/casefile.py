@@ -19,6 +19,8 @@ from testbed.store.index import DamagedCase, read_json
 from testbed.check import completeness
 from testbed.check.evidence import Evidence, read_evidence
 from testbed.check.mechanism import StallFacts
+from testbed.check.state import DumpState
+from testbed.forensics.read import FILE as FORENSICS  # a memory dump of the client read with drgn: the state
 from testbed.check.verdict import Observations
 from testbed.config.scenario import Deadlines, Scenario
 from testbed.config.strict import from_dict
@@ -143,7 +145,9 @@ def _timeline_ends(rows: list[dict[str, Any]], end: float | None, incomplete: li
         incomplete.append(f"timeline.csv ends at t={last} s, before the pressure ended at t={end:.1f} s")
 
 
-def _scenario(d: Path) -> Scenario | None:
+def case_scenario(d: Path) -> Scenario | None:
+    """The scenario a case folder ran (its scenario.yaml without the resolved topology); None when missing
+    or no longer valid."""
     f = d / "scenario.yaml"
     if not f.exists():
         return None
@@ -169,7 +173,7 @@ def load(case_dir: Path) -> CaseFile:
         raise DamagedCase(f"{d / 'verdict.json'}: not a verdict mapping")
     notes: list[str] = []
     incomplete: list[str] = []
-    sc = _scenario(d)
+    sc = case_scenario(d)
     if sc is None:
         incomplete.append("scenario.yaml missing or no longer valid: what the case declared cannot be checked")
     deadlines = sc.deadlines if sc else Deadlines()
@@ -191,6 +195,7 @@ def load(case_dir: Path) -> CaseFile:
     evidence, facts = load_evidence(d, notes, incomplete)
     if sc is not None and not facts.protocol:
         facts = replace(facts, protocol=sc.storage.protocol)
+    facts = replace(facts, state=load_state(d, notes))
     obs = Observations(
         deadlines=deadlines, progress=progress, events=events, rows=rows,
         setup_error=w.errors[0].data.get("message", "") if w.errors and end != "client-died" else None,
@@ -313,6 +318,18 @@ def command_progress(p: CommandProgress, lines: Path, rows: list[dict[str, Any]]
         p.finished = {k: v for k, v in finished.data.items() if k != "verify"}  # only its own record says so
         if verify:  # exit 0
             p.finished["verify"] = {"argv": verify.data.get("argv") or [], "status": 0}
+
+
+def load_state(d: Path, notes: list[str]) -> DumpState | None:
+    """The guest's state at the stall from forensics.json (a memory dump read with drgn), if the case has one."""
+    f = d / FORENSICS
+    if not f.exists():
+        return None
+    try:
+        return DumpState.from_forensics(json.loads(f.read_text(errors="replace")))
+    except (ValueError, KeyError, TypeError, AttributeError) as e:  # damaged: the stacks still judge
+        notes.append(f"{FORENSICS} unreadable ({type(e).__name__}): the mechanism is named from the stacks alone")
+        return None
 
 
 def load_evidence(d: Path, notes: list[str], incomplete: list[str] | None = None) -> tuple[Evidence | None, StallFacts]:

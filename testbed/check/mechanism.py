@@ -9,6 +9,7 @@ from typing import Any
 
 from testbed.check import frames as protocol_frames
 from testbed.check.evidence import BlockedTask, Evidence, MemorySummary, storage_classes
+from testbed.check.state import DumpState
 
 Tasks = tuple[BlockedTask, ...]
 
@@ -16,11 +17,13 @@ Tasks = tuple[BlockedTask, ...]
 @dataclass(frozen=True)
 class StallFacts:
     """What the runner knew at a stall besides the dump (evidence.json's `facts`): the case's protocol, the
-    storage-path helpers' states (name, pid, VmSwap_kB, VmLck_kB ...), and a cut of the path if one is known."""
+    storage-path helpers' states (name, pid, VmSwap_kB, VmLck_kB ...), and a cut of the path if one is known;
+    and the guest's state from a memory dump at the stall (forensics.json: never stored here, read from it)."""
 
     protocol: str = ""
     helpers: tuple[dict[str, Any], ...] = ()
     path_cut: str | None = None
+    state: DumpState | None = None
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any] | None) -> StallFacts:
@@ -166,6 +169,16 @@ def path_cut(tasks: Tasks, memory: MemorySummary | None, facts: Facts) -> Findin
 def rx_refill_reclaim(tasks: Tasks, memory: MemorySummary | None, facts: Facts) -> Finding | None:
     refill = tuple(t for t in _with(tasks, "net-rx-refill", "direct-reclaim")
                    if {"mempool-wait", "swap-writeback"} & set(t.classes))
+    empty = facts.state.empty_rings() if facts.state else ()
+    if empty:  # the dump's own state first: a receive ring with no buffer left receives nothing
+        waiting = tuple(t for t in tasks if set(t.classes) & storage_waits() and t not in refill)
+        if not (refill or waiting):
+            return None
+        who = (f"{labels(refill)} in direct reclaim waiting on swap writeback cannot refill it, and "
+               if refill else "")
+        return Finding(f"RX ring empty ({empty[0].words()}): {who}the replies that would complete the writes "
+                       f"to the storage{_kind(tasks, facts)} cannot be received; waiting: {labels(refill + waiting)}",
+                       refill + waiting)
     if not refill:
         return None
     wq = f", workqueue {refill[0].workqueue}" if refill[0].workqueue else ""
@@ -239,7 +252,8 @@ RULES: tuple[Rule, ...] = (
          "a storage-path helper (facts.helpers, VmSwap > 0) is blocked faulting its own pages back in"),
     Rule("path-cut", path_cut, "facts.path_cut says the path is down, and tasks wait on the storage"),
     Rule("rx-refill-reclaim", rx_refill_reclaim,
-         "virtio-net's RX refill is in direct reclaim waiting on swap writeback: the loop that never ends"),
+         "virtio-net's RX refill is in direct reclaim waiting on swap writeback (the stacks), or the memory dump "
+         "shows a receive ring with no buffer while tasks wait on the storage: the loop that never ends"),
     Rule("reclaim-mempool", reclaim_mempool,
          "direct reclaim blocked in mempool_alloc under swap writeback: the pool waits on I/O that does not end"),
     Rule("kswapd-writeback", kswapd_writeback, "kswapd blocked writing pages to the storage"),
@@ -271,6 +285,7 @@ def name_mechanism(evidence: Evidence, facts: StallFacts | None = None) -> Mecha
     if not found:
         return None
     rule, finding = found[0]
-    return Mechanism(rule.name, finding.sentence, tuple((t.name, t.pid) for t in finding.tasks),
+    state = facts.state.note() if facts.state else ""  # what the memory dump read: zones, sockets, queues
+    return Mechanism(rule.name, finding.sentence + state, tuple((t.name, t.pid) for t in finding.tasks),
                      also=tuple(r.name for r, _ in found[1:]), notes=side_notes(evidence))
 

@@ -27,7 +27,8 @@ def cmd_run(args: argparse.Namespace) -> int:
 def run_files(args: argparse.Namespace) -> int:
     if args.repeat is not None and args.repeat < 1:
         raise UsageError(f"--repeat {args.repeat}: must be at least 1")
-    loaded = [load_scenario(Path(f), args.set) for f in args.files]  # all files checked before anything runs
+    sets = args.set + (["evidence.keep_dumps=true"] if args.keep_dumps else [])
+    loaded = [load_scenario(Path(f), sets) for f in args.files]  # all files checked before anything runs
     check_kernels([ls.scenario for ls in loaded], quiet=args.quiet or args.json)
     ui = Ui(quiet=args.quiet or args.json)
     run = new_run(new_tag(), {"argv": sys.argv, "files": args.files, "set": args.set, "accel": args.accel,
@@ -89,5 +90,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     r.add_argument("--repeat", type=int, default=None, metavar="N", help="runs per scenario (default: its repeat:)")
     r.add_argument("--bisect", action="store_true",
                    help="a `git bisect run` step: exit 0 good, 1 bad, 125 skip (rules: testbed/engine/bisect.py)")
+    r.add_argument("--keep-dumps", action="store_true",
+                   help="copy each memory dump into its case folder (dumps/), beyond the cache's bound (evidence.keep_dumps)")
     case_options(r)
     r.set_defaults(func=cmd_run)

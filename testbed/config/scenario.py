@@ -86,6 +86,8 @@ class EvidenceSpec:
     # also at the end of a workload that finished (to compare with). Kept in the cache, read with drgn into
     # the case's forensics.json.
     dump: Literal["on-failure", "always", "never"] = "on-failure"
+    # a copy of each dump in the case folder (dumps/), beyond the cache's bound (`testbed run --keep-dumps`)
+    keep_dumps: bool = False
 
 
 @dataclass(frozen=True)

@@ -22,6 +22,7 @@ from testbed.store import index
 from testbed.check import casefile, completeness
 from testbed.check.evidence import parse_zoneinfo, read_evidence
 from testbed.check.mechanism import StallFacts
+from testbed.check.state import DumpState
 from testbed.check.verdict import Judgement, Observations, fault_windows, is_ok, judge
 from testbed.host.cleanup import Cleanup, check_interrupted, process_facts, stop_record, wait_result
 from testbed.config.scenario import Deadlines, LoadedScenario
@@ -489,12 +490,12 @@ class Case:
         if dump.exists():  # from a stall that was withdrawn: kept under its time, never read as this one
             dump.rename(dump.with_name(f"sysrq-client-withdrawn-{int(taken)}.txt"))
         sysrq_dump(self.client, "wm", dump, self.history)
-        state = self._memory_dump("stall" if self.obs.ended_by == "stall" else "no-answer") \
-            if self.sc.evidence.dump != "never" else None
+        state = self._memory_dump(self._dump_why()) if self.sc.evidence.dump != "never" else None
         at_stall = helpers.states(self.client, self.sc.path_processes())
         self.history.add("fact", "path-helpers-at-stall", helpers=at_stall)
         text = dump.read_text() if dump.exists() else ""
-        facts = StallFacts(self.sc.storage.protocol, tuple(at_stall) if isinstance(at_stall, list) else ())
+        facts = StallFacts(self.sc.storage.protocol, tuple(at_stall) if isinstance(at_stall, list) else (),
+                           state=DumpState.from_forensics({**state, "why": self._dump_why()}) if state else None)
         self.obs.facts = facts
         if "Show Blocked State" not in text:  # sysrq w never printed: there is no evidence, not an empty one
             self.history.add("evidence", "no-dump", reason="sysrq w printed nothing on the console")
@@ -512,6 +513,9 @@ class Case:
                                                 "telemetry": tel or "stale (the agent stopped answering)"})
         self.obs.evidence = ev
 
+    def _dump_why(self) -> str:
+        return "stall" if self.obs.ended_by == "stall" else "no-answer"
+
     def _memory_dump(self, why: str) -> dict[str, Any] | None:
         """The client's memory, from the host (testbed/vm/dump.py), read into forensics.json where drgn is
         installed (testbed/forensics); what was read, or None. A dump or a reading that fails is recorded,
@@ -524,6 +528,8 @@ class Case:
         if gone:  # the cache is bounded: the oldest cases' dumps went
             self.history.add("evidence", "memory-dumps-pruned", removed=gone)
         self.dumps.append(d)
+        if self.sc.evidence.keep_dumps and d.path is not None:
+            self.history.add("evidence", "memory-dump-kept", path=str(guest_dump.keep(d, self.dir.path)))
         if d.path is not None:
             self.phase("evidence", "reading the dump (drgn)")
             got = forensics.read_dump(d.path, self.facts.get("kernel_source", {}).get("running"), self.sc.storage.role)

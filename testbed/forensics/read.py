@@ -104,8 +104,8 @@ class Dump:
             start, stop = self.sym("__start_BTF"), self.sym("__stop_BTF")
             self.btf = Btf(self.prog.read(start, stop - start))
             symbols = module_symbols(self)
-            self.modules = [(n, a, s) for n, a, s, func in symbols if func]
-            self.module_objects = [(n, a, s) for n, a, s, func in symbols if not func]
+            self.modules = [(n, a, s) for n, a, s, func, _m in symbols if func]
+            self.module_objects = [(n, a, s, m) for n, a, s, func, m in symbols if not func]
             self._module_btf: dict[str, Btf] = {}
             if self.modules:
                 self.prog.register_symbol_finder("module-kallsyms", self._find_module_symbol, enable_index=-1)
@@ -149,12 +149,38 @@ class Dump:
                 raise BtfError(f"no BTF for module {module} (not loaded, or built without BTF)")
         return self._module_btf[module]
 
-    def module_object(self, name: str) -> int:
-        """A module's data object's address (its kallsyms), e.g. virtio_net's `virtnet_netdev`."""
-        for sname, start, _size in self.module_objects:
-            if sname == name:
+    def module_object(self, name: str, module: str | None = None) -> int:
+        """A module's data object's address (its kallsyms), e.g. virtio_net's `virtnet_netdev`; `module`
+        names the module where the name is a static one others may share (aoe's `devlist`)."""
+        for sname, start, _size, mod in self.module_objects:
+            if sname == name and module in (None, mod):
                 return start
-        raise LookupError(f"no module object {name}")
+        raise LookupError(f"no module object {name}" + (f" in {module}" if module else ""))
+
+    def list_len(self, head: int, limit: int = 100_000) -> int:
+        """The entries of a struct list_head list."""
+        n, node = 0, self.u64(head)
+        while node != head and n < limit:
+            n, node = n + 1, self.u64(node)
+        return n
+
+    def xarray(self, xa: int) -> list[tuple[int, int]]:
+        """(index, entry) of every pointer entry of a struct xarray (an IDR's tree), walked through its nodes."""
+        slots, shift_off = self.off("xa_node", "slots"), self.off("xa_node", "shift")
+        out: list[tuple[int, int]] = []
+
+        def walk(entry: int, base: int) -> None:
+            if entry & 3 == 2 and entry > 4096:  # xa_is_node: an internal node
+                node = entry - 2
+                shift = int(self.prog.read_u8(node + shift_off))
+                for i, child in enumerate(struct.unpack("<64Q", bytes(self.prog.read(node + slots, 64 * 8)))):
+                    if child:
+                        walk(child, base + (i << shift))
+            elif entry and not entry & 3 and len(out) < 100_000:  # a pointer (values and retries are not)
+                out.append((base, entry))
+
+        walk(self.u64(xa + self.off("xarray", "xa_head")), 0)
+        return out
 
     def sym(self, name: str) -> int:
         return int(self.prog.symbol(name).address)
@@ -184,21 +210,21 @@ class Dump:
         return [f.name or f"{f.pc:#x}" for f in trace]
 
 
-def module_symbols(d: Dump) -> list[tuple[str, int, int, bool]]:
-    """(name, address, size, is a function) of every function and data symbol of every loaded module, from
-    each module's own kallsyms (struct mod_kallsyms: an Elf64_Sym table and its strings). Empty when the
+def module_symbols(d: Dump) -> list[tuple[str, int, int, bool, str]]:
+    """(name, address, size, is a function, module) of every function and data symbol of every loaded module,
+    from each module's own kallsyms (struct mod_kallsyms: an Elf64_Sym table and its strings). Empty when the
     layout is unknown."""
     try:
-        o = {k: d.off("module", k) for k in ("list", "kallsyms")}
+        o = {k: d.off("module", k) for k in ("list", "kallsyms", "name")}
         ks = {k: d.off("mod_kallsyms", k) for k in ("symtab", "num_symtab", "strtab")}
         head = d.sym("modules")
     except (BtfError, LookupError):
         return []
-    out: list[tuple[str, int, int, bool]] = []
+    out: list[tuple[str, int, int, bool, str]] = []
     node = d.u64(head)
     while node != head and len(out) < 500_000:
         mod = node - o["list"]
-        kallsyms = d.u64(mod + o["kallsyms"])
+        kallsyms, module = d.u64(mod + o["kallsyms"]), d.cstr(mod + o["name"], 56)
         if kallsyms:
             symtab, count, strtab = (d.u64(kallsyms + ks["symtab"]), d.u32(kallsyms + ks["num_symtab"]),
                                      d.u64(kallsyms + ks["strtab"]))
@@ -206,7 +232,7 @@ def module_symbols(d: Dump) -> list[tuple[str, int, int, bool]]:
             for i in range(count):  # Elf64_Sym: name, info, other, shndx, value, size
                 st_name, st_info, _other, shndx, value, size = struct.unpack_from("<IBBHQQ", table, 24 * i)
                 if st_info & 0xF in (1, 2) and value and shndx:  # STT_OBJECT, STT_FUNC; defined
-                    out.append((d.cstr(strtab + st_name, 128), value, size, st_info & 0xF == 2))
+                    out.append((d.cstr(strtab + st_name, 128), value, size, st_info & 0xF == 2, module))
         node = d.u64(node)
     return out
 

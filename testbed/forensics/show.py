@@ -4,7 +4,10 @@ from __future__ import annotations
 
 from typing import Any
 
-FILE = "forensics.json"
+from testbed.check.state import protocol_words
+from testbed.forensics.read import FILE
+
+__all__ = ["FILE", "state_lines"]
 SHOWN_FRAMES = 8
 
 
@@ -31,10 +34,7 @@ def state_lines(f: dict[str, Any]) -> list[str]:
         out.append(f"  socket {s['local']} > {s['remote']} {s['state']}{' SOCK_MEMALLOC' if s['memalloc'] else ''}: "
                    f"receive {s['rmem_alloc']} of {s['rcvbuf']} B, send queued {s['wmem_queued']} of {s['sndbuf']} B, "
                    f"drops {s['drops']}")
-    for x in (f.get("protocol") or {}).get("rpc_transports", []):
-        out.append(f"  RPC transport {x['socket']}: {' '.join(x['state'])}; {x['sending_queue']} tasks waiting to send, "
-                   f"{x['pending_queue']} for a reply, {x['backlog_queue']} for a slot; {x['num_reqs']} requests, "
-                   f"cwnd {x['cwnd']}{' (swap)' if x.get('swapper') else ''}")
+    out += [f"  {w}" for w in protocol_words(f.get("protocol") or {})]
     tasks = f.get("tasks") or []
     if tasks:
         blocked = [t for t in tasks if t.get("state") == "D"]
@@ -55,3 +55,4 @@ def state_lines(f: dict[str, Any]) -> list[str]:
     for part, why in (f.get("unread") or {}).items():
         out.append(f"  not read: {part}: {why}")
     return out
+

@@ -33,6 +33,9 @@ DEBUGFS = ("mountpoint -q /sys/kernel/debug || mount -t debugfs debugfs /sys/ker
 NOTE = ("AoE does not use a memalloc socket: its frames bypass sk_set_memalloc and are not in the kernel's "
         "pfmemalloc protocol whitelist, so receive buffers from the reserve are dropped for it")
 
+# drivers/block/aoe/aoe.h: struct aoedev's flags
+AOE_DEVFL = ((0, "UP"), (1, "TKILL"), (2, "EXT"), (3, "GDALLOC"), (4, "GD_NOW"), (5, "KICKME"), (6, "NEWSIZE"),
+             (7, "FREEING"), (8, "FREED"))
 
 
 @dataclass(frozen=True)
@@ -112,6 +115,33 @@ class Aoe(Storage):
 
     def parse_service(self, text: str) -> ServiceState:
         return parse_processes(text) if is_processes(text) else parse_vblade_pids(text)
+
+    def read_state(self, dump: Any, sockets: list[dict[str, Any]]) -> dict[str, Any]:
+        """Each AoE device (the aoe module's `devlist`): its flags, the frames awaiting retransmission, the
+        preallocated skbs left in its pool, and per target the commands outstanding against the window."""
+        aoe = dump.module_btf("aoe")
+        d_off = {k: aoe.offsetof("aoedev", k) for k in ("next", "aoemajor", "aoeminor", "flags", "rexmitq", "targets",
+                                                        "ntargets", "rttavg", "skbpool")}
+        t_off = {k: aoe.offsetof("aoetgt", k) for k in ("addr", "nout", "maxout", "nframes", "falloc", "wpkts", "rpkts")}
+        qlen = dump.off("sk_buff_head", "qlen")
+        out, dev = [], dump.u64(dump.module_object("devlist", "aoe"))
+        while dev and len(out) < 1000:
+            flags = int(dump.prog.read_u16(dev + d_off["flags"]))
+            targets, tgts = dump.u64(dev + d_off["targets"]), []
+            for i in range(min(dump.u64(dev + d_off["ntargets"]), 64) if targets else 0):
+                t = dump.u64(targets + 8 * i)
+                if t:
+                    tgts.append({"mac": bytes(dump.prog.read(t + t_off["addr"], 6)).hex(":"),
+                                 **{k: int(dump.prog.read_u16(t + t_off[k])) for k in ("nout", "maxout", "nframes")},
+                                 "falloc": dump.u64(t + t_off["falloc"]),
+                                 **{k: dump.u32(t + t_off[k]) for k in ("wpkts", "rpkts")}})
+            out.append({"device": f"e{dump.u64(dev + d_off['aoemajor'])}.{int(dump.prog.read_u16(dev + d_off['aoeminor']))}",
+                        "flags": [f for b, f in AOE_DEVFL if flags >> b & 1],
+                        "rexmit_queue": dump.list_len(dev + d_off["rexmitq"]),
+                        "skbpool": dump.u32(dev + d_off["skbpool"] + qlen),
+                        "rttavg": dump.u32(dev + d_off["rttavg"]), "targets": tgts})
+            dev = dump.u64(dev + d_off["next"])
+        return {"aoe_devices": out}
 
     def attach(self, client: VM, sc: Scenario, ends: Ends) -> dict[str, Any]:
         a = sc.storage.aoe

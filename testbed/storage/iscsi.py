@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Any, Literal
 
 from testbed.check.frames import FrameClass
 from testbed.errors import ConfigError, GuestError
+from testbed.forensics.btf import BtfError
 from testbed.kernels.kconfig import Need
 from testbed.nas.base import Nas
 from testbed.storage.base import Ends, ServiceState, Storage, is_processes, parse_processes, use_block_device
@@ -34,6 +35,27 @@ ISCSID_STATUS = ("for p in $(pgrep -x iscsid); do grep -E 'VmLck|VmRSS' /proc/$p
                  "cat /proc/$p/oom_score_adj; done")
 WAIT_DISK = ("for i in $(seq 100); do for b in /sys/class/iscsi_session/session*/device/target*/*/block/*; do"
              ' [ -e "$b" ] && { echo /dev/${b##*/}; exit 0; }; done; sleep 0.1; done; exit 1')
+
+
+# include/scsi/libiscsi.h (6.x): the connection's flag bits, and the session's and a task's states (the
+# enumerators are read from the module's BTF where it has them; these names stand in where not)
+ISCSI_CONN_FLAGS = ((0, "SUSPEND_TX"), (1, "SUSPEND_RX"), (2, "BOUND"))
+ISCSI_SESSION_STATES = ("ISCSI_STATE_FREE", "ISCSI_STATE_LOGGED_IN", "ISCSI_STATE_FAILED", "ISCSI_STATE_TERMINATE",
+                        "ISCSI_STATE_IN_RECOVERY", "ISCSI_STATE_RECOVERY_FAILED", "ISCSI_STATE_LOGGING_OUT")
+ISCSI_TASK_STATES = ("ISCSI_TASK_FREE", "ISCSI_TASK_COMPLETED", "ISCSI_TASK_PENDING", "ISCSI_TASK_RUNNING",
+                     "ISCSI_TASK_ABRT_TMF", "ISCSI_TASK_ABRT_SESS_RECOV", "ISCSI_TASK_REQUEUE_SCSIQ")
+
+
+def _enum_name(btf: Any, names: tuple[str, ...], value: int) -> str:
+    """The enumerator of `names` whose value (from the BTF, else its place in the list) is `value`."""
+    for i, name in enumerate(names):
+        try:
+            v = btf.enum(name)
+        except BtfError:  # an enum the module's BTF lacks: its place in the header
+            v = i + (1 if name.startswith("ISCSI_STATE_") else 0)
+        if v == value:
+            return name.removeprefix("ISCSI_STATE_").removeprefix("ISCSI_TASK_")
+    return str(value)
 
 
 @dataclass(frozen=True)
@@ -199,6 +221,42 @@ class Iscsi(Storage):
                     [*adm, "--op", "update", "--mode", "target", "--tid", "1", "-n", "MaxRecvDataSegmentLength", "-v", mrdsl],
                     timeout=30)
         return f"tgtd -C {port}, target {ends.target_iqn} LUN 1, ACL {ends.initiator_iqn}"
+
+    def read_state(self, dump: Any, sockets: list[dict[str, Any]]) -> dict[str, Any]:
+        """Each iSCSI connection behind a socket to port 3260 (iscsi_tcp's sk_user_data is libiscsi's struct
+        iscsi_conn): its TX/RX suspension, queued commands, and its session's state, command sequence window
+        and tasks by state (the outstanding commands)."""
+        lib = dump.module_btf("libiscsi")
+        user_data = dump.off("sock", "sk_user_data")
+        out = []
+        for s in sockets:
+            if not s["remote"].endswith(":3260") or "sk" not in s:
+                continue
+            conn = dump.u64(s["sk"] + user_data)
+            if not conn:
+                continue
+            flags = dump.u64(conn + lib.offsetof("iscsi_conn", "flags"))
+            session = dump.u64(conn + lib.offsetof("iscsi_conn", "session"))
+            c: dict[str, Any] = {"socket": f"{s['local']}>{s['remote']}",
+                                 "conn_flags": [n for b, n in ISCSI_CONN_FLAGS if flags >> b & 1],
+                                 **{q: dump.list_len(conn + lib.offsetof("iscsi_conn", q))
+                                    for q in ("cmdqueue", "mgmtqueue", "requeue")}}
+            if session:
+                f = {k: dump.u32(session + lib.offsetof("iscsi_session", k))
+                     for k in ("state", "cmdsn", "exp_cmdsn", "max_cmdsn", "queued_cmdsn", "cmds_max")}
+                c["session_state"] = _enum_name(lib, ISCSI_SESSION_STATES, f.pop("state"))
+                c.update(f)
+                cmds = dump.u64(session + lib.offsetof("iscsi_session", "cmds"))
+                state_off = lib.offsetof("iscsi_task", "state")
+                counts: dict[str, int] = {}
+                for i in range(min(f["cmds_max"], 4096) if cmds else 0):
+                    task = dump.u64(cmds + 8 * i)
+                    if task:
+                        name = _enum_name(lib, ISCSI_TASK_STATES, dump.u32(task + state_off))
+                        counts[name] = counts.get(name, 0) + 1
+                c["tasks"] = counts
+            out.append(c)
+        return {"iscsi_connections": out}
 
     def attach(self, client: VM, sc: Scenario, ends: Ends) -> dict[str, Any]:
         spec = sc.storage.iscsi

@@ -33,6 +33,34 @@ CLIENT_STATUS = ("for p in $(pgrep -x nbd-client); do echo pid $p; grep -E 'VmLc
                  "echo oom_score_adj $(cat /proc/$p/oom_score_adj); done")
 
 
+# drivers/block/nbd.c (6.x): struct nbd_config's runtime_flags bits
+NBD_RT_FLAGS = ((0, "TIMEDOUT"), (1, "DISCONNECT_REQUESTED"), (2, "DISCONNECTED"), (3, "HAS_PID_FILE"),
+                (4, "HAS_CONFIG_REF"), (5, "BOUND"), (6, "DISCONNECT_ON_CLOSE"), (7, "HAS_BACKEND_FILE"))
+
+
+def in_flight(dump: Any, tag_set: int) -> dict[str, int]:
+    """Requests in flight on a block device: the driver tags held in each hardware queue of its struct
+    blk_mq_tag_set (the sbitmap's set bits less those cleared but not yet folded back), against the depth."""
+    held = depth = 0
+    queues = dump.u32(tag_set + dump.off("blk_mq_tag_set", "nr_hw_queues"))
+    tags = dump.u64(tag_set + dump.off("blk_mq_tag_set", "tags"))
+    sb = dump.off("blk_mq_tags", "bitmap_tags")  # struct sbitmap_queue begins with its struct sbitmap
+    word_size = dump.btf.sizeof("sbitmap_word")
+    for q in range(min(queues, 64) if tags else 0):
+        t = dump.u64(tags + 8 * q)
+        if not t:
+            continue
+        total, shift = dump.u32(t + sb + dump.off("sbitmap", "depth")), dump.u32(t + sb + dump.off("sbitmap", "shift"))
+        words, base = dump.u32(t + sb + dump.off("sbitmap", "map_nr")), dump.u64(t + sb + dump.off("sbitmap", "map"))
+        depth += total
+        for w in range(min(words, 4096)):
+            bits = min(1 << shift, total - (w << shift))
+            word = dump.u64(base + w * word_size + dump.off("sbitmap_word", "word"))
+            cleared = dump.u64(base + w * word_size + dump.off("sbitmap_word", "cleared"))
+            held += bin(word & ~cleared & ((1 << bits) - 1)).count("1")
+    return {"in_flight": held, "tag_depth": depth}
+
+
 @dataclass(frozen=True)
 class NbdSpec:
     port: int = 10809  # nbd-server's port (the NAS probes and faults ask the protocol for it)
@@ -126,6 +154,39 @@ class Nbd(Storage):
 
     def parse_service(self, text: str) -> ServiceState:
         return parse_processes(text) if is_processes(text) else parse_server_pids(text)
+
+    def read_state(self, dump: Any, sockets: list[dict[str, Any]]) -> dict[str, Any]:
+        """Each configured NBD device (the nbd module's IDR of struct nbd_device): its runtime flags, its
+        connections (the TCP socket each is, whether dead, a request half sent) and the requests in flight
+        (tags held in its blk-mq tag set)."""
+        nbd = dump.module_btf("nbd")
+        by_sk = {s["sk"]: s for s in sockets if "sk" in s}
+        o = {k: nbd.offsetof("nbd_config", k) for k in ("runtime_flags", "socks", "num_connections",
+                                                        "live_connections", "recv_threads")}
+        ns_off = {k: nbd.offsetof("nbd_sock", k) for k in ("sock", "pending", "sent", "dead", "cookie")}
+        out = []
+        idr = dump.module_object("nbd_index_idr", "nbd")
+        for index, dev in dump.xarray(idr + nbd.offsetof("idr", "idr_rt")):
+            config = dump.u64(dev + nbd.offsetof("nbd_device", "config"))
+            if not config:  # a device no client configured
+                continue
+            flags = dump.u64(config + o["runtime_flags"])
+            n: dict[str, Any] = {"device": f"nbd{index}", "runtime_flags": [f for b, f in NBD_RT_FLAGS if flags >> b & 1],
+                                 **{k: dump.u32(config + o[k]) for k in ("num_connections", "live_connections",
+                                                                         "recv_threads")}}
+            socks, conns = dump.u64(config + o["socks"]), []
+            for i in range(min(n["num_connections"], 64) if socks else 0):
+                ns = dump.u64(socks + 8 * i)
+                sk = dump.u64(dump.u64(ns + ns_off["sock"]) + dump.off("socket", "sk"))
+                s = by_sk.get(sk)
+                conns.append({"socket": f"{s['local']}>{s['remote']}" if s else "not among the connected TCP sockets",
+                              "dead": bool(dump.prog.read_u8(ns + ns_off["dead"])),
+                              "half_sent": bool(dump.u64(ns + ns_off["pending"])), "sent_bytes": dump.u32(ns + ns_off["sent"]),
+                              "cookie": dump.u32(ns + ns_off["cookie"])})
+            n["connections"] = conns
+            n.update(in_flight(dump, dev + nbd.offsetof("nbd_device", "tag_set")))
+            out.append(n)
+        return {"nbd_devices": out}
 
     def attach(self, client: VM, sc: Scenario, ends: Ends) -> dict[str, Any]:
         n = sc.storage.nbd

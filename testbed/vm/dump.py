@@ -6,6 +6,7 @@ loaded) goes into the dump: it tells a reader the kernel's release, its symbols'
 from __future__ import annotations
 
 import os
+import shutil
 import struct
 import time
 from dataclasses import dataclass
@@ -115,3 +116,34 @@ def reassemble(path: Path) -> None:
             out.seek(offset)
             out.write(f.read(size))
     os.replace(plain, path)
+
+
+KEPT_DIR = "dumps"  # in a case folder: the copies `testbed run --keep-dumps` (evidence.keep_dumps) makes
+
+
+def keep(dump: Dump, case_dir: Path) -> Path | None:
+    """A copy of a dump in the case folder (a hard link where the cache is on the same file system), so that
+    it outlives the cache's bound; None when there is nothing to keep."""
+    if dump.path is None:
+        return None
+    dest = case_dir / KEPT_DIR / dump.path.name
+    dest.parent.mkdir(exist_ok=True)
+    dest.unlink(missing_ok=True)
+    try:
+        os.link(dump.path, dest)
+    except OSError:
+        shutil.copyfile(dump.path, dest)
+    return dest
+
+
+def of_case(case_dir: Path, recorded: list[dict[str, Any]]) -> list[Path]:
+    """A case's dumps that still exist: the case folder's own copies first, then those its history records
+    (`recorded`: the memory-dump events' fields) in the cache."""
+    out = sorted((case_dir / KEPT_DIR).glob("*.kdump")) if (case_dir / KEPT_DIR).is_dir() else []
+    names = {p.name for p in out}
+    for r in recorded:
+        p = Path(r["path"]) if r.get("path") else None
+        if p is not None and p.name not in names and p.exists():
+            out.append(p)
+            names.add(p.name)
+    return out

@@ -1,0 +1,108 @@
+"""`testbed inspect RUN/CASE`: a case's memory dump, for a person (drgn's interactive prompt, with the
+testbed's reader at hand) or read again into its forensics.json (`--read`: after a reader was added or
+improved, without running the case again)."""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+from typing import Any
+
+from testbed import forensics
+from testbed.check import casefile
+from testbed.errors import UsageError
+from testbed.forensics import read, show
+from testbed.report.runs import find_case_path
+from testbed.vm import dump as guest_dump
+
+
+def dumps_recorded(case: Path) -> list[dict[str, Any]]:
+    """The memory-dump records of a case's history (its events.jsonl), in order."""
+    out = []
+    path = case / "events.jsonl"
+    for line in path.read_text(errors="replace").splitlines() if path.exists() else []:
+        try:
+            row = json.loads(line)
+        except ValueError:
+            continue
+        if isinstance(row, dict) and row.get("kind") == "evidence" and row.get("name") == "memory-dump":
+            out.append(row)
+    return out
+
+
+def the_dump(case: Path, which: str | None) -> tuple[Path, str]:
+    """The dump to open (the last one taken, or the one whose moment is `which`) and its moment."""
+    recorded = dumps_recorded(case)
+    found = guest_dump.of_case(case, recorded)
+    if not found:
+        taken = [r for r in recorded if r.get("path")]
+        why = ("the case took no memory dump (evidence.dump, or nothing failed)" if not recorded else
+               "its dumps are gone from the cache (bounded to "
+               f"{guest_dump.KEEP_MB} MB; `testbed run --keep-dumps` keeps them in the case folder)" if taken else
+               "every dump it tried failed: " + "; ".join(str(r.get("error")) for r in recorded))
+        raise UsageError(f"{case}: no memory dump to open: {why}")
+    if which:
+        found = [p for p in found if p.stem == f"client-{which}"]
+        if not found:
+            raise UsageError(f"{case}: no dump taken at '{which}' (taken: "
+                             f"{', '.join(str(r.get('why')) for r in recorded)})")
+    path = found[-1]
+    return path, path.stem.removeprefix("client-")
+
+
+def cmd_inspect(args: argparse.Namespace) -> int:
+    case = find_case_path(args.ref)
+    if case is None:
+        raise UsageError(f"no complete case at {args.ref}")
+    path, why = the_dump(case, args.at)
+    verdict = json.loads((case / "verdict.json").read_text())
+    if args.read:
+        sc = casefile.case_scenario(case)
+        if sc is None:
+            raise UsageError(f"{case}/scenario.yaml: missing or no longer valid: the protocol's reader is unknown")
+        protocol = sc.storage.role
+        got = forensics.read_dump(path, verdict.get("kernel") or None, protocol)
+        previous = case / forensics.FILE
+        record = json.loads(previous.read_text()).get("dump") if previous.exists() else None
+        (case / forensics.FILE).write_text(json.dumps({**got, "dump": record or {"path": str(path)}, "why": why},
+                                                      indent=2, default=str) + "\n")
+        if args.json:
+            print(json.dumps({**got, "why": why}, indent=2, default=str))
+        else:
+            print("\n".join(show.state_lines({**got, "why": why})))
+            print(f"written: {case / forensics.FILE}")
+        return 0
+    return interactive(path, why, case)
+
+
+def interactive(path: Path, why: str, case: Path) -> int:
+    """drgn's prompt on the dump: `prog` (drgn's Program, kallsyms and the module symbols loaded) and `dump`
+    (testbed/forensics/read.py's Dump: `dump.btf`, `dump.module_btf(name)`, `dump.off(struct, field)`,
+    `dump.u64(addr)`...) with the parts' readers (`tasks(dump)`, `memory(dump)`, `sockets(dump)`, `nics(dump)`)."""
+    import drgn.cli  # the interactive prompt only: drgn is imported where a dump is read, never at start
+
+    try:
+        d = read.Dump(path)
+    except read.Unreadable as e:
+        raise UsageError(f"{path}: {e}") from None
+
+    def banner(text: str) -> str:
+        return (f"{text}\n{case.name}: the client's memory at the {why} ({path}).\n"
+                "dump: the testbed's reader (dump.btf, dump.module_btf('sunrpc'), dump.off('sock', 'sk_rcvbuf'), "
+                "dump.u64(addr)); tasks(dump), memory(dump), sockets(dump), nics(dump): forensics.json's parts")
+
+    def more(g: dict[str, Any]) -> dict[str, Any]:
+        return {**g, "dump": d, **read.PARTS}
+
+    drgn.cli.run_interactive(d.prog, banner_func=banner, globals_func=more)
+    return 0
+
+
+def add_parser(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("inspect", help="a case's memory dump: drgn's prompt on it, or --read it again into forensics.json")
+    p.add_argument("ref", metavar="RUN/CASE")
+    p.add_argument("--read", action="store_true", help="read the dump again into the case's forensics.json and print it")
+    p.add_argument("--at", metavar="MOMENT", help="the dump taken at this moment (stall, no-answer, finished); default: the last")
+    p.add_argument("--json", action="store_true", help="with --read: print what was read as JSON")
+    p.set_defaults(func=cmd_inspect)
