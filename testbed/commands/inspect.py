@@ -6,19 +6,20 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 from pathlib import Path
 from typing import Any
 
 from testbed import forensics
 from testbed.check import casefile
 from testbed.errors import UsageError
-from testbed.forensics import read, show
+from testbed.forensics import read, show, symbols
 from testbed.report.runs import find_case_path
 from testbed.vm import dump as guest_dump
 
 
-def dumps_recorded(case: Path) -> list[dict[str, Any]]:
-    """The memory-dump records of a case's history (its events.jsonl), in order."""
+def recorded(case: Path, kind: str, name: str) -> list[dict[str, Any]]:
+    """The records of one kind and name in a case's history (its events.jsonl), in order."""
     out = []
     path = case / "events.jsonl"
     for line in path.read_text(errors="replace").splitlines() if path.exists() else []:
@@ -26,9 +27,22 @@ def dumps_recorded(case: Path) -> list[dict[str, Any]]:
             row = json.loads(line)
         except ValueError:
             continue
-        if isinstance(row, dict) and row.get("kind") == "evidence" and row.get("name") == "memory-dump":
+        if isinstance(row, dict) and row.get("kind") == kind and row.get("name") == name:
             out.append(row)
     return out
+
+
+def dumps_recorded(case: Path) -> list[dict[str, Any]]:
+    return recorded(case, "evidence", "memory-dump")
+
+
+def debug_files(case: Path, release: str) -> tuple[list[Path], str]:
+    """The kernel's DWARF for the case's kernel (its `kernel` fact), fetched on first need."""
+    facts = recorded(case, "fact", "kernel")
+    source = facts[-1].get("source") if facts else None
+    if not isinstance(source, dict):
+        return [], "the case's history names no kernel source"
+    return symbols.ensure(source, release, lambda m: print(m, file=sys.stderr, flush=True))
 
 
 def the_dump(case: Path, which: str | None) -> tuple[Path, str]:
@@ -62,7 +76,8 @@ def cmd_inspect(args: argparse.Namespace) -> int:
         if sc is None:
             raise UsageError(f"{case}/scenario.yaml: missing or no longer valid: the protocol's reader is unknown")
         protocol = sc.storage.role
-        got = forensics.read_dump(path, verdict.get("kernel") or None, protocol)
+        release = verdict.get("kernel") or ""
+        got = forensics.read_dump(path, release or None, protocol, debug_files(case, release))
         previous = case / forensics.FILE
         record = json.loads(previous.read_text()).get("dump") if previous.exists() else None
         (case / forensics.FILE).write_text(json.dumps({**got, "dump": record or {"path": str(path)}, "why": why},
@@ -73,22 +88,23 @@ def cmd_inspect(args: argparse.Namespace) -> int:
             print("\n".join(show.state_lines({**got, "why": why})))
             print(f"written: {case / forensics.FILE}")
         return 0
-    return interactive(path, why, case)
+    return interactive(path, why, case, debug_files(case, verdict.get("kernel") or ""))
 
 
-def interactive(path: Path, why: str, case: Path) -> int:
+def interactive(path: Path, why: str, case: Path, debug: tuple[list[Path], str]) -> int:
     """drgn's prompt on the dump: `prog` (drgn's Program, kallsyms and the module symbols loaded) and `dump`
     (testbed/forensics/read.py's Dump: `dump.btf`, `dump.module_btf(name)`, `dump.off(struct, field)`,
     `dump.u64(addr)`...) with the parts' readers (`tasks(dump)`, `memory(dump)`, `sockets(dump)`, `nics(dump)`)."""
     import drgn.cli  # the interactive prompt only: drgn is imported where a dump is read, never at start
 
     try:
-        d = read.Dump(path)
+        d = read.Dump(path, debug[0])
     except read.Unreadable as e:
         raise UsageError(f"{path}: {e}") from None
 
     def banner(text: str) -> str:
-        return (f"{text}\n{case.name}: the client's memory at the {why} ({path}).\n"
+        dwarf = f"DWARF: {debug[1]}" if d.dwarf else f"no DWARF ({debug[1]}): kallsyms and BTF"
+        return (f"{text}\n{case.name}: the client's memory at the {why} ({path}); {dwarf}.\n"
                 "dump: the testbed's reader (dump.btf, dump.module_btf('sunrpc'), dump.off('sock', 'sk_rcvbuf'), "
                 "dump.u64(addr)); tasks(dump), memory(dump), sockets(dump), nics(dump): forensics.json's parts")
 

@@ -42,6 +42,7 @@ from testbed.monitor.probes import NasProbe, ProbeError
 from testbed.monitor.timeline import Timeline
 from testbed import forensics
 from testbed import nas as nas_backends
+from testbed.forensics import symbols
 from testbed.vm import dump as guest_dump
 from testbed.nas.base import Backend as NasBackend, Nas, NasSetup
 from testbed.net.build import BuiltNet
@@ -532,7 +533,10 @@ class Case:
             self.history.add("evidence", "memory-dump-kept", path=str(guest_dump.keep(d, self.dir.path)))
         if d.path is not None:
             self.phase("evidence", "reading the dump (drgn)")
-            got = forensics.read_dump(d.path, self.facts.get("kernel_source", {}).get("running"), self.sc.storage.role)
+            source = self.facts.get("kernel_source", {})
+            release = source.get("running") or source.get("release") or ""
+            debug = symbols.ensure(source, release, lambda m: self.phase("evidence", m))
+            got = forensics.read_dump(d.path, source.get("running"), self.sc.storage.role, debug)
             self.dir.write_json(forensics.FILE, {**got, "dump": d.record(), "why": why})
             self.history.add("evidence", "forensics", why=why, **forensics.summary(got))
             return got

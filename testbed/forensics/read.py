@@ -13,6 +13,7 @@ Not yet: protocol queues, the gfp_mask of a failing allocation."""
 
 from __future__ import annotations
 
+import logging
 import struct
 from pathlib import Path
 from typing import Any
@@ -26,6 +27,17 @@ PAGE_KB = 4
 # include/linux/sched.h (6.x)
 PF_FLAGS = {0x00000800: "PF_MEMALLOC", 0x00020000: "PF_KSWAPD", 0x00040000: "PF_MEMALLOC_NOFS",
             0x00080000: "PF_MEMALLOC_NOIO"}
+# include/linux/gfp_types.h (6.1): the ___GFP_ bits, and the combinations the kernel prints first (%pGg)
+GFP_BITS = ((0x1, "__GFP_DMA"), (0x2, "__GFP_HIGHMEM"), (0x4, "__GFP_DMA32"), (0x8, "__GFP_MOVABLE"),
+            (0x10, "__GFP_RECLAIMABLE"), (0x20, "__GFP_HIGH"), (0x40, "__GFP_IO"), (0x80, "__GFP_FS"),
+            (0x100, "__GFP_ZERO"), (0x200, "__GFP_ATOMIC"), (0x400, "__GFP_DIRECT_RECLAIM"),
+            (0x800, "__GFP_KSWAPD_RECLAIM"), (0x1000, "__GFP_WRITE"), (0x2000, "__GFP_NOWARN"),
+            (0x4000, "__GFP_RETRY_MAYFAIL"), (0x8000, "__GFP_NOFAIL"), (0x10000, "__GFP_NORETRY"),
+            (0x20000, "__GFP_MEMALLOC"), (0x40000, "__GFP_COMP"), (0x80000, "__GFP_NOMEMALLOC"),
+            (0x100000, "__GFP_HARDWALL"), (0x200000, "__GFP_THISNODE"), (0x400000, "__GFP_ACCOUNT"),
+            (0x800000, "__GFP_ZEROTAGS"))
+GFP_SETS = ((0xCC0, "GFP_KERNEL"), (0xC40, "GFP_NOFS"), (0xC00, "GFP_NOIO"), (0xA20, "GFP_ATOMIC"),
+            (0x800, "GFP_NOWAIT"))
 TASK_UNINTERRUPTIBLE, TASK_NOLOAD = 0x2, 0x400
 # struct inactive_task_frame (x86-64): what switch_to pushed, from thread.sp up
 INACTIVE_FRAME = "<7Q"  # r15 r14 r13 r12 bx bp ret_addr
@@ -80,6 +92,21 @@ def state_letter(state: int, exit_state: int = 0) -> str:
     return "R"
 
 
+def gfp_names(mask: int) -> str:
+    """A gfp mask as the kernel prints it: `GFP_ATOMIC|__GFP_NOWARN`, the first set it holds whole, then bits."""
+    names, rest = [], mask
+    for bits, name in GFP_SETS:
+        if rest & bits == bits:
+            names.append(name)
+            rest &= ~bits
+            break
+    names += [name for bit, name in GFP_BITS if rest & bit]
+    rest &= ~sum(bit for bit, _ in GFP_BITS)
+    if rest:
+        names.append(f"{rest:#x}")
+    return "|".join(names) or "0"
+
+
 def flag_names(flags: int) -> list[str]:
     return [name for bit, name in PF_FLAGS.items() if flags & bit]
 
@@ -87,7 +114,9 @@ def flag_names(flags: int) -> list[str]:
 class Dump:
     """An opened dump: drgn's Program with kallsyms and the kernel's address range, and its BTF."""
 
-    def __init__(self, path: Path):
+    def __init__(self, path: Path, debug: list[Path] | tuple[Path, ...] = ()):
+        """`debug`: the kernel's DWARF (vmlinux first, then modules' debug objects: testbed/forensics/symbols.py);
+        without it, kallsyms and the kernel's BTF."""
         # drgn only where a dump is read: a host without it keeps its dumps unread (read_dump says so)
         import drgn
         from drgn.helpers.linux.kallsyms import load_vmlinux_kallsyms  # (as drgn above)
@@ -96,11 +125,15 @@ class Dump:
         platform = drgn.Platform(drgn.Architecture.X86_64,
                                  drgn.PlatformFlags.IS_64_BIT | drgn.PlatformFlags.IS_LITTLE_ENDIAN)
         self.prog = drgn.Program(platform)  # QEMU's kdump files name no architecture: drgn needs it given
+        self.dwarf: list[str] = []  # the modules (and "kernel") whose DWARF was loaded
         try:
             self.prog.set_core_dump(str(path))
-            self.prog.register_symbol_finder("kallsyms", load_vmlinux_kallsyms(self.prog), enable_index=0)
-            kernel = self.prog.main_module("kernel", create=True)
-            kernel.address_range = (self.sym("_text"), self.sym("_end"))
+            if debug:
+                self._load_dwarf(debug)
+            if not self.dwarf:
+                self.prog.register_symbol_finder("kallsyms", load_vmlinux_kallsyms(self.prog), enable_index=0)
+                kernel = self.prog.main_module("kernel", create=True)
+                kernel.address_range = (self.sym("_text"), self.sym("_end"))
             start, stop = self.sym("__start_BTF"), self.sym("__stop_BTF")
             self.btf = Btf(self.prog.read(start, stop - start))
             symbols = module_symbols(self)
@@ -117,6 +150,14 @@ class Dump:
             self.cpus = cpu_registers(path)
         except (OSError, struct.error):
             self.cpus = {}
+
+    def _load_dwarf(self, debug: list[Path] | tuple[Path, ...]) -> None:
+        """drgn's own debug info from the given files: the kernel's and the loaded modules' that match."""
+        try:
+            self.prog.load_debug_info([str(p) for p in debug])
+        except self.drgn.MissingDebugInfoError:  # modules without a kept debug object: they unwind by ORC
+            pass
+        self.dwarf = sorted(m.name for m in self.prog.modules() if m.debug_file_status.name == "HAVE")
 
     def _find_module_symbol(self, prog: Any, name: str | None, address: int | None, one: bool) -> list[Any]:
         """drgn's symbol finder over the loaded modules' own symbol tables (testbed/forensics/read.py
@@ -199,15 +240,47 @@ class Dump:
 
     def stack(self, sp: int) -> list[str]:
         """Frames of a task switched out at `sp` (innermost first): names, or addresses in module code."""
+        return self.unwind(self.switched_out(sp))
+
+    def switched_out(self, sp: int) -> bytes:
+        """The registers (pt_regs bytes) of a task switched out at `sp`, from what switch_to pushed."""
         r15, r14, r13, r12, bx, bp, ret = struct.unpack(INACTIVE_FRAME, bytes(self.prog.read(sp, 56)))
         regs = [0] * 21  # pt_regs: r15 r14 r13 r12 bp bx r11..r8 ax cx dx si di orig_ax ip cs flags sp ss
         regs[0:6] = [r15, r14, r13, r12, bp, bx]
         regs[16], regs[19] = ret, sp + 56
-        return self.unwind(struct.pack("<21Q", *regs))
+        return struct.pack("<21Q", *regs)
 
     def unwind(self, regs: bytes) -> list[str]:
-        trace = self.prog.stack_trace(self.drgn.Object.from_bytes_(self.prog, self.pt_regs, regs))
-        return [f.name or f"{f.pc:#x}" for f in trace]
+        return [f.name or f"{f.pc:#x}" for f in self.trace(regs)]
+
+    def trace(self, regs: bytes) -> Any:
+        return self.prog.stack_trace(self.drgn.Object.from_bytes_(self.prog, self.pt_regs, regs))
+
+    def allocations(self, trace: Any) -> list[dict[str, Any]]:
+        """The frames of a stack that allocate, with their gfp_t arguments and order as DWARF gives them
+        (innermost first): only with the kernel's DWARF, and only where the compiler kept the value."""
+        out: list[dict[str, Any]] = []
+        if not self.dwarf:
+            return out
+        for f in trace:
+            try:
+                names = f.locals()
+            except (self.drgn.FaultError, LookupError, ValueError):
+                continue
+            got: dict[str, Any] = {}
+            for name in names:
+                try:
+                    v = f[name]
+                    tname = v.type_.type_name()
+                    if tname == "gfp_t":
+                        got["gfp_mask"] = int(v.value_())
+                    elif name == "order" and tname in ("unsigned int", "int"):
+                        got["order"] = int(v.value_())
+                except (self.drgn.ObjectAbsentError, self.drgn.FaultError, LookupError, ValueError, TypeError):
+                    continue
+            if "gfp_mask" in got:
+                out.append({"function": f.name, **got, "gfp": gfp_names(got["gfp_mask"])})
+        return out
 
 
 def module_symbols(d: Dump) -> list[tuple[str, int, int, bool, str]]:
@@ -285,7 +358,11 @@ def _task(d: Dump, t: int, o: dict[str, int]) -> dict[str, Any]:
             task["stack_unread"] = f"running on CPU {cpu}, whose registers the dump does not hold"
             return task
     try:  # a task on a CPU unwinds from the CPU's registers, one switched out from its saved frame
-        task["frames"] = d.unwind(d.cpus[cpu]) if cpu is not None else d.stack(d.u64(t + o["thread.sp"]))
+        trace = d.trace(d.cpus[cpu]) if cpu is not None else d.trace(d.switched_out(d.u64(t + o["thread.sp"])))
+        task["frames"] = [f.name or f"{f.pc:#x}" for f in trace]
+        allocs = d.allocations(trace)
+        if allocs:
+            task["allocations"] = allocs
     except Exception as e:  # one task's stack unreadable: said, the others read
         task["stack_unread"] = f"{type(e).__name__}: {e}"
         return task
@@ -417,18 +494,28 @@ def _virtnet(d: Dump, vi: int) -> dict[str, Any]:
 PARTS = {"tasks": tasks, "memory": memory, "sockets": sockets, "nics": nics}
 
 
-def read_dump(path: Path, release_expected: str | None = None, protocol: Any = None) -> dict[str, Any]:
-    """forensics.json's content: what each part read, and what could not be read and why."""
+def read_dump(path: Path, release_expected: str | None = None, protocol: Any = None,
+              debug: tuple[list[Path], str] = ([], "no symbols looked for")) -> dict[str, Any]:
+    """forensics.json's content: what each part read, and what could not be read and why. `debug`: the
+    kernel's DWARF files and how they were found, or none and why (testbed/forensics/symbols.py)."""
     try:
         import drgn  # noqa: F401  # is it installed? (a dependency, but a host may lack its wheel)
     except ImportError:
         return {"format": FORMAT, "unread": {"all": "drgn is not installed (pip install drgn): the dump is kept, unread"}}
+    logging.getLogger("drgn").setLevel(logging.ERROR)  # not a line per debug object that matches no module
+    files, how = debug
     try:
-        d = Dump(path)
+        d = Dump(path, files)
     except Unreadable as e:
         return {"format": FORMAT, "unread": {"all": str(e)}}
-    out: dict[str, Any] = {"format": FORMAT, "debug_info": "kallsyms (VMCOREINFO) + the kernel's BTF; no DWARF",
-                           "unread": {}}
+    out: dict[str, Any] = {"format": FORMAT, "unread": {}}
+    if d.dwarf:
+        out["debug_info"] = (f"DWARF from {how} for the kernel and {len(d.dwarf) - 1} modules "
+                             f"({', '.join(m for m in d.dwarf if m != 'kernel')}) + the kernel's BTF")
+    else:
+        out["debug_info"] = "kallsyms (VMCOREINFO) + the kernel's BTF; no DWARF"
+        out["unread"]["allocations"] = (f"no DWARF ({how}): stacks stop at the first module frame, and no "
+                                        "allocation's gfp_mask or order is read")
     try:
         out["release"] = release(d)
     except Exception as e:

@@ -50,6 +50,9 @@ def state_lines(f: dict[str, Any]) -> list[str]:
                 out.append("      " + " < ".join(frames[:SHOWN_FRAMES]) + (" ..." if len(frames) > SHOWN_FRAMES else ""))
             elif t.get("stack_unread"):
                 out.append(f"      stack not read: {t['stack_unread']}")
+            for a in t.get("allocations") or []:
+                order = f" order {a['order']}" if "order" in a else ""
+                out.append(f"      allocating in {a['function']}: {a['gfp']}{order}")
         for t in sorted((t for t in tasks if t.get("on_cpu") and t.get("frames")), key=lambda t: t.get("cpu") or 0):
             out.append(f"    on CPU {t.get('cpu')}: {t['name']}: " + " < ".join(t["frames"][:SHOWN_FRAMES]))
     for part, why in (f.get("unread") or {}).items():

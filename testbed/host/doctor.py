@@ -13,6 +13,7 @@ from dataclasses import asdict, dataclass
 from typing import Any, Literal
 
 from testbed import faults
+from testbed.forensics import symbols
 from testbed.errors import TestbedError
 from testbed.images import cache
 from testbed.images.recipe import load_recipe, recipe_hash, recipe_names
@@ -188,6 +189,15 @@ def check_images() -> Check:
     return Check("images", "ok", f"built for the current recipes ({', '.join(sorted(built))}) in {cache.images_dir()}")
 
 
+def check_symbols() -> Check:
+    """The kernels' DWARF kept for reading memory dumps (testbed/forensics/symbols.py): an aid, never a need."""
+    kept = symbols.listing()
+    if not kept:
+        return Check("symbols", "ok", "no kernel DWARF cached: the first memory dump of a Debian kernel fetches its "
+                     "-dbg package (about 0.9 GB; TESTBED_SYMBOLS=0: never, dumps are then read with kallsyms and BTF)")
+    return Check("symbols", "ok", "kernel DWARF cached for " + ", ".join(f"{k['release']} ({k['mb']} MB)" for k in kept))
+
+
 def run_checks(say: Callable[[Check], None] | None = None) -> list[Check]:
     checks: list[Check] = []
 
@@ -206,4 +216,5 @@ def run_checks(say: Callable[[Check], None] | None = None) -> list[Check]:
     add(check_docker())
     add(check_resources())
     add(check_images())
+    add(check_symbols())
     return checks

@@ -10,8 +10,9 @@ from pathlib import Path
 
 import pytest
 
-from testbed.forensics import btf, summary
-from testbed.forensics.read import flag_names, state_letter
+from testbed.forensics import btf, summary, symbols
+from testbed.forensics.read import flag_names, gfp_names, state_letter
+from testbed.forensics.symbols import wanted
 
 IDLE = json.loads((Path(__file__).parents[2] / "fixtures/forensics/idle-6.1.json").read_text())
 
@@ -162,3 +163,36 @@ def test_the_nfs_transport_of_the_recorded_stall() -> None:
     assert "sk" not in f["sockets"][0]  # guest addresses are for the readers, not the file
     assert any(ln.startswith("  RPC transport 10.201.0.1:965>10.201.0.2:2049 CONNECTED BOUND WRITE_SPACE: 2")
                and "tasks waiting to send, 0 for a reply" in ln for ln in state_lines(f))
+
+
+def test_gfp_masks_read_as_the_kernel_prints_them() -> None:
+    assert gfp_names(0xA20) == "GFP_ATOMIC"
+    assert gfp_names(0xA20 | 0x2000) == "GFP_ATOMIC|__GFP_NOWARN"
+    assert gfp_names(0xCC0 | 0x100) == "GFP_KERNEL|__GFP_ZERO"
+    assert gfp_names(0xC00) == "GFP_NOIO"
+    assert gfp_names(0x20000 | 0x40) == "__GFP_IO|__GFP_MEMALLOC"  # no set held whole: the bits
+    assert gfp_names(0) == "0" and gfp_names(0x80000000) == "0x80000000"
+
+
+def test_only_vmlinux_and_the_paths_modules_are_kept_of_a_dbg_package() -> None:
+    """Of linux-image-<release>-dbg's 5.6 GB: vmlinux and the storage/network modules' debug objects."""
+    rel = "6.1.0-50-amd64"
+    root = "./usr/lib/debug"
+    assert wanted(f"{root}/boot/vmlinux-{rel}", rel) == "vmlinux"
+    assert wanted(f"{root}/boot/vmlinux-6.1.0-49-amd64", rel) is None  # another release's
+    assert wanted(f"{root}/lib/modules/{rel}/kernel/net/sunrpc/sunrpc.ko", rel) == "modules/sunrpc.ko"
+    assert wanted(f"{root}/lib/modules/{rel}/kernel/drivers/net/virtio_net.ko", rel) == "modules/virtio_net.ko"
+    assert wanted(f"{root}/lib/modules/{rel}/kernel/drivers/scsi/iscsi_tcp.ko", rel) == "modules/iscsi_tcp.ko"
+    assert wanted(f"{root}/lib/modules/{rel}/kernel/drivers/gpu/drm/amd/amdgpu/amdgpu.ko", rel) is None
+    assert wanted(f"{root}/lib/modules/{rel}/kernel/fs/nfs/nfs.ko.debug", rel) is None
+
+
+def test_no_symbols_for_a_path_kernel_without_vmlinux(tmp_path: Path, monkeypatch) -> None:
+    monkeypatch.setenv("TESTBED_CACHE", str(tmp_path / "cache"))
+    files, why = symbols.ensure({"kind": "path", "path": str(tmp_path)}, "6.6.0", print)
+    assert files == [] and "has no vmlinux" in why
+    (tmp_path / "vmlinux").write_bytes(b"\x7fELF")
+    assert symbols.ensure({"kind": "path", "path": str(tmp_path)}, "6.6.0", print)[0] == [tmp_path / "vmlinux"]
+    monkeypatch.setenv("TESTBED_SYMBOLS", "0")
+    files, why = symbols.ensure({"kind": "debian", "version": "6.1.176-1"}, "6.1.0-50-amd64", print)
+    assert files == [] and "TESTBED_SYMBOLS=0" in why and symbols.listing() == []
