@@ -16,6 +16,8 @@ import plotly.io as pio
 from jinja2 import Environment, PackageLoader, select_autoescape
 
 from testbed.check.evidence import Evidence, on_path, read_evidence
+from testbed.check.state import protocol_words
+from testbed.forensics.read import FILE as FORENSICS
 from testbed.store.index import CaseRecord, read_run
 from testbed.report.html import figures, series
 from testbed.report.runs import Comparison, agreement_line, cell_label, rate_pivot, repeat_agreement
@@ -76,6 +78,37 @@ def _blocked(case_dir: Path) -> tuple[list[dict[str, Any]], str | None]:
              "frames": [fr.split("+", 1)[0] for fr in t.frames[:8]]} for t in ev.blocked], None
 
 
+def _state(case_dir: Path) -> dict[str, Any] | None:
+    """forensics.json for the page's "state" section (a memory dump read with drgn): zones with their bars
+    against the watermarks, the receive rings, the sockets, the protocol's queues, tasks by class and the
+    tasks that matter (blocked, or running with PF_MEMALLOC). None when the case has none."""
+    f = case_dir / FORENSICS
+    if not f.exists():
+        return None
+    try:
+        data = json.loads(f.read_text(errors="replace"))
+    except ValueError as e:
+        return {"error": f"{FORENSICS} could not be read: {e!r}"}
+    zones = []
+    for z in (data.get("memory") or {}).get("zones") or []:
+        scale = max(z["high_kb"] * 2, z["free_kb"], 1)  # the bar's full width: twice the high mark, or more
+        zones.append({**z, **{f"{k}_pct": round(100 * min(z[f"{k}_kb"], scale) / scale, 1)
+                              for k in ("free", "min", "low", "high")}})
+    tasks = data.get("tasks") or []
+    classes: dict[str, int] = {}
+    for t in tasks:
+        if t.get("state") == "D":
+            for c in t.get("classes") or ["(no class)"]:
+                classes[c] = classes.get(c, 0) + 1
+    shown = [t for t in tasks if t.get("state") == "D" or ("PF_MEMALLOC" in t.get("flags", []) and t.get("state") != "I")]
+    return {"why": data.get("why", "stall"), "debug_info": data.get("debug_info", ""), "zones": zones,
+            "memory": data.get("memory") or {}, "rings": [(n["name"], q, n.get("refill_pending")) for n in data.get("nics") or []
+                                                          for q in n.get("rx") or []],
+            "sockets": data.get("sockets") or [], "protocol": protocol_words(data.get("protocol") or {}),
+            "classes": sorted(classes.items(), key=lambda kv: -kv[1]), "tasks": shown, "all_tasks": len(tasks),
+            "unread": data.get("unread") or {}}
+
+
 def case_page(rec: CaseRecord, out_dir: Path, run_id: str, up: str, plotly_js: str) -> Path:
     page_dir = out_dir / "cases"
     page_dir.mkdir(parents=True, exist_ok=True)
@@ -90,7 +123,7 @@ def case_page(rec: CaseRecord, out_dir: Path, run_id: str, up: str, plotly_js: s
             "mechanism": v.get("mechanism"), "figures": v.get("figures") or {}}
     _write(page, "case.html.j2", title=f"{rec.case_id}: {case['verdict']}", plotly_js=f"../{plotly_js}", case=case,
            run_id=run_id, up=up, timeline=_plot(figures.timeline(s), "timeline-plot"), blocked=blocked, evidence_error=evidence_error,
-           files=files)
+           files=files, state=_state(rec.path))
     return page
 
 

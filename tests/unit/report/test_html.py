@@ -69,6 +69,22 @@ def test_run_and_case_pages_are_written(runs: dict[str, Path], tmp_path: Path) -
             assert (mixed / "cases" / href).resolve().exists(), href
 
 
+def test_a_case_page_shows_the_state_at_the_stall(runs: dict[str, Path], tmp_path: Path) -> None:
+    """Issue 29: a case with forensics.json (here the recorded stall of the nas-frozen control) gets a
+    "state at the stall" section: zones as bars against their watermarks, sockets, the RPC queues, tasks."""
+    run = runs["one"]
+    shutil.copy(REPO / "tests/fixtures/forensics/nas-frozen-stall-6.1.json", run / "nfs/forensics.json")
+    render.run_report(run, tmp_path / "html", "storage.protocol", "topology.links.*.mtu")
+    page = (tmp_path / "html/cases/nfs.html").read_text()
+    assert "State at the stall (memory dump)" in page
+    assert '<div class="zonefree below" style="width: ' in page  # DMA32 below its minimum
+    assert "10.201.0.1:965 &rarr; 10.201.0.2:2049" in page and "RPC transport 10.201.0.1:965&gt;10.201.0.2:2049" in page
+    assert "blocked (D) by class: mempool-wait 3" in page and "kswapd0 (37)" in page
+    (run / "nfs/forensics.json").write_text("{cut")
+    render.run_report(run, tmp_path / "html2", "storage.protocol", "topology.links.*.mtu")
+    assert "State not shown: forensics.json could not be read" in (tmp_path / "html2/cases/nfs.html").read_text()
+
+
 def test_compare_page_marks_moved_cells(runs: dict[str, Path], tmp_path: Path) -> None:
     cmp = compare_runs(read_run(runs["one"]), read_run(runs["mixed"]))
     rep = render.compare_report(cmp, "one", "mixed", tmp_path / "cmp", "exit 0: no significant regression")
