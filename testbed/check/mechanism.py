@@ -166,6 +166,24 @@ def path_cut(tasks: Tasks, memory: MemorySummary | None, facts: Facts) -> Findin
     return Finding(f"path cut ({cut}): {labels(waiting)} wait on the network storage", waiting)
 
 
+def storage_socket_stuck(tasks: Tasks, memory: MemorySummary | None, facts: Facts) -> Finding | None:
+    """The dump's TCP state: the storage path's memalloc socket lost segments and never sent them again."""
+    state = facts.state
+    waiting = tuple(t for t in tasks if set(t.classes) & storage_waits())
+    if state is None or not state.stuck_senders or not waiting:
+        return None
+    pressure = state.counter("TCPMemoryPressures")
+    memory_words = "; ".join(state.below_min) or "no zone below its minimum"
+    refill = _with(tasks, "net-rx-refill", "direct-reclaim")
+    rings = [r for r in state.rings if not r.empty]
+    ring = (f"; the RX refill worker {labels(refill)} is in direct reclaim too, but {rings[0].words()}"
+            if refill and rings else "")
+    return Finding(f"the storage socket cannot retransmit: {state.stuck_senders[0]}; memory: {memory_words}"
+                   f"{f', TCPMemoryPressures {pressure}' if pressure else ''}: what is lost is never sent again, so "
+                   f"the writes to the storage{_kind(tasks, facts)} it carries never complete{ring}; "
+                   f"waiting: {labels(waiting)}", waiting)
+
+
 def rx_refill_reclaim(tasks: Tasks, memory: MemorySummary | None, facts: Facts) -> Finding | None:
     refill = tuple(t for t in _with(tasks, "net-rx-refill", "direct-reclaim")
                    if {"mempool-wait", "swap-writeback"} & set(t.classes))
@@ -251,6 +269,9 @@ RULES: tuple[Rule, ...] = (
     Rule("helper-swapped-out", helper_swapped_out,
          "a storage-path helper (facts.helpers, VmSwap > 0) is blocked faulting its own pages back in"),
     Rule("path-cut", path_cut, "facts.path_cut says the path is down, and tasks wait on the storage"),
+    Rule("storage-socket-stuck", storage_socket_stuck,
+         "the memory dump shows the storage path's memalloc socket in TCP loss recovery, its retransmission "
+         "timer fired and not one segment sent again, while tasks wait on the storage"),
     Rule("rx-refill-reclaim", rx_refill_reclaim,
          "virtio-net's RX refill is in direct reclaim waiting on swap writeback (the stacks), or the memory dump "
          "shows a receive ring with no buffer while tasks wait on the storage: the loop that never ends"),
@@ -285,7 +306,7 @@ def name_mechanism(evidence: Evidence, facts: StallFacts | None = None) -> Mecha
     if not found:
         return None
     rule, finding = found[0]
-    state = facts.state.note() if facts.state else ""  # what the memory dump read: zones, sockets, queues
+    state = facts.state.note(finding.sentence) if facts.state else ""  # the dump's zones, sockets, queues
     return Mechanism(rule.name, finding.sentence + state, tuple((t.name, t.pid) for t in finding.tasks),
                      also=tuple(r.name for r, _ in found[1:]), notes=side_notes(evidence))
 

@@ -39,6 +39,9 @@ class DumpState:
     memalloc_socks: int | None = None
     memalloc_sockets: tuple[str, ...] = ()  # "10.201.0.1:965>10.201.0.2:2049 (send queued 119008 of 87040 B)"
     protocol: tuple[str, ...] = ()  # the protocol's queues, in words
+    # memalloc sockets whose lost segments were never sent again: in words (see stuck_sender)
+    stuck_senders: tuple[str, ...] = ()
+    netstat: tuple[tuple[str, int], ...] = ()
 
     @classmethod
     def from_forensics(cls, f: dict[str, Any] | None) -> DumpState | None:
@@ -55,20 +58,42 @@ class DumpState:
                       f"{s['rmem_alloc']} of {s['rcvbuf']} B)" for s in f.get("sockets") or [] if s.get("memalloc"))
         if not (rings or mem or f.get("sockets")):
             return None
-        return cls(str(f["why"]), rings, below, mem.get("memalloc_socks"), socks, protocol_words(f.get("protocol") or {}))
+        netstat = f.get("netstat") or {}
+        stuck = tuple(w for s in f.get("sockets") or [] if s.get("memalloc") and (w := stuck_sender(s, netstat)))
+        return cls(str(f["why"]), rings, below, mem.get("memalloc_socks"), socks, protocol_words(f.get("protocol") or {}),
+                   stuck, tuple((k, int(v)) for k, v in netstat.items()))
+
+    def counter(self, name: str) -> int | None:
+        return dict(self.netstat).get(name)
 
     def empty_rings(self) -> tuple[RxRing, ...]:
         return tuple(r for r in self.rings if r.empty)
 
-    def note(self) -> str:
-        """What the dump adds to a mechanism's sentence: `; the memory dump at the stall: ...`."""
+    def note(self, said: str = "") -> str:
+        """What the dump adds to a mechanism's sentence (`said`: what it says already, not repeated):
+        `; the memory dump at the stall: ...`."""
         parts = [r.words() for r in self.empty_rings()]
         parts += list(self.below_min)
         if self.memalloc_socks is not None:
             parts.append(f"sockets with SOCK_MEMALLOC: {self.memalloc_socks}"
                          + (f" ({', '.join(self.memalloc_sockets)})" if self.memalloc_sockets else ""))
         parts += list(self.protocol)
+        parts = [p for p in parts if p not in said]
         return f"; the memory dump at the {self.why}: {'; '.join(parts)}" if parts else ""
+
+
+def stuck_sender(s: dict[str, Any], netstat: dict[str, Any]) -> str | None:
+    """A TCP socket in loss recovery whose retransmission timer fired and that never retransmitted a
+    segment, in words; None for one that is moving (or was read without its TCP state)."""
+    t = s.get("tcp") or {}
+    if t.get("ca_state") != "Loss" or not t.get("rto_fired") or t.get("total_retrans") or not t.get("lost_out"):
+        return None
+    machine = (f" (RetransSegs {netstat['RetransSegs']}, TCPRetransFail {netstat.get('TCPRetransFail', '?')})"
+               if "RetransSegs" in netstat else "")
+    return (f"{s['local']}>{s['remote']}: {t['packets_out']} segments ({t['unacked_bytes']} B) unacknowledged, "
+            f"{t['lost_out']} marked lost; the retransmission timer fired {t['rto_fired']} times (backoff "
+            f"{t['backoff']}, cwnd {t['snd_cwnd']}) and not one segment was sent again{machine}; "
+            f"{t['unsent_bytes']} B more queued behind them")
 
 
 def protocol_words(p: dict[str, Any]) -> tuple[str, ...]:

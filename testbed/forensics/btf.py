@@ -66,6 +66,13 @@ class Btf:
 
     def offsetof(self, struct_name: str, path: str) -> int:
         """Byte offset of `a.b.c` in struct `struct_name`; an `x[n]` part indexes an array member."""
+        bits = self.bit_offset(struct_name, path)
+        if bits % 8:
+            raise BtfError(f"{struct_name}.{path} is a bit field")
+        return bits // 8
+
+    def bit_offset(self, struct_name: str, path: str) -> int:
+        """Bit offset of a member, bit fields included (icsk_ca_state)."""
         if struct_name not in self.by_name:
             raise BtfError(f"no struct {struct_name} in the kernel's BTF")
         tid, bits = self.by_name[struct_name], 0
@@ -81,9 +88,7 @@ class Btf:
                     raise BtfError(f"{struct_name}.{name} is not an array")
                 tid = arr.elem[0]
                 bits += int(index.rstrip("]")) * self.sizeof_id(tid) * 8
-        if bits % 8:
-            raise BtfError(f"{struct_name}.{path} is a bit field")
-        return bits // 8
+        return bits
 
     def sizeof_id(self, tid: int) -> int:
         t = self.types[self.resolve(tid)]

@@ -447,7 +447,62 @@ def _socket(d: Dump, sk: int) -> dict[str, Any]:
              wmem_queued=d.u32(sk + d.off("sock", "sk_wmem_queued")),
              sndbuf=d.u32(sk + d.off("sock", "sk_sndbuf")),
              drops=d.u32(sk + d.off("sock", "sk_drops")))
+    s["tcp"] = _tcp(d, sk)
     return s
+
+
+TCP_CA_STATES = ("Open", "Disorder", "CWR", "Recovery", "Loss")
+
+
+def _tcp(d: Dump, sk: int) -> dict[str, Any]:
+    """A TCP socket's sending state: segments out, lost and being retransmitted, the retransmission timer's
+    firings and backoff, and what was ever retransmitted (struct tcp_sock, inet_connection_sock)."""
+    u8 = lambda off: int(d.prog.read_u8(sk + off))  # noqa: E731 - a reader of one byte
+    tp = {k: d.off("tcp_sock", k) for k in ("packets_out", "lost_out", "retrans_out", "sacked_out", "total_retrans",
+                                            "snd_cwnd", "snd_una", "snd_nxt", "write_seq", "snd_wnd")}
+    ic = {k: d.off("inet_connection_sock", k) for k in ("icsk_retransmits", "icsk_backoff", "icsk_rto",
+                                                        "icsk_pending")}
+    ca_bits = d.btf.bit_offset("inet_connection_sock", "icsk_ca_state")  # a 5-bit field
+    out: dict[str, Any] = {k: d.u32(sk + o) for k, o in tp.items()}
+    out["unsent_bytes"] = (out.pop("write_seq") - out["snd_nxt"]) & 0xFFFFFFFF
+    out["unacked_bytes"] = (out["snd_nxt"] - out.pop("snd_una")) & 0xFFFFFFFF
+    del out["snd_nxt"]
+    ca = u8(ca_bits // 8) >> (ca_bits % 8) & 0x1F
+    out.update(ca_state=TCP_CA_STATES[ca] if ca < len(TCP_CA_STATES) else str(ca),
+               rto_fired=u8(ic["icsk_retransmits"]), backoff=u8(ic["icsk_backoff"]),
+               rto_jiffies=d.u32(sk + ic["icsk_rto"]), timer_pending=u8(ic["icsk_pending"]))
+    return out
+
+
+# The counters of /proc/net/netstat and /proc/net/snmp that say why a storage socket does not move: by
+# their kernel enumerator and their name in those files
+NETSTAT = (("net_statistics", "LINUX_MIB_TCPTIMEOUTS", "TCPTimeouts"),
+           ("net_statistics", "LINUX_MIB_TCPRETRANSFAIL", "TCPRetransFail"),
+           ("net_statistics", "LINUX_MIB_TCPMEMORYPRESSURES", "TCPMemoryPressures"),
+           ("net_statistics", "LINUX_MIB_PFMEMALLOCDROP", "PFMemallocDrop"),
+           ("net_statistics", "LINUX_MIB_TCPLOSSPROBES", "TCPLossProbes"),
+           ("net_statistics", "LINUX_MIB_TCPSPURIOUS_RTX_HOSTQUEUES", "TCPSpuriousRtxHostQueues"),
+           ("net_statistics", "LINUX_MIB_TCPBACKLOGDROP", "TCPBacklogDrop"),
+           ("net_statistics", "LINUX_MIB_TCPRCVQDROP", "TCPRcvQDrop"),
+           ("net_statistics", "LINUX_MIB_TCPWQUEUETOOBIG", "TCPWqueueTooBig"),
+           ("tcp_statistics", "TCP_MIB_OUTSEGS", "OutSegs"), ("tcp_statistics", "TCP_MIB_RETRANSSEGS", "RetransSegs"),
+           ("tcp_statistics", "TCP_MIB_INSEGS", "InSegs"))
+
+
+def netstat(d: Dump) -> dict[str, int]:
+    """The initial namespace's TCP counters (per-CPU MIBs summed), as /proc/net/netstat and snmp name them."""
+    mib = d.sym("init_net") + d.off("net", "mib")
+    cpus = d.u32(d.sym("nr_cpu_ids"))
+    offsets = [d.u64(d.sym("__per_cpu_offset") + 8 * c) for c in range(min(cpus, 64))]
+    out = {}
+    for table, enum, name in NETSTAT:
+        try:
+            idx = d.btf.enum(enum)
+        except BtfError:  # a counter this kernel does not have
+            continue
+        base = d.u64(mib + d.off("netns_mib", table))
+        out[name] = sum(d.u64(base + off + 8 * idx) for off in offsets) if base else 0
+    return out
 
 
 NETDEV_ALIGN = 32
@@ -491,7 +546,7 @@ def _virtnet(d: Dump, vi: int) -> dict[str, Any]:
     return {"rx": rx, "refill_pending": bool(refill & WORK_STRUCT_PENDING)}
 
 
-PARTS = {"tasks": tasks, "memory": memory, "sockets": sockets, "nics": nics}
+PARTS = {"tasks": tasks, "memory": memory, "sockets": sockets, "netstat": netstat, "nics": nics}
 
 
 def read_dump(path: Path, release_expected: str | None = None, protocol: Any = None,

@@ -34,6 +34,10 @@ def state_lines(f: dict[str, Any]) -> list[str]:
         out.append(f"  socket {s['local']} > {s['remote']} {s['state']}{' SOCK_MEMALLOC' if s['memalloc'] else ''}: "
                    f"receive {s['rmem_alloc']} of {s['rcvbuf']} B, send queued {s['wmem_queued']} of {s['sndbuf']} B, "
                    f"drops {s['drops']}")
+        if s.get("tcp"):
+            out.append(f"    TCP {tcp_words(s['tcp'])}")
+    if f.get("netstat"):
+        out.append("  counters: " + ", ".join(f"{k} {v}" for k, v in f["netstat"].items()))
     out += [f"  {w}" for w in protocol_words(f.get("protocol") or {})]
     tasks = f.get("tasks") or []
     if tasks:
@@ -50,7 +54,7 @@ def state_lines(f: dict[str, Any]) -> list[str]:
                 out.append("      " + " < ".join(frames[:SHOWN_FRAMES]) + (" ..." if len(frames) > SHOWN_FRAMES else ""))
             elif t.get("stack_unread"):
                 out.append(f"      stack not read: {t['stack_unread']}")
-            for a in t.get("allocations") or []:
+            for a in shown_allocations(t.get("allocations") or []):
                 order = f" order {a['order']}" if "order" in a else ""
                 out.append(f"      allocating in {a['function']}: {a['gfp']}{order}")
         for t in sorted((t for t in tasks if t.get("on_cpu") and t.get("frames")), key=lambda t: t.get("cpu") or 0):
@@ -59,3 +63,19 @@ def state_lines(f: dict[str, Any]) -> list[str]:
         out.append(f"  not read: {part}: {why}")
     return out
 
+
+
+def tcp_words(t: dict[str, Any]) -> str:
+    return (f"{t['ca_state']}: {t['packets_out']} segments out ({t['unacked_bytes']} B unacknowledged), {t['lost_out']} "
+            f"lost, {t['retrans_out']} being retransmitted, {t['total_retrans']} ever retransmitted; the timer fired "
+            f"{t['rto_fired']} times (backoff {t['backoff']}), cwnd {t['snd_cwnd']}; {t['unsent_bytes']} B not sent yet")
+
+
+# The allocation frames worth a line: the page allocator's and a mempool's (the others pass the same mask on)
+ALLOC_FRAMES = ("__alloc_pages", "mempool_alloc")
+
+
+def shown_allocations(allocs: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The innermost page-allocator and mempool frames of a stack's allocations (or the innermost one)."""
+    shown = [a for a in allocs if a["function"] in ALLOC_FRAMES]
+    return shown or allocs[:1]

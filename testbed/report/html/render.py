@@ -18,6 +18,7 @@ from jinja2 import Environment, PackageLoader, select_autoescape
 from testbed.check.evidence import Evidence, on_path, read_evidence
 from testbed.check.state import protocol_words
 from testbed.forensics.read import FILE as FORENSICS
+from testbed.forensics.show import shown_allocations, tcp_words
 from testbed.store.index import CaseRecord, read_run
 from testbed.report.html import figures, series
 from testbed.report.runs import Comparison, agreement_line, cell_label, rate_pivot, repeat_agreement
@@ -100,11 +101,13 @@ def _state(case_dir: Path) -> dict[str, Any] | None:
         if t.get("state") == "D":
             for c in t.get("classes") or ["(no class)"]:
                 classes[c] = classes.get(c, 0) + 1
-    shown = [t for t in tasks if t.get("state") == "D" or ("PF_MEMALLOC" in t.get("flags", []) and t.get("state") != "I")]
+    shown = [{**t, "allocations": shown_allocations(t.get("allocations") or [])} for t in tasks
+             if t.get("state") == "D" or ("PF_MEMALLOC" in t.get("flags", []) and t.get("state") != "I")]
+    sockets = [{**k, "tcp_words": tcp_words(k["tcp"]) if k.get("tcp") else ""} for k in data.get("sockets") or []]
     return {"why": data.get("why", "stall"), "debug_info": data.get("debug_info", ""), "zones": zones,
             "memory": data.get("memory") or {}, "rings": [(n["name"], q, n.get("refill_pending")) for n in data.get("nics") or []
                                                           for q in n.get("rx") or []],
-            "sockets": data.get("sockets") or [], "protocol": protocol_words(data.get("protocol") or {}),
+            "sockets": sockets, "netstat": data.get("netstat") or {}, "protocol": protocol_words(data.get("protocol") or {}),
             "classes": sorted(classes.items(), key=lambda kv: -kv[1]), "tasks": shown, "all_tasks": len(tasks),
             "unread": data.get("unread") or {}}
 

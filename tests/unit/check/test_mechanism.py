@@ -207,7 +207,7 @@ def test_nothing_to_name() -> None:
 def test_rule_table_names_are_unique_and_ordered() -> None:
     names = [r.name for r in RULES]
     assert len(names) == len(set(names))
-    assert names[:4] == ["helper-swapped-out", "path-cut", "rx-refill-reclaim", "reclaim-mempool"]
+    assert names[:5] == ["helper-swapped-out", "path-cut", "storage-socket-stuck", "rx-refill-reclaim", "reclaim-mempool"]
 
 
 @pytest.mark.parametrize("name", ["nfs-rx-refill-reclaim-6.1.txt", "ipsec-ikev2-charon-swapin-6.1.txt"])

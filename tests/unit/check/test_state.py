@@ -104,3 +104,48 @@ def test_a_case_folder_s_state_is_read_from_its_forensics_json(tmp_path: Path) -
     assert state is not None and state.memalloc_socks == 1
     (tmp_path / "forensics.json").write_text('{"why": "stall", "nics": [{"rx": [{"queue": 0}]}]}')
     assert load_state(tmp_path, notes) is None and "forensics.json unreadable (KeyError)" in notes[0]
+
+
+def test_the_deadlocked_nfs_swap_s_state_names_the_storage_socket_that_cannot_retransmit() -> None:
+    """A real deadlock of scenarios/nfs-swap.yaml (2026-12-08, r4 of 8), read with the kernel's DWARF: the
+    stacks alone name the RX refill loop; the state shows the receive ring still holding buffers and the NFS
+    socket in loss recovery, its retransmission timer fired 8 times and not one segment sent again."""
+    f = recorded("nfs-swap-deadlock-6.1.json")
+    ev = evidence_of(f, 100.0)
+    assert ev is not None
+    assert name_mechanism(ev, StallFacts("nfs")).name == "rx-refill-reclaim"  # the stacks alone
+    state = DumpState.from_forensics(f)
+    assert state is not None and not state.empty_rings() and len(state.stuck_senders) == 1
+    m = name_mechanism(ev, StallFacts("nfs", state=state))
+    assert m is not None and m.name == "storage-socket-stuck" and "rx-refill-reclaim" in m.also
+    assert m.sentence.startswith("the storage socket cannot retransmit: 10.201.0.1:900>10.201.0.2:2049: 44 segments "
+                                 "(63712 B) unacknowledged, 44 marked lost; the retransmission timer fired 8 times")
+    assert "(RetransSegs 0, TCPRetransFail 0)" in m.sentence and "DMA32 free 80 kB < min 2844 kB" in m.sentence
+    assert "but eth0 receive queue 0: 28 of 256 descriptors without a buffer" in m.sentence
+    assert m.sentence.count("DMA32 free 80 kB") == 1  # the dump's note does not say it twice
+
+
+def test_the_failing_allocations_are_read_with_their_flags() -> None:
+    """With DWARF: the RX refill worker allocates a page with GFP_KERNEL for the receive ring and waits in
+    the swap path's mempool (GFP_NOIO, no reserves: __GFP_NOMEMALLOC)."""
+    f = recorded("nfs-swap-deadlock-6.1.json")
+    assert f["debug_info"].startswith("DWARF from ") and "virtio_net" in f["debug_info"]
+    refill = next(t for t in f["tasks"] if t["pid"] == 46)
+    assert "net-rx-refill" in refill["classes"] and "add_recvbuf_mergeable" in refill["frames"]
+    allocs = {a["function"]: a for a in refill["allocations"]}
+    assert allocs["skb_page_frag_refill"]["gfp"] == "GFP_KERNEL" and allocs["__alloc_pages"]["order"] == 0
+    assert allocs["mempool_alloc"]["gfp"] == "GFP_NOIO|__GFP_NOWARN|__GFP_NORETRY|__GFP_NOMEMALLOC"
+    lines = state_lines(f)
+    assert "      allocating in __alloc_pages: GFP_KERNEL order 0" in lines
+    assert any(ln.startswith("    TCP Loss: 44 segments out (63712 B unacknowledged), 44 lost, 0 being retransmitted")
+               for ln in lines)
+    assert any(ln.startswith("  counters: TCPTimeouts 8, TCPRetransFail 0, TCPMemoryPressures 1") for ln in lines)
+
+
+def test_a_socket_that_retransmits_is_not_stuck() -> None:
+    f = copy.deepcopy(recorded("nfs-swap-deadlock-6.1.json"))
+    f["sockets"][0]["tcp"]["total_retrans"] = 3
+    state = DumpState.from_forensics(f)
+    assert state is not None and state.stuck_senders == ()
+    f["sockets"][0]["tcp"] = {**f["sockets"][0]["tcp"], "total_retrans": 0, "ca_state": "Open"}
+    assert DumpState.from_forensics(f).stuck_senders == ()  # type: ignore[union-attr]
