@@ -36,8 +36,8 @@ class Btf:
         """The kernel's BTF, or with `base` a module's split BTF on top of it (its type ids continue the
         kernel's, and its string offsets the kernel's string section): a module's own structs first."""
         own, strings = parse(data, base.strings if base else b"")
-        self.strings = (base.strings if base else b"") + strings
-        self.types = (base.types if base else [BtfType("void", 0, 0)]) + own
+        self.strings: bytes = (base.strings if base else b"") + strings
+        self.types: list[BtfType] = (base.types if base else [BtfType("void", 0, 0)]) + own
         self.by_name: dict[str, int] = {}
         self.enumerators: dict[str, int] = {}
         first = len(self.types) - len(own)

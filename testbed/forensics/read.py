@@ -1,15 +1,10 @@
-"""Reading a kdump-compressed dump of a guest with drgn, without the kernel's DWARF: symbols from the
-kallsyms the guest's VMCOREINFO points at (kernels >= 6.0), struct layouts from the kernel's own BTF in
-the dump (testbed/forensics/btf.py), stacks unwound by drgn from the kernel's ORC data. Each part of the
-state is read by a function of its own; a part that cannot be read says why in `unread`, and the others
-are still read.
-
-Read so far: every task (state, PF_MEMALLOC* / PF_KSWAPD flags, its stack for a task not on a CPU),
-memory (per zone free pages against min/low/high, managed pages, totalreserve_pages, swap pages, the
-count of sockets with SOCK_MEMALLOC: `memalloc_socks_key`), every connected TCP socket (SOCK_MEMALLOC,
-receive and send memory against the buffers, drops) and every network device (virtio_net's receive rings:
-free descriptors against the ring size, the refill work pending; its layouts from the module's own BTF).
-Not yet: protocol queues, the gfp_mask of a failing allocation."""
+"""Reading a kdump-compressed dump of a guest with drgn. Symbols from the kernel's DWARF where
+testbed/forensics/symbols.py has it (stacks through module code, each frame's gfp_t arguments), else from
+the kallsyms the guest's VMCOREINFO points at (kernels >= 6.0); struct layouts always from the kernel's
+own BTF in the dump and each module's split BTF (testbed/forensics/btf.py), so every part reads the same
+with or without DWARF. Each part of the state is read by a function of its own (PARTS); a part that
+cannot be read says why in `unread`, and the others are still read. The protocols' own state is read by
+the reader each protocol module declares (Storage.read_state) with this module's Dump."""
 
 from __future__ import annotations
 
@@ -213,7 +208,7 @@ class Dump:
         def walk(entry: int, base: int) -> None:
             if entry & 3 == 2 and entry > 4096:  # xa_is_node: an internal node
                 node = entry - 2
-                shift = int(self.prog.read_u8(node + shift_off))
+                shift = self.u8(node + shift_off)
                 for i, child in enumerate(struct.unpack("<64Q", bytes(self.prog.read(node + slots, 64 * 8)))):
                     if child:
                         walk(child, base + (i << shift))
@@ -234,6 +229,9 @@ class Dump:
 
     def u32(self, addr: int) -> int:
         return int(self.prog.read_u32(addr))
+
+    def u8(self, addr: int) -> int:
+        return int(self.prog.read_u8(addr))
 
     def cstr(self, addr: int, n: int) -> str:
         return bytes(self.prog.read(addr, n)).split(b"\0")[0].decode(errors="replace")
@@ -432,7 +430,7 @@ def sockets(d: Dump) -> list[dict[str, Any]]:
 def _socket(d: Dump, sk: int) -> dict[str, Any]:
     c = {k: d.off("sock_common", k) for k in ("skc_family", "skc_state", "skc_daddr", "skc_rcv_saddr", "skc_dport",
                                             "skc_num")}
-    state = int(d.prog.read_u8(sk + c["skc_state"]))
+    state = d.u8(sk + c["skc_state"])
     dport = int.from_bytes(bytes(d.prog.read(sk + c["skc_dport"], 2)), "big")
     s: dict[str, Any] = {"sk": sk,
                          "local": f"{ip4(d.u32(sk + c['skc_rcv_saddr']))}:{int(d.prog.read_u16(sk + c['skc_num']))}",
@@ -457,7 +455,6 @@ TCP_CA_STATES = ("Open", "Disorder", "CWR", "Recovery", "Loss")
 def _tcp(d: Dump, sk: int) -> dict[str, Any]:
     """A TCP socket's sending state: segments out, lost and being retransmitted, the retransmission timer's
     firings and backoff, and what was ever retransmitted (struct tcp_sock, inet_connection_sock)."""
-    u8 = lambda off: int(d.prog.read_u8(sk + off))  # noqa: E731 - a reader of one byte
     tp = {k: d.off("tcp_sock", k) for k in ("packets_out", "lost_out", "retrans_out", "sacked_out", "total_retrans",
                                             "snd_cwnd", "snd_una", "snd_nxt", "write_seq", "snd_wnd")}
     ic = {k: d.off("inet_connection_sock", k) for k in ("icsk_retransmits", "icsk_backoff", "icsk_rto",
@@ -467,10 +464,10 @@ def _tcp(d: Dump, sk: int) -> dict[str, Any]:
     out["unsent_bytes"] = (out.pop("write_seq") - out["snd_nxt"]) & 0xFFFFFFFF
     out["unacked_bytes"] = (out["snd_nxt"] - out.pop("snd_una")) & 0xFFFFFFFF
     del out["snd_nxt"]
-    ca = u8(ca_bits // 8) >> (ca_bits % 8) & 0x1F
+    ca = d.u8(sk + ca_bits // 8) >> (ca_bits % 8) & 0x1F
     out.update(ca_state=TCP_CA_STATES[ca] if ca < len(TCP_CA_STATES) else str(ca),
-               rto_fired=u8(ic["icsk_retransmits"]), backoff=u8(ic["icsk_backoff"]),
-               rto_jiffies=d.u32(sk + ic["icsk_rto"]), timer_pending=u8(ic["icsk_pending"]))
+               rto_fired=d.u8(sk + ic["icsk_retransmits"]), backoff=d.u8(sk + ic["icsk_backoff"]),
+               rto_jiffies=d.u32(sk + ic["icsk_rto"]), timer_pending=d.u8(sk + ic["icsk_pending"]))
     return out
 
 
@@ -520,7 +517,8 @@ def nics(d: Dump) -> list[dict[str, Any]]:
         virtnet_ops = d.module_object("virtnet_netdev")
     except LookupError:
         virtnet_ops = None
-    out, node = [], d.u64(head)
+    out: list[dict[str, Any]] = []
+    node = d.u64(head)
     while node != head and len(out) < 1000:
         dev = node - o["dev_list"]
         nic: dict[str, Any] = {"name": d.cstr(dev + o["name"], 16)}

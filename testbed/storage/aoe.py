@@ -124,7 +124,8 @@ class Aoe(Storage):
                                                         "ntargets", "rttavg", "skbpool")}
         t_off = {k: aoe.offsetof("aoetgt", k) for k in ("addr", "nout", "maxout", "nframes", "falloc", "wpkts", "rpkts")}
         qlen = dump.off("sk_buff_head", "qlen")
-        out, dev = [], dump.u64(dump.module_object("devlist", "aoe"))
+        out: list[dict[str, Any]] = []
+        dev = dump.u64(dump.module_object("devlist", "aoe"))
         while dev and len(out) < 1000:
             flags = int(dump.prog.read_u16(dev + d_off["flags"]))
             targets, tgts = dump.u64(dev + d_off["targets"]), []
