@@ -45,48 +45,50 @@ def debug_files(case: Path, release: str) -> tuple[list[Path], str]:
     return symbols.ensure(source, release, lambda m: print(m, file=sys.stderr, flush=True))
 
 
-def the_dump(case: Path, which: str | None) -> tuple[Path, str]:
-    """The dump to open (the last one taken, or the one whose moment is `which`) and its moment."""
-    recorded = dumps_recorded(case)
-    found = guest_dump.of_case(case, recorded)
+def the_dump(case: Path, which: str | None, vm: str = "client") -> tuple[Path, str]:
+    """The dump of `vm` to open (the last one taken, or the one whose moment is `which`) and its moment."""
+    recorded = [r for r in dumps_recorded(case) if r.get("vm", "client") == vm]
+    found = [p for p in guest_dump.of_case(case, recorded) if p.name.startswith(f"{vm}-")]
     if not found:
         taken = [r for r in recorded if r.get("path")]
         why = ("the case took no memory dump (evidence.dump, or nothing failed)" if not recorded else
                "its dumps are gone from the cache (bounded to "
                f"{guest_dump.KEEP_MB} MB; `testbed run --keep-dumps` keeps them in the case folder)" if taken else
                "every dump it tried failed: " + "; ".join(str(r.get("error")) for r in recorded))
-        raise UsageError(f"{case}: no memory dump to open: {why}")
+        raise UsageError(f"{case}: no memory dump of the {vm} to open: {why}")
     if which:
-        found = [p for p in found if p.stem == f"client-{which}"]
+        found = [p for p in found if p.stem == f"{vm}-{which}"]
         if not found:
             raise UsageError(f"{case}: no dump taken at '{which}' (taken: "
                              f"{', '.join(str(r.get('why')) for r in recorded)})")
     path = found[-1]
-    return path, path.stem.removeprefix("client-")
+    return path, path.stem.removeprefix(f"{vm}-")
 
 
 def cmd_inspect(args: argparse.Namespace) -> int:
     case = find_case_path(args.ref)
     if case is None:
         raise UsageError(f"no complete case at {args.ref}")
-    path, why = the_dump(case, args.at)
+    vm = "nas" if args.nas else "client"
+    path, why = the_dump(case, args.at, vm)
     verdict = json.loads((case / "verdict.json").read_text())
     if args.read:
         sc = casefile.case_scenario(case)
         if sc is None:
             raise UsageError(f"{case}/scenario.yaml: missing or no longer valid: the protocol's reader is unknown")
-        protocol = sc.storage.role
-        release = verdict.get("kernel") or ""
-        got = forensics.read_dump(path, release or None, protocol, debug_files(case, release))
-        previous = case / forensics.FILE
-        record = json.loads(previous.read_text()).get("dump") if previous.exists() else None
-        (case / forensics.FILE).write_text(json.dumps({**got, "dump": record or {"path": str(path)}, "why": why},
+        protocol = sc.storage.role if vm == "client" else None  # the protocol's reader is the client side's
+        release = verdict.get("kernel") or "" if vm == "client" else ""
+        got = forensics.read_dump(path, release or None, protocol, debug_files(case, release) if release else
+                                  ([], "the NAS's kernel symbols are looked up by the runner only"))
+        file = case / (forensics.FILE if vm == "client" else forensics.NAS_FILE)
+        record = json.loads(file.read_text()).get("dump") if file.exists() else None
+        file.write_text(json.dumps({**got, "dump": record or {"path": str(path)}, "why": why},
                                                       indent=2, default=str) + "\n")
         if args.json:
             print(json.dumps({**got, "why": why}, indent=2, default=str))
         else:
-            print("\n".join(show.state_lines({**got, "why": why})))
-            print(f"written: {case / forensics.FILE}")
+            print("\n".join(show.state_lines({**got, "why": why}, "client" if vm == "client" else "NAS")))
+            print(f"written: {file}")
         return 0
     return interactive(path, why, case, debug_files(case, verdict.get("kernel") or ""))
 
@@ -120,5 +122,6 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("ref", metavar="RUN/CASE")
     p.add_argument("--read", action="store_true", help="read the dump again into the case's forensics.json and print it")
     p.add_argument("--at", metavar="MOMENT", help="the dump taken at this moment (stall, no-answer, finished); default: the last")
+    p.add_argument("--nas", action="store_true", help="the NAS VM's dump (taken where the NAS side was suspect)")
     p.add_argument("--json", action="store_true", help="with --read: print what was read as JSON")
     p.set_defaults(func=cmd_inspect)

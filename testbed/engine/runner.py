@@ -19,7 +19,7 @@ from testbed import storage, workload
 from testbed.vm import guests
 
 from testbed.store import index
-from testbed.check import casefile, completeness
+from testbed.check import casefile, completeness, readings
 from testbed.check.evidence import parse_zoneinfo, read_evidence
 from testbed.check.mechanism import StallFacts
 from testbed.check.state import DumpState
@@ -492,6 +492,8 @@ class Case:
             dump.rename(dump.with_name(f"sysrq-client-withdrawn-{int(taken)}.txt"))
         sysrq_dump(self.client, "wm", dump, self.history)
         state = self._memory_dump(self._dump_why()) if self.sc.evidence.dump != "never" else None
+        if self.sc.evidence.dump != "never" and self.nas is not None and self.nas.machine() and self._nas_suspect():
+            self._memory_dump(self._dump_why(), "nas")  # the NAS side is suspect: its state too
         at_stall = helpers.states(self.client, self.sc.path_processes())
         self.history.add("fact", "path-helpers-at-stall", helpers=at_stall)
         text = dump.read_text() if dump.exists() else ""
@@ -517,30 +519,49 @@ class Case:
     def _dump_why(self) -> str:
         return "stall" if self.obs.ended_by == "stall" else "no-answer"
 
-    def _memory_dump(self, why: str) -> dict[str, Any] | None:
-        """The client's memory, from the host (testbed/vm/dump.py), read into forensics.json where drgn is
+    def _memory_dump(self, why: str, machine: str = "client") -> dict[str, Any] | None:
+        """A VM's memory (the client's; or the NAS VM's where the NAS side is suspect), from the host
+        (testbed/vm/dump.py), read into forensics.json (the NAS's: forensics-nas.json) where drgn is
         installed (testbed/forensics); what was read, or None. A dump or a reading that fails is recorded,
         never a verdict change."""
-        assert self.client
-        self.phase("evidence", f"memory dump ({why})")
-        d = guest_dump.take(self.client.qmp, guest_dump.dumps_dir(self.tag, self.case_id) / f"client-{why}.kdump")
-        self.history.add("evidence", "memory-dump", vm="client", why=why, **d.record())
+        vm = self.client if machine == "client" else (self.nas.machine() if self.nas else None)
+        if vm is None:
+            return None
+        self.phase("evidence", f"memory dump of the {machine} ({why})")
+        d = guest_dump.take(vm.qmp, guest_dump.dumps_dir(self.tag, self.case_id) / f"{machine}-{why}.kdump")
+        self.history.add("evidence", "memory-dump", vm=machine, why=why, **d.record())
         gone = guest_dump.prune(keep=d.path.parent if d.path else None)
         if gone:  # the cache is bounded: the oldest cases' dumps went
             self.history.add("evidence", "memory-dumps-pruned", removed=gone)
         self.dumps.append(d)
         if self.sc.evidence.keep_dumps and d.path is not None:
             self.history.add("evidence", "memory-dump-kept", path=str(guest_dump.keep(d, self.dir.path)))
-        if d.path is not None:
-            self.phase("evidence", "reading the dump (drgn)")
+        if d.path is None:
+            return None
+        self.phase("evidence", "reading the dump (drgn)")
+        source, release = self._kernel_of(machine)
+        debug = symbols.ensure(source, release, lambda m: self.phase("evidence", m))
+        # the protocol's reader knows the client's side of the storage path; the NAS's is read generically
+        got = forensics.read_dump(d.path, release or None, self.sc.storage.role if machine == "client" else None, debug)
+        self.dir.write_json(forensics.FILE if machine == "client" else forensics.NAS_FILE,
+                            {**got, "dump": d.record(), "why": why})
+        self.history.add("evidence", "forensics", vm=machine, why=why, **forensics.summary(got))
+        return got
+
+    def _kernel_of(self, machine: str) -> tuple[dict[str, Any], str]:
+        """The kernel a VM runs, as symbols.ensure wants it: its source and release."""
+        if machine == "client":
             source = self.facts.get("kernel_source", {})
-            release = source.get("running") or source.get("release") or ""
-            debug = symbols.ensure(source, release, lambda m: self.phase("evidence", m))
-            got = forensics.read_dump(d.path, source.get("running"), self.sc.storage.role, debug)
-            self.dir.write_json(forensics.FILE, {**got, "dump": d.record(), "why": why})
-            self.history.add("evidence", "forensics", why=why, **forensics.summary(got))
-            return got
-        return None
+            return source, source.get("running") or source.get("release") or ""
+        image = self.facts.get("images", {}).get("nas", {})
+        package, _, version = str(image.get("package") or "").partition("=")
+        source = {"kind": "debian", "package": package, "version": version} if version else {}
+        return source, str(image.get("kernel") or "")
+
+    def _nas_suspect(self) -> bool:
+        """The NAS probes agree the NAS side failed over the last 30 s (readings.nas_trouble)."""
+        now = self.history.now()
+        return bool(self.timeline and readings.nas_trouble(self.timeline.rows, now - 30.0, now))
 
     def _counters(self, when: str) -> None:
         """The protocol's own counters; a stuck client may not answer, which is recorded, not fatal."""

@@ -4,6 +4,6 @@ forensics.json, the state that explains a stall. Each part is read by a function
 
 from __future__ import annotations
 
-from testbed.forensics.read import FILE, evidence_of, read_dump, summary
+from testbed.forensics.read import FILE, NAS_FILE, evidence_of, read_dump, summary
 
-__all__ = ["FILE", "evidence_of", "read_dump", "summary"]
+__all__ = ["FILE", "NAS_FILE", "evidence_of", "read_dump", "summary"]

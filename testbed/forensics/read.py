@@ -17,6 +17,7 @@ from testbed.check.evidence import CLONE_SUFFIX, BlockedTask, Evidence, classify
 from testbed.forensics.btf import Btf, BtfError
 
 FILE = "forensics.json"
+NAS_FILE = "forensics-nas.json"  # the NAS VM's, where the NAS side was suspect at the stall
 FORMAT = 1
 PAGE_KB = 4
 # include/linux/sched.h (6.x)

@@ -5,15 +5,16 @@ from __future__ import annotations
 from typing import Any
 
 from testbed.check.state import protocol_words
-from testbed.forensics.read import FILE
+from testbed.forensics.read import FILE, NAS_FILE
 
-__all__ = ["FILE", "state_lines"]
+__all__ = ["FILE", "NAS_FILE", "state_lines"]
 SHOWN_FRAMES = 8
 
 
-def state_lines(f: dict[str, Any]) -> list[str]:
-    out = [f"state at the {f.get('why', 'stall')} (forensics.json: a memory dump read with drgn; "
-           f"{f.get('debug_info', 'nothing read')}):"]
+def state_lines(f: dict[str, Any], whose: str = "client") -> list[str]:
+    file = FILE if whose == "client" else NAS_FILE
+    out = [f"{'' if whose == 'client' else whose + ' '}state at the {f.get('why', 'stall')} ({file}: a memory dump "
+           f"read with drgn; {f.get('debug_info', 'nothing read')}):"]
     mem = f.get("memory") or {}
     for z in mem.get("zones", []):
         below = " BELOW MIN" if z["free_kb"] < z["min_kb"] else (" below low" if z["free_kb"] < z["low_kb"] else "")

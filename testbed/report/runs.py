@@ -176,12 +176,13 @@ def show_lines(rec: CaseRecord) -> list[str]:
         out.append(f"  mechanism: {v['mechanism']['sentence']}")
     for k, val in v.get("figures", {}).items():
         out.append(f"  {k}: {_fmt(val)}")
-    state = rec.path / forensics_show.FILE
-    if state.exists():
-        try:
-            out += forensics_show.state_lines(json.loads(state.read_text()))
-        except (ValueError, KeyError, TypeError) as e:
-            out.append(f"state: {state.name} unreadable ({type(e).__name__})")
+    for name, whose in ((forensics_show.FILE, "client"), (forensics_show.NAS_FILE, "NAS")):
+        state = rec.path / name
+        if state.exists():
+            try:
+                out += forensics_show.state_lines(json.loads(state.read_text()), whose)
+            except (ValueError, KeyError, TypeError) as e:
+                out.append(f"state: {state.name} unreadable ({type(e).__name__})")
     out.append("evidence:")
     out += [f"  {p}" for p in sorted(rec.path.iterdir())]
     return out

@@ -59,7 +59,7 @@ def test_controls(results: dict[str, str]) -> None:
     assert paused["verdict"] == "unknown" and "client VM was paused" in paused["reasons"][-1], paused["reasons"]
     folder = Path(json.loads(cp.stdout)["path"]) / "control-nas-frozen"
     assert "Show Blocked State" in (folder / "sysrq-client.txt").read_text()
-    # The memory dump at the stall, read with drgn (kallsyms + BTF): tasks with stacks, zones, reserves.
+    # The memory dump at the stall, read with drgn: tasks with stacks, zones, reserves, the NFS socket.
     state = json.loads((folder / "forensics.json").read_text())
     assert state["unread"] == {} and state["why"] == "stall" and state["dump"]["mb"] > 10, state["unread"]
     blocked = [t for t in state["tasks"] if t["state"] == "D"]
@@ -67,8 +67,14 @@ def test_controls(results: dict[str, str]) -> None:
     assert {z["zone"] for z in state["memory"]["zones"]} >= {"DMA32"} and state["memory"]["memalloc_socks"] >= 1
     assert [s for s in state["sockets"] if s["remote"].endswith(":2049") and s["memalloc"]], state["sockets"]
     assert [n for n in state["nics"] if n.get("driver") == "virtio_net" and n["rx"]], state["nics"]
+    nfs = next(s for s in state["sockets"] if s["remote"].endswith(":2049"))
+    assert nfs["tcp"]["ca_state"] in ("Loss", "Open", "Disorder", "Recovery", "CWR") and "RetransSegs" in state["netstat"]
+    # The frozen NAS is the suspect side: the NAS VM is dumped too, and read (its NFS server's port 2049)
+    nas = json.loads((folder / "forensics-nas.json").read_text())
+    assert nas["why"] == "stall" and nas["unread"] == {}, nas["unread"]
+    assert [s for s in nas["sockets"] if s["local"].endswith(":2049")], nas["sockets"]
     shown = cli("show", str(folder), env=results).stdout
-    assert "state at the stall" in shown and "zone DMA32: free" in shown
+    assert "state at the stall" in shown and "zone DMA32: free" in shown and "NAS state at the stall" in shown
     down = cases["control-nas-service-down"]
     assert down["verdict"] == "stalled" and "service probe" in down["reasons"][-1], down["reasons"]
     thawed = cases["control-nas-frozen-60s"]
