@@ -142,6 +142,7 @@ class Dump:
             raise Unreadable(f"{type(e).__name__}: {e} (kallsyms in VMCOREINFO need a kernel >= 6.0; "
                              "struct layouts need CONFIG_DEBUG_INFO_BTF)") from None
         self.pt_regs = self.prog.struct_type("pt_regs", PT_REGS_SIZE, [])
+        self.clocks: dict[int, int] = {}  # each CPU's task clock (ns): tasks() reads them
         try:
             self.cpus = cpu_registers(path)
         except (OSError, struct.error):
@@ -316,7 +317,8 @@ def release(d: Dump) -> str:
 def tasks(d: Dump) -> list[dict[str, Any]]:
     """Every task: pid, name, state letter, PF_* flags, whether on a CPU, and its stack when it is not."""
     o = {k: d.off("task_struct", k) for k in ("tasks", "pid", "comm", "__state", "exit_state", "flags", "on_cpu",
-                                              "thread.sp", "thread_group", "thread_info.cpu")}
+                                              "thread.sp", "thread_group", "thread_info.cpu", "se.exec_start")}
+    d.clocks = cpu_clocks(d)
     init = d.sym("init_task")
     leaders, node = [init], d.u64(init + o["tasks"])
     while node != init + o["tasks"] and len(leaders) < 100_000:
@@ -345,11 +347,24 @@ def tasks(d: Dump) -> list[dict[str, Any]]:
     return out
 
 
+def cpu_clocks(d: Dump) -> dict[int, int]:
+    """Each CPU's runqueue task clock (ns) at the dump: what a task's last run is measured against."""
+    try:
+        rq, clock = d.sym("runqueues"), d.off("rq", "clock_task")
+        cpus = d.u32(d.sym("nr_cpu_ids"))
+        return {c: d.u64(rq + d.u64(d.sym("__per_cpu_offset") + 8 * c) + clock) for c in range(min(cpus, 64))}
+    except (BtfError, LookupError):
+        return {}
+
+
 def _task(d: Dump, t: int, o: dict[str, int]) -> dict[str, Any]:
     flags = d.u32(t + o["flags"])
     task: dict[str, Any] = {"pid": d.u32(t + o["pid"]), "name": d.cstr(t + o["comm"], 16),
                             "state": state_letter(d.u32(t + o["__state"]), d.u32(t + o["exit_state"])),
                             "flags": flag_names(flags), "on_cpu": bool(d.u32(t + o["on_cpu"]))}
+    clock, ran = d.clocks.get(d.u32(t + o["thread_info.cpu"])), d.u64(t + o["se.exec_start"])
+    if clock and ran and not task["on_cpu"] and clock >= ran:  # since it last ran (its runtime last accounted)
+        task["off_cpu_s"] = round((clock - ran) / 1e9, 1)
     cpu = d.u32(t + o["thread_info.cpu"]) if task["on_cpu"] else None
     if cpu is not None:
         task["cpu"] = cpu

@@ -49,7 +49,8 @@ def state_lines(f: dict[str, Any], whose: str = "client") -> list[str]:
         for t in shown:
             flags = f" [{' '.join(t['flags'])}]" if t.get("flags") else ""
             classes = f" ({', '.join(t['classes'])})" if t.get("classes") else ""
-            out.append(f"    {t['name']} (pid {t['pid']}) {t['state']}{flags}{classes}")
+            since = f", off the CPU for {t['off_cpu_s']} s" if "off_cpu_s" in t else ""
+            out.append(f"    {t['name']} (pid {t['pid']}) {t['state']}{flags}{classes}{since}")
             frames = t.get("frames")
             if frames:
                 out.append("      " + " < ".join(frames[:SHOWN_FRAMES]) + (" ..." if len(frames) > SHOWN_FRAMES else ""))
