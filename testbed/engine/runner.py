@@ -373,6 +373,8 @@ class Case:
         (self.dir.path / casefile.WORKLOAD_LINES).touch()  # there even when the workload prints nothing
         if wl.progress_from_telemetry:
             self.client.agent.on_telemetry.append(self._on_telemetry)
+        if sc.evidence.dump != "never":
+            self._pause_on_panic()
         job = self.client.agent.start(argv, on_line=self._on_line)
         obs.pressure_start = self.history.now()
         tl.restart_clock(obs.pressure_start)
@@ -466,6 +468,10 @@ class Case:
                 obs.ended_by = "finished" if res.status == 0 else "workload-failed"
                 self.history.add("workload", "exit", status=res.status, stderr=res.stderr[-500:])
                 break
+            if tl.rows and tl.rows[-1].get("client_status") == "guest-panicked":
+                self._panicked()
+                obs.ended_by = "client-died"
+                break
             if not self.client.alive():
                 obs.ended_by = "client-died"
                 self.history.add("workload", "client-gone", qemu=self.client.exit_info())
@@ -515,6 +521,34 @@ class Case:
         self.dir.write_json(casefile.EVIDENCE, {"evidence": ev.to_dict(), "facts": facts.to_dict(),
                                                 "telemetry": tel or "stale (the agent stopped answering)"})
         self.obs.evidence = ev
+
+    def _pause_on_panic(self) -> None:
+        """A guest panic pauses the client from now on (QMP set-action; the guest's pvpanic driver tells
+        QEMU), so that it can be dumped; before, a panic ends QEMU (-no-reboot), as at boot."""
+        assert self.client
+        try:
+            self.client.qmp.cmd("set-action", timeout=5, panic="pause")
+            self.history.add("fact", "panic-action", action="pause")
+        except GuestError as e:  # an older QEMU: a panic ends QEMU, and nothing is dumped
+            self.history.add("fact", "panic-action", action="qemu default", error=str(e))
+
+    def _panicked(self) -> None:
+        """The client panicked and QEMU paused it: its memory is dumped, then QEMU is ended (the case goes
+        on as for a client that died)."""
+        assert self.client
+        self.history.add("workload", "client-panicked")
+        if self.sc.evidence.dump != "never":
+            self._memory_dump("panic")
+        try:
+            self.client.qmp.quit()
+        except GuestError:
+            pass
+        if self.client.proc:
+            try:
+                self.client.proc.wait(10)
+            except subprocess.TimeoutExpired:
+                pass
+        self.history.add("workload", "client-gone", qemu=self.client.exit_info(), after="panic")
 
     def _dump_why(self) -> str:
         return "stall" if self.obs.ended_by == "stall" else "no-answer"

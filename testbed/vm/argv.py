@@ -78,6 +78,10 @@ def machine_args(spec: VMSpec) -> list[str]:
         # The guest's VMCOREINFO (release, KASLR offset, kallsyms) reaches QEMU's memory dumps through
         # this device once the guest's qemu_fw_cfg module is loaded (tb-init): testbed/vm/dump.py.
         "-device", "vmcoreinfo",
+        # pvpanic: a guest whose pvpanic-mmio driver is loaded (tb-init) tells QEMU it panicked; the runner
+        # sets `set-action panic=pause` for the workload (testbed/engine/runner.py), so a panicked client
+        # stays in memory to be dumped; at boot QEMU's default stands (the guest reboots, -no-reboot exits).
+        "-device", "pvpanic",
     ]
 
 
