@@ -47,7 +47,8 @@ def test_nfs_swap_judged(version: str, results: dict[str, str]) -> None:
 
 def test_controls(results: dict[str, str]) -> None:
     files = ["scenarios/controls/local-swap.yaml", "scenarios/controls/nas-frozen.yaml", "scenarios/controls/nas-frozen-60s.yaml",
-             "scenarios/controls/client-frozen.yaml", "scenarios/controls/nas-service-down.yaml"]
+             "scenarios/controls/client-frozen.yaml", "scenarios/controls/nas-service-down.yaml",
+             "scenarios/controls/client-panic.yaml"]
     cp = cli("run", *files, "--json", env=results)
     assert cp.stdout, cp.stderr[-3000:]
     cases = {c["scenario"]: c for c in json.loads(cp.stdout)["cases"]}
@@ -75,6 +76,11 @@ def test_controls(results: dict[str, str]) -> None:
     assert [s for s in nas["sockets"] if s["local"].endswith(":2049")], nas["sockets"]
     shown = cli("show", str(folder), env=results).stdout
     assert "state at the stall" in shown and "zone DMA32: free" in shown and "NAS state at the stall" in shown
+    # A panic pauses the client (pvpanic, set-action panic=pause): dumped at the panic, then ended: unknown.
+    panicked = cases["control-client-panic"]
+    assert panicked["verdict"] == "unknown", panicked["reasons"]
+    at_panic = json.loads((folder.parent / "control-client-panic" / "forensics.json").read_text())
+    assert at_panic["why"] == "panic" and any("sysrq_handle_crash" in t.get("frames", []) for t in at_panic["tasks"])
     down = cases["control-nas-service-down"]
     assert down["verdict"] == "stalled" and "service probe" in down["reasons"][-1], down["reasons"]
     thawed = cases["control-nas-frozen-60s"]
