@@ -36,12 +36,19 @@ def dumps_recorded(case: Path) -> list[dict[str, Any]]:
     return recorded(case, "evidence", "memory-dump")
 
 
-def debug_files(case: Path, release: str) -> tuple[list[Path], str]:
-    """The kernel's DWARF for the case's kernel (its `kernel` fact), fetched on first need."""
+def kernel_of(case: Path, verdict: dict[str, Any], vm: str) -> tuple[dict[str, Any], str]:
+    """The kernel a VM of the case ran: the client's from its `kernel` fact, the NAS's from its image."""
+    if vm != "client":
+        return symbols.of_image((verdict.get("images") or {}).get(vm) or {})
     facts = recorded(case, "fact", "kernel")
     source = facts[-1].get("source") if facts else None
-    if not isinstance(source, dict):
-        return [], "the case's history names no kernel source"
+    return (source if isinstance(source, dict) else {}), str(verdict.get("kernel") or "")
+
+
+def debug_files(source: dict[str, Any], release: str) -> tuple[list[Path], str]:
+    """The kernel's DWARF for that kernel, fetched on first need (progress on stderr)."""
+    if not source:
+        return [], "the case names no kernel source"
     return symbols.ensure(source, release, lambda m: print(m, file=sys.stderr, flush=True))
 
 
@@ -77,9 +84,8 @@ def cmd_inspect(args: argparse.Namespace) -> int:
         if sc is None:
             raise UsageError(f"{case}/scenario.yaml: missing or no longer valid: the protocol's reader is unknown")
         protocol = sc.storage.role if vm == "client" else None  # the protocol's reader is the client side's
-        release = verdict.get("kernel") or "" if vm == "client" else ""
-        got = forensics.read_dump(path, release or None, protocol, debug_files(case, release) if release else
-                                  ([], "the NAS's kernel symbols are looked up by the runner only"))
+        source, release = kernel_of(case, verdict, vm)
+        got = forensics.read_dump(path, release or None, protocol, debug_files(source, release))
         file = case / (forensics.FILE if vm == "client" else forensics.NAS_FILE)
         record = json.loads(file.read_text()).get("dump") if file.exists() else None
         file.write_text(json.dumps({**got, "dump": record or {"path": str(path)}, "why": why},
@@ -90,7 +96,7 @@ def cmd_inspect(args: argparse.Namespace) -> int:
             print("\n".join(show.state_lines({**got, "why": why}, "client" if vm == "client" else "NAS")))
             print(f"written: {file}")
         return 0
-    return interactive(path, why, case, debug_files(case, verdict.get("kernel") or ""))
+    return interactive(path, why, case, debug_files(*kernel_of(case, verdict, vm)))
 
 
 def interactive(path: Path, why: str, case: Path, debug: tuple[list[Path], str]) -> int:

@@ -587,10 +587,7 @@ class Case:
         if machine == "client":
             source = self.facts.get("kernel_source", {})
             return source, source.get("running") or source.get("release") or ""
-        image = self.facts.get("images", {}).get("nas", {})
-        package, _, version = str(image.get("package") or "").partition("=")
-        source = {"kind": "debian", "package": package, "version": version} if version else {}
-        return source, str(image.get("kernel") or "")
+        return symbols.of_image(self.facts.get("images", {}).get("nas", {}))
 
     def _nas_suspect(self) -> bool:
         """The NAS probes agree the NAS side failed over the last 30 s (readings.nas_trouble)."""

@@ -102,6 +102,14 @@ def unpack(deb: Path, release: str, dest: Path, say: Say) -> float:
     return kept / 2**20
 
 
+def of_image(image: dict[str, Any]) -> tuple[dict[str, Any], str]:
+    """The kernel source and release of an image as a case records it (verdict.json's `images`: its
+    `package` as package=version, its `kernel`): what `ensure` wants for a VM other than the client."""
+    package, _, version = str(image.get("package") or "").partition("=")
+    source = {"kind": "debian", "package": package, "version": version} if version else {}
+    return source, str(image.get("kernel") or "")
+
+
 def ensure(source: dict[str, Any], release: str, say: Say) -> tuple[list[Path], str]:
     """The DWARF files for the kernel a case ran (its `kernel` fact's source), fetched on first need; and
     how they were found, or why there are none (then the dump is read without them)."""

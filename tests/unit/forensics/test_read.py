@@ -196,3 +196,10 @@ def test_no_symbols_for_a_path_kernel_without_vmlinux(tmp_path: Path, monkeypatc
     monkeypatch.setenv("TESTBED_SYMBOLS", "0")
     files, why = symbols.ensure({"kind": "debian", "version": "6.1.176-1"}, "6.1.0-50-amd64", print)
     assert files == [] and "TESTBED_SYMBOLS=0" in why and symbols.listing() == []
+
+
+def test_a_nas_image_names_its_kernel_for_the_symbols() -> None:
+    image = {"kernel": "6.1.0-50-amd64", "package": "linux-image-6.1.0-50-amd64=6.1.176-1"}
+    assert symbols.of_image(image) == ({"kind": "debian", "package": "linux-image-6.1.0-50-amd64",
+                                        "version": "6.1.176-1"}, "6.1.0-50-amd64")
+    assert symbols.of_image({}) == ({}, "")
