@@ -100,8 +100,9 @@ def protocol_words(p: dict[str, Any]) -> tuple[str, ...]:
     """The protocol's queues in a few words each (Storage.read_state's output)."""
     out = []
     for x in p.get("rpc_transports") or []:
-        out.append(f"RPC transport {x['socket']} {' '.join(x['state'])}: {x['sending_queue']} tasks waiting to send, "
-                   f"{x['pending_queue']} for a reply, {x['backlog_queue']} for a slot")
+        procs = ", ".join(f"{n} {p}" for p, n in sorted((x.get("sending_procedures") or {}).items(), key=lambda kv: -kv[1]))
+        out.append(f"RPC transport {x['socket']} {' '.join(x['state'])}: {x['sending_queue']} tasks waiting to send"
+                   f"{f' ({procs})' if procs else ''}, {x['pending_queue']} for a reply, {x['backlog_queue']} for a slot")
     for c in p.get("iscsi_connections") or []:
         tasks = c.get("tasks") or {}
         busy = ", ".join(f"{n} {s}" for s, n in sorted(tasks.items()) if s != "FREE") or "none outstanding"

@@ -49,7 +49,39 @@ GANESHA_CONTAINED = ('mkdir -p /run/rpcbind && trap : TERM && { rpcbind -f -w & 
 XPRT_STATE = ((0, "LOCKED"), (1, "CONNECTED"), (2, "CONNECTING"), (3, "CLOSE_WAIT"), (4, "BOUND"), (5, "BINDING"),
               (6, "CLOSING"), (7, "OFFLINE"), (8, "REMOVE"), (9, "CONGESTED"), (10, "CWND_WAIT"), (11, "WRITE_SPACE"),
               (12, "SND_IS_COOKIE"))
-KERNEL_SERVER, USERSPACE_SERVER = "kernel", "ganesha"  # what a NAS with a kernel of its own runs, and one without
+KERNEL_SERVER, USERSPACE_SERVER = "kernel", "ganesha"
+RPC_QUEUE_BOUND = 10_000  # tasks read off one wait queue at most
+
+
+def queued_procedures(dump: Any, rpc: Any, queue: int) -> dict[str, int]:
+    """The RPC procedures (WRITE, READ, GETATTR...) of the tasks on a struct rpc_wait_queue, counted: each
+    priority's list of tasks (u.tk_wait.list), and on a priority queue the tasks of the same owner behind
+    each (u.tk_wait.links: net/sunrpc/sched.c __rpc_add_wait_queue_priority)."""
+    o = {k: rpc.offsetof("rpc_task", k) for k in ("u.tk_wait.list", "u.tk_wait.links", "tk_msg.rpc_proc")}
+    name_off, tasks_off = rpc.offsetof("rpc_procinfo", "p_name"), rpc.offsetof("rpc_wait_queue", "tasks")
+    list_size = dump.btf.sizeof("list_head")
+    maxprio = dump.u8(queue + rpc.offsetof("rpc_wait_queue", "maxpriority"))
+    counts: dict[str, int] = {}
+    seen = 0
+    for prio in range(maxprio + 1):
+        head = queue + tasks_off + list_size * prio
+        node = dump.u64(head)
+        while node != head and seen < RPC_QUEUE_BOUND:
+            task = node - o["u.tk_wait.list"]
+            members = [task]
+            if maxprio:  # a priority queue: the owner's other tasks ring on the first one's links
+                ring = task + o["u.tk_wait.links"]
+                link = dump.u64(ring)
+                while link != ring and len(members) < RPC_QUEUE_BOUND:
+                    members.append(link - o["u.tk_wait.links"])
+                    link = dump.u64(link)
+            for m in members:
+                proc = dump.u64(m + o["tk_msg.rpc_proc"])
+                name = dump.cstr(dump.u64(proc + name_off), 32) if proc else "(none)"
+                counts[name] = counts.get(name, 0) + 1
+            seen += len(members)
+            node = dump.u64(node)
+    return counts  # what a NAS with a kernel of its own runs, and one without
 
 
 def ganesha_root(nas: Nas) -> Path:
@@ -261,12 +293,15 @@ class Nfs(Storage):
             state = dump.u64(xprt + rpc.offsetof("rpc_xprt", "state"))
             queues = {q: int(dump.prog.read_u16(xprt + rpc.offsetof("rpc_xprt", f"{q}.qlen")))
                       for q in ("sending", "pending", "backlog")}
+            procs = {f"{q}_procedures": queued_procedures(dump, rpc, xprt + rpc.offsetof("rpc_xprt", q))
+                     for q in ("sending", "pending")}
             out.append({"socket": f"{s['local']}>{s['remote']}", "state": [n for b, n in XPRT_STATE if state >> b & 1],
                         "cwnd": dump.u64(xprt + rpc.offsetof("rpc_xprt", "cwnd")),
                         "cong": dump.u64(xprt + rpc.offsetof("rpc_xprt", "cong")),
                         "num_reqs": dump.u32(xprt + rpc.offsetof("rpc_xprt", "num_reqs")),
                         "max_reqs": dump.u32(xprt + rpc.offsetof("rpc_xprt", "max_reqs")),
-                        "swapper": dump.u32(xprt + rpc.offsetof("rpc_xprt", "swapper")), **{f"{q}_queue": n for q, n in queues.items()}})
+                        "swapper": dump.u32(xprt + rpc.offsetof("rpc_xprt", "swapper")), **{f"{q}_queue": n for q, n in queues.items()},
+                        **procs})
         return {"rpc_transports": out}
 
     def attach(self, client: VM, sc: Scenario, ends: Ends) -> dict[str, Any]:

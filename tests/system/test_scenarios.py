@@ -68,6 +68,8 @@ def test_controls(results: dict[str, str]) -> None:
     assert {z["zone"] for z in state["memory"]["zones"]} >= {"DMA32"} and state["memory"]["memalloc_socks"] >= 1
     assert [s for s in state["sockets"] if s["remote"].endswith(":2049") and s["memalloc"]], state["sockets"]
     assert [n for n in state["nics"] if n.get("driver") == "virtio_net" and n["rx"]], state["nics"]
+    (rpc,) = state["protocol"]["rpc_transports"]
+    assert rpc["swapper"] and sum(rpc["sending_procedures"].values()) == rpc["sending_queue"], rpc
     nfs = next(s for s in state["sockets"] if s["remote"].endswith(":2049"))
     assert nfs["tcp"]["ca_state"] in ("Loss", "Open", "Disorder", "Recovery", "CWR") and "RetransSegs" in state["netstat"]
     # The frozen NAS is the suspect side: the NAS VM is dumped too, and read (its NFS server's port 2049)
